@@ -1,0 +1,75 @@
+"""Shared fixtures: offline hub, a tiny random-weight Llama with the embedded tokenizer, small real catalogs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # a stray download fails loudly instead of hanging
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+SHARED_DATA = REPO.parent / "shared" / "data" / "amazon_products.parquet"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    """The embedded SmolLM2 converted once to a safetensors directory (cached across runs)."""
+    from enrich.models import resolve_model
+
+    return Path(resolve_model("smollm2-135m").path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
+    """A 2-layer, width-32 Llama with random weights and the embedded model's tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "enrich.json").write_text(
+        json.dumps({"name": "tiny-llama", "template": "chat", "eos": "<|im_end|>", "stop": ["<|im_end|>", "<|endoftext|>"]})
+    )
+    return out
+
+
+@pytest.fixture()
+def catalog(tmp_path: Path) -> Path:
+    """The bundled 200-row real catalog, copied so that tests may write beside it."""
+    dst = tmp_path / "catalog.parquet"
+    shutil.copy(REPO / "examples" / "catalog.parquet", dst)
+    return dst
