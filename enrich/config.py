@@ -166,7 +166,8 @@ class RunReport(_Model):
     """The run report written beside the output (OUTPUT.report.json)."""
 
     status: Literal["ok", "partial", "interrupted", "failed"]
-    exit_code: int
+    exit_code: int = Field(description="The process's exit code (DESIGN.md): 0 ok, 6 partial, 130 interrupted...")
+    error: str | None = Field(None, description="Why the run did not finish (failed or interrupted runs).")
     started: str = Field(description="ISO 8601 UTC.")
     finished: str = Field(description="ISO 8601 UTC.")
     input: str

@@ -19,10 +19,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from enrich import io
+from enrich import history, io
 from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport
 from enrich.engines import Engine, Generation, Sampling, make_engine, pick_engine
-from enrich.errors import ConfigError, EngineError, Interrupted
+from enrich.errors import ConfigError, EngineError, EnrichError, Interrupted
 from enrich.evaluate import FLAGS, quality_flags
 from enrich.models import ModelSpec, resolve_model, versions
 from enrich.prompts import Template, build_prompts, clean_output, get_template
@@ -373,13 +373,22 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
             f"{job.input.path}: column {clash[0]!r} already exists; rename it in the input"
             + (" or pass --generated-column NAME" if clash[0] == job.output.generated_column else "")
         )
-    lock, warning = io.acquire_lock(plan.state_dir / io.LOCK, str(plan.output))
+    try:
+        lock, warning = io.acquire_lock(plan.state_dir / io.LOCK, str(plan.output))
+    except EnrichError as err:  # a run that found the lock taken is a run too: cron's history shows it
+        history.keep_failure(plan, started, t0, err)
+        raise
     try:
         if warning:
             on_event("warning", {"message": warning})
-        return _run_locked(plan, lf, started, t0, on_event, engine)
+        report = _run_locked(plan, lf, started, t0, on_event, engine)
+    except BaseException as err:
+        history.keep_failure(plan, started, t0, err)
+        raise
     finally:
         lock.release()
+    history.keep(job.run.history_dir, report)
+    return report
 
 
 def _run_locked(

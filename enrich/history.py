@@ -1,0 +1,104 @@
+"""The report history (run.history_dir): one report per run, ok or not, so cron leaves a record of every night."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from enrich import io
+from enrich.config import RunReport
+from enrich.errors import EnrichError, Interrupted
+from enrich.evaluate import FLAGS
+from enrich.models import versions
+
+if TYPE_CHECKING:
+    from enrich.pipeline import Plan
+
+COUNT_KEYS = ("ok", "flagged", "error", "skipped", "generated", "copied")
+
+
+def keep(history_dir: str | None, report: RunReport) -> Path | None:
+    """Write the report into the history folder under a name that sorts by start time; None without a folder."""
+    if not history_dir:
+        return None
+    folder = Path(history_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = report.started.replace("-", "").replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+    # The pid tells apart two runs started in the same second (a locked run beside the one holding the lock).
+    path = folder / f"{stamp}-{os.getpid()}-{report.status}.json"
+    io.write_json(path, report.model_dump())
+    return path
+
+
+def exit_code_of(err: BaseException) -> int:
+    """The exit code that cli.py gives this exception."""
+    if isinstance(err, EnrichError):
+        return err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return Interrupted.exit_code
+    return 1
+
+
+def _saved_counts(state_dir: Path) -> tuple[Counter[str], Counter[str], Counter[str]]:
+    """Counts, tokens and flags of the windows journaled so far (informational: no checksum pass)."""
+    counts: Counter[str] = Counter()
+    tokens: Counter[str] = Counter()
+    flags: Counter[str] = Counter()
+    journal = state_dir / io.JOURNAL
+    try:
+        lines = journal.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            entry: dict[str, Any] = json.loads(line)
+            counts.update(entry["counts"])
+            tokens.update(entry["tokens"])
+            flags.update(entry.get("flags", {}))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return counts, tokens, flags
+
+
+def failure_report(plan: Plan, started: str, t0: float, err: BaseException) -> RunReport:
+    """A report for a run that did not finish: its exit code, the reason, and what was saved so far."""
+    code = exit_code_of(err)
+    counts, tokens, flags = _saved_counts(plan.state_dir)
+    elapsed = time.perf_counter() - t0
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return RunReport(
+        status="interrupted" if code == Interrupted.exit_code else "failed",
+        exit_code=code,
+        error=message[:500],
+        started=started,
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        input=plan.job.input.path,
+        output=str(plan.output),
+        errors_file=str(plan.errors_path),
+        fingerprint=plan.fingerprint,
+        resumed=False,
+        model={"ref": plan.spec.ref, "name": plan.spec.name, "engine": plan.engine_name, "template": plan.template.name},
+        versions=versions(),
+        sampling={k: v for k, v in plan.sampling.__dict__.items() if k != "ignore_eos"},
+        counts={"rows": sum(counts[k] for k in ("ok", "flagged", "error", "skipped")), **{k: counts[k] for k in COUNT_KEYS}},
+        tokens={"input": tokens["input"], "output": tokens["output"]},
+        seconds={"total": round(elapsed, 4)},
+        flags={f: flags[f] for f in FLAGS},
+        rows_per_s=0.0,
+        output_tokens_per_s=0.0,
+    )
+
+
+def keep_failure(plan: Plan, started: str, t0: float, err: BaseException) -> None:
+    """Record a failed or interrupted run in the history; never hides the original error."""
+    if not plan.job.run.history_dir:
+        return
+    try:
+        keep(plan.job.run.history_dir, failure_report(plan, started, t0, err))
+    except Exception:  # noqa: BLE001 - the history must not replace the run's own error with its own
+        pass
