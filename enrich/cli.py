@@ -118,10 +118,25 @@ def main() -> None:
     """
 
 
+def _quiet_libraries() -> None:
+    """Keep JSON logs pure JSON: no library progress bars or advisories in the lines that cron keeps."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported (a test session, an embedding program)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
 def _execute(job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = False, sample: int = 20) -> None:
     from enrich import pipeline
-    from enrich.report import Reporter, print_dry_run, print_report
+    from enrich.report import Reporter, print_dry_run, print_report, use_json
 
+    if use_json(log_format):
+        _quiet_libraries()
     reporter = Reporter(log_format, -1 if quiet else verbose, job.run.log_every_s)
     try:
         if dry:
@@ -212,62 +227,99 @@ def jobs() -> None:
     """
 
 
+def set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--set DOTTED=VALUE: any job-file field, for those that have no option of their own."""
+    return click.option(
+        "--set", "sets", multiple=True, metavar="KEY=VALUE",
+        help="Override any job field, e.g. --set policies.empty=flag --set output.path=out.parquet.",
+    )(fn)
+
+
+def _job_overrides(params: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
+    from enrich.jobs import parse_sets
+
+    # --set first, then the named options: both are the command line; a named option is the more specific.
+    return {**parse_sets(sets), **{k: v for k, v in overrides_from(params).items() if v is not None}}
+
+
 @jobs.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def jobs_validate(files: tuple[str, ...]) -> None:
-    """Check job files; every problem is reported with its dotted path (exit 2 if any).
+@set_option
+def jobs_validate(files: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    """Check job files: every problem of every file at once, each with its dotted path (exit 2 if any).
+
+    Checks the fields' types and ranges, unknown keys, that the input exists, that the output's
+    folder can be written and that the model reference exists. Nothing is loaded or run.
 
     \b
     Example:
       enrich jobs validate jobs/*.toml
     """
-    from enrich.config import build_job, read_job_table
     from enrich.errors import ConfigError
+    from enrich.jobs import parse_sets, validate_file
 
+    overrides = parse_sets(sets)
     problems = []
     for f in files:
-        try:
-            build_job(read_job_table(Path(f)), source=f)
+        found = validate_file(Path(f), overrides)
+        if found:
+            problems.extend(found)
+        else:
             click.echo(f"ok: {f}")
-        except ConfigError as err:
-            problems.append(str(err))
     if problems:
         raise ConfigError("\n".join(problems))
 
 
 @jobs.command("show")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["toml", "json"]), default="toml", show_default=True)
+@set_option
 @run_options
-def jobs_show(file: str, **params: Any) -> None:
-    """Print the resolved configuration of a job file (options given here override it).
+def jobs_show(file: str, fmt: str, sets: tuple[str, ...], **params: Any) -> None:
+    """Print the resolved configuration of a job file: defaults filled, paths absolute, overrides applied.
 
     \b
-    Example:
-      enrich jobs show jobs/nightly.toml --limit 100
+    Examples:
+      enrich jobs show jobs/nightly.toml
+      enrich jobs show jobs/nightly.toml --limit 100 --format json
     """
     import json
 
-    from enrich.config import build_job, read_job_table
+    from enrich.jobs import dump_toml, load_job
 
-    job = build_job(read_job_table(Path(file)), overrides_from(params), source=file)
-    click.echo(json.dumps(job.model_dump(), indent=2))
+    job = load_job(Path(file), _job_overrides(params, sets))
+    click.echo(json.dumps(job.model_dump(), indent=2) if fmt == "json" else dump_toml(job.model_dump()), nl=False)
 
 
 @jobs.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--dry-run", is_flag=True, help="Generate for a sample, print it with a forecast; write nothing.")
-@click.option("--sample", type=int, default=20, show_default=True, help="Rows in a dry run's sample.")
+@click.option("--dry-run", is_flag=True, default=None, help="Generate for a sample, print it; write nothing.")
+@click.option("--sample", type=int, default=None, help="Rows in a dry run's sample (default 20).")
+@set_option
 @run_options
 @log_options
-def jobs_run(file: str, dry_run: bool, sample: int, log_format: str, quiet: bool, verbose: int,
-             **params: Any) -> None:
+def jobs_run(file: str, dry_run: bool | None, sample: int | None, sets: tuple[str, ...], log_format: str,
+             quiet: bool, verbose: int, **params: Any) -> None:
     """Run a job file; options given here override the file. This is what cron calls.
 
-    \b
-    Example (crontab):
-      15 2 * * * cd /srv/catalog && enrich jobs run jobs/nightly.toml --log-format json >> enrich.log 2>&1
-    """
-    from enrich.config import build_job, read_job_table
+    Exit codes: 0 ok, 2 bad job file, 3 bad input, 4 another run holds the lock, 5 engine,
+    6 finished with rows in the error file, 130 interrupted (a re-run resumes).
 
-    job = build_job(read_job_table(Path(file)), overrides_from({**params, "log_format": log_format}), source=file)
-    _execute(job, job.run.log_format if log_format == "auto" else log_format, quiet, verbose, dry_run, sample)
+    \b
+    Examples:
+      enrich jobs run jobs/nightly.toml
+      enrich jobs run jobs/hourly-incremental.toml --limit 100 --set policies.empty=flag
+    \b
+    Crontab (see README, "Running from cron"):
+      15 2 * * * cd /srv/catalog && enrich jobs run jobs/nightly.toml >> /var/log/enrich.log 2>&1
+    """
+    overrides = _job_overrides({**params, "log_format": log_format}, sets)
+    if dry_run:
+        overrides["run.dry_run"] = True
+    if sample is not None:
+        overrides["run.sample"] = sample
+    from enrich.jobs import load_job
+
+    job = load_job(Path(file), overrides)
+    fmt = job.run.log_format if log_format == "auto" else log_format
+    _execute(job, fmt, quiet, verbose, job.run.dry_run, job.run.sample)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -115,6 +116,8 @@ class RunConfig(_Model):
     log_format: Literal["auto", "text", "json"] = Field("auto", description="auto: json when not a terminal.")
     log_every_s: float = Field(10.0, gt=0, description="Seconds between JSON progress lines.")
     history_dir: str | None = Field(None, description="Folder keeping one report per run (cron history).")
+    dry_run: bool = Field(False, description="Generate for a sample, print it with a forecast; write nothing.")
+    sample: int = Field(20, ge=1, description="Rows in a dry run's seeded random sample.")
 
 
 class JobConfig(_Model):
@@ -227,7 +230,7 @@ def read_job_table(path: Path) -> dict[str, Any]:
         section, _, key = dotted.partition(".")
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str) and not Path(table[key]).is_absolute():
-            table[key] = str(base / table[key])
+            table[key] = os.path.normpath(base / table[key])  # no '..' left: paths read well in logs
     return data
 
 
