@@ -100,9 +100,14 @@ def require_columns(lf: pl.LazyFrame, path: str, columns: dict[str, str | None])
     return names
 
 
-def count_rows(lf: pl.LazyFrame, path: str) -> int:
-    """Number of rows (Parquet: from metadata; CSV: one pass)."""
+def count_rows(lf: pl.LazyFrame, path: str, fmt: str = "auto") -> int:
+    """Number of rows. For CSV this parses every column once, so that bad bytes anywhere (not UTF-8,
+    ragged lines) stop the run before any generation, not at the final assembly."""
     try:
+        if file_format(path, fmt) == "csv":
+            names = lf.collect_schema().names()
+            checks = [pl.col(c).str.len_bytes().sum().alias(f"__{i}") for i, c in enumerate(names)]
+            return int(lf.select(pl.len().alias("__n"), *checks).collect(engine="streaming")["__n"].item())
         return int(lf.select(pl.len()).collect().item())
     except pl.exceptions.PolarsError as err:
         raise _polars_error(path, err) from None
@@ -132,16 +137,19 @@ def iter_windows(
         yield pl.concat(pending)
 
 
-def duplicate_rows(lf: pl.LazyFrame, id_col: str, limit: int | None) -> dict[int, int]:
+def duplicate_rows(lf: pl.LazyFrame, id_col: str, limit: int | None, path: str) -> dict[int, int]:
     """Rows whose id repeats an earlier row's: {row: first row}. Memory: one 8-byte hash per distinct id."""
     query = lf.select(pl.col(id_col).cast(pl.String).hash(seed=0).alias("h"))
     if limit is not None:
         query = query.head(limit)
-    dup = (
-        query.with_row_index("row")
-        .filter(pl.col("h").is_duplicated() & pl.col("h").is_not_null())
-        .collect(engine="streaming")
-    )
+    try:
+        dup = (
+            query.with_row_index("row")
+            .filter(pl.col("h").is_duplicated() & pl.col("h").is_not_null())
+            .collect(engine="streaming")
+        )
+    except pl.exceptions.PolarsError as err:
+        raise _polars_error(path, err) from None
     first: dict[int, int] = {}
     out: dict[int, int] = {}
     for row, h in zip(dup["row"].to_list(), dup["h"].to_list(), strict=True):
@@ -442,3 +450,73 @@ def part_frame(columns: dict[str, list[Any]], generated_column: str) -> pl.DataF
     if generated_column != "generated_description":
         frame = frame.rename({"generated_description": generated_column})
     return frame
+
+
+# Incremental runs: the previous output's results, joined to the input by content key, in input order.
+
+REUSE_COLUMNS = ("enrich_key", "enrich_status", "enrich_finish_reason", "enrich_flags", "enrich_output_tokens")
+
+
+def write_keys(path: Path, windows: Iterator[list[str]]) -> int:
+    """Write the input's content keys (one per row, in input order) to a Parquet file; returns the row count."""
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    schema = pa.schema([("__row", pa.int64()), ("enrich_key", pa.string())])
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        for keys in windows:
+            table = pa.table({"__row": pa.array(range(rows, rows + len(keys)), pa.int64()), "enrich_key": keys})
+            writer.write_table(table, row_group_size=max(len(keys), 1))
+            rows += len(keys)
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def build_reuse(keys: Path, previous: Path, fmt: str, generated_column: str, dest: Path) -> int:
+    """Join the input's keys with the previous output's results (ok or flagged rows only) into dest, streaming.
+
+    Memory: polars' streaming hash join holds the previous output's distinct keys and results, never the input;
+    nothing is loaded into Python. Returns how many input rows found their key in the previous output.
+    """
+    kind = file_format(str(previous), fmt)
+    wanted = [generated_column, *REUSE_COLUMNS]
+    try:
+        prev = scan(str(previous), kind)
+        names = prev.collect_schema().names()
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ConfigError(
+                f"{previous}: not an output of enrich (no column {missing[0]!r}), so an incremental run cannot "
+                "reuse it; pass --overwrite to generate every row, or point -o elsewhere"
+            )
+        prev = prev.select(wanted).rename({generated_column: "generated_description"})
+        if kind == "csv":  # CSV holds text only: restore the list and integer columns
+            flags = pl.col("enrich_flags")
+            prev = prev.with_columns(
+                pl.when(flags.is_null() | (flags == "")).then(pl.lit([], pl.List(pl.String)))
+                .otherwise(flags.str.split(";")).alias("enrich_flags"),
+                pl.col("enrich_output_tokens").cast(pl.Int32, strict=False),
+            )
+        prev = prev.filter(pl.col("enrich_status").is_in(["ok", "flagged"]) & pl.col("enrich_key").is_not_null())
+        prev = prev.unique("enrich_key", keep="any")  # the same content twice (duplicate ids kept): one result
+        joined = pl.scan_parquet(keys).join(prev, on="enrich_key", how="left", maintain_order="left")
+        joined = joined.with_columns(pl.col("enrich_status").is_not_null().alias("__hit"))
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        joined.sink_parquet(tmp, compression="zstd", engine="streaming")
+        os.replace(tmp, dest)
+        return int(pl.scan_parquet(dest).select(pl.col("__hit").sum()).collect().item() or 0)
+    except pl.exceptions.PolarsError as err:
+        raise InputError(
+            f"{previous}: the previous output cannot be read ({str(err).strip().splitlines()[0][:200]}); "
+            "delete it, or pass --overwrite to generate every row"
+        ) from None
+
+
+def iter_reuse(path: Path, window_rows: int) -> Iterator[dict[str, list[Any]]]:
+    """The reuse file's windows, in step with the input's windows."""
+    columns = ["__hit", "generated_description", *REUSE_COLUMNS]
+    yield from iter_window_lists(pl.scan_parquet(path), columns, window_rows, str(path))

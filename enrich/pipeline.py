@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from enrich import history, io
+from enrich import history, incremental, io
 from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport
 from enrich.engines import Engine, Generation, Sampling, make_engine, pick_engine
 from enrich.errors import ConfigError, EngineError, EnrichError, Interrupted
@@ -70,6 +70,7 @@ class Window:
     seconds_read: float
     seconds_prompt: float
     originals: list[str | None] = field(default_factory=list)
+    reused: dict[int, dict[str, Any]] = field(default_factory=dict)  # offset -> old result (incremental)
 
 
 def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:
@@ -144,6 +145,23 @@ def plan_run(job: JobConfig, on_event: Event = _noop) -> Plan:
         details=details,
         context_key=context_key,
     )
+
+
+def settle_columns(job: JobConfig, lf: Any, on_event: Event = _noop) -> tuple[JobConfig, list[str]]:
+    """Check the column mapping against the input; id and content left at their defaults are optional."""
+    cols = job.input.columns
+    names: list[str] = lf.collect_schema().names()
+    update: dict[str, Any] = {}
+    for role in ("id", "content"):
+        name = getattr(cols, role)
+        if name is not None and name not in names and role not in cols.model_fields_set:
+            update[role] = None
+            on_event("info", {"message": f"no {name!r} column: " + ("ids are row positions" if role == "id" else "no original descriptions")})
+    if update:
+        cols = cols.model_copy(update=update)
+        job = job.model_copy(update={"input": job.input.model_copy(update={"columns": cols})})
+    io.require_columns(lf, job.input.path, {"id": cols.id, "title": cols.title, "content": cols.content})
+    return job, names
 
 
 def _cut(value: Any) -> str | None:
@@ -361,18 +379,20 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
     """Run a job to the end (or to an interrupt), resuming from its state; returns the report."""
     started = _now()
     t0 = time.perf_counter()
+    lf = io.scan(job.input.path, job.input.format)
+    job, names = settle_columns(job, lf, on_event)
     plan = plan_run(job, on_event)
     if plan.output.exists() and plan.output.resolve() == Path(job.input.path).resolve():
         raise ConfigError(f"{plan.output}: the output would overwrite the input; choose another -o")
-    lf = io.scan(job.input.path, job.input.format)
-    cols = job.input.columns
-    names = io.require_columns(lf, job.input.path, {"id": cols.id, "title": cols.title, "content": cols.content})
     clash = [c for c in (job.output.generated_column, *OUTPUT_COLUMNS[1:]) if c in names]
     if clash:
         raise ConfigError(
             f"{job.input.path}: column {clash[0]!r} already exists; rename it in the input"
             + (" or pass --generated-column NAME" if clash[0] == job.output.generated_column else "")
         )
+    total = io.count_rows(lf, job.input.path, job.input.format)
+    if job.run.limit is not None:
+        total = min(total, job.run.limit)
     try:
         lock, warning = io.acquire_lock(plan.state_dir / io.LOCK, str(plan.output))
     except EnrichError as err:  # a run that found the lock taken is a run too: cron's history shows it
@@ -381,7 +401,7 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
     try:
         if warning:
             on_event("warning", {"message": warning})
-        report = _run_locked(plan, lf, started, t0, on_event, engine)
+        report = _run_locked(plan, lf, total, started, t0, on_event, engine)
     except BaseException as err:
         history.keep_failure(plan, started, t0, err)
         raise
@@ -392,7 +412,7 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
 
 
 def _run_locked(
-    plan: Plan, lf: Any, started: str, t0: float, on_event: Event, engine: Engine | None
+    plan: Plan, lf: Any, total: int, started: str, t0: float, on_event: Event, engine: Engine | None
 ) -> RunReport:
     job = plan.job
     manifest = io.read_manifest(plan.state_dir)
@@ -400,23 +420,20 @@ def _run_locked(
     if plan.output.exists() and same and manifest.get("complete") and not job.run.restart:
         on_event("info", {"message": f"{plan.output} is complete and up to date; nothing to do"})
         return RunReport.model_validate(manifest["report"])
-    if plan.output.exists() and not job.output.overwrite and not same:
+    if plan.output.exists() and not job.output.overwrite and not same and not job.run.incremental:
         raise ConfigError(
             f"{plan.output}: exists and was not written by this run; pass --overwrite to replace it"
         )
-    restart = job.run.restart or bool(manifest.get("complete"))
+    restart = job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
     state = io.open_state(plan.state_dir, plan.fingerprint, plan.details, restart)
     for w in state.warnings:
         on_event("warning", {"message": w})
-    total = io.count_rows(lf, job.input.path)
-    if job.run.limit is not None:
-        total = min(total, job.run.limit)
     n_windows = (total + plan.window_rows - 1) // plan.window_rows
     if state.resumed:
         on_event("info", {"message": f"resuming: {len(state.parts)} of {n_windows} windows already done"})
     on_event("start", {"rows_total": total, "rows_done": sum(int(p["rows"]) for p in state.parts.values())})
     cols = job.input.columns
-    duplicates = io.duplicate_rows(lf, cols.id, job.run.limit) if cols.id else {}
+    duplicates = io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path) if cols.id else {}
     pending = [k for k in range(n_windows) if k not in state.parts]
     own_engine = engine is None
     seconds: Counter[str] = Counter()
@@ -424,6 +441,7 @@ def _run_locked(
     fresh_rows = fresh_out_tokens = 0
     try:
         with _sigterm_as_interrupt():
+            reuse = incremental.prepare(plan, lf, state, total, pending, on_event) if job.run.incremental else None
             if pending and engine is None:
                 t = time.perf_counter()
                 engine = make_engine(plan.engine_name, plan.spec, job.model, plan.batch_size)
@@ -432,7 +450,7 @@ def _run_locked(
                 assert engine is not None
                 render, count, max_prompt = _tokenizer_hooks(engine, plan)
                 needed = [c for c in (cols.id, cols.title) if c]
-                source = _windows(plan, lf, needed, set(pending), duplicates, render, count, max_prompt)
+                source = _windows(plan, lf, needed, set(pending), duplicates, render, count, max_prompt, reuse)
                 prefetch = _Prefetch(source)
                 prefetch.start()
                 try:
@@ -446,6 +464,7 @@ def _run_locked(
                         seconds["generate"] += time.perf_counter() - t
                         t = time.perf_counter()
                         part, stats = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
+                        incremental.merge(window, part, stats)
                         seconds["postprocess"] += time.perf_counter() - t
                         t = time.perf_counter()
                         state.record(window.index, io.part_frame(part, job.output.generated_column), window.errors, stats)
@@ -497,15 +516,19 @@ def _windows(
     render: Any,
     count: Callable[[str], int] | None,
     max_prompt: int,
+    reuse: Path | None = None,
 ) -> Iterator[Window]:
+    reused = incremental.windows(reuse, plan.window_rows)  # in step with the input's windows
     t = time.perf_counter()
     job = plan.job
     for index, columns in enumerate(io.iter_window_lists(lf, needed, plan.window_rows, job.input.path, job.run.limit)):
+        old = next(reused)
         read = time.perf_counter() - t
         if index in pending:
             t = time.perf_counter()
             start = index * plan.window_rows
             window = prepare_window(index, start, columns, plan, duplicates, render, count, max_prompt, job.input.path)
+            incremental.apply(window, old, plan.context_key)
             window.seconds_read = read
             window.seconds_prompt = time.perf_counter() - t
             yield window
@@ -568,11 +591,11 @@ class DryRun:
 
 def dry_run(job: JobConfig, sample: int, on_event: Event = _noop, engine: Engine | None = None) -> DryRun:
     """Generate for a seeded random sample and forecast the full run; writes nothing."""
-    plan = plan_run(job, on_event)
     lf = io.scan(job.input.path, job.input.format)
+    job, _ = settle_columns(job, lf, on_event)
+    plan = plan_run(job, on_event)
     cols = job.input.columns
-    io.require_columns(lf, job.input.path, {"id": cols.id, "title": cols.title, "content": cols.content})
-    total = io.count_rows(lf, job.input.path)
+    total = io.count_rows(lf, job.input.path, job.input.format)
     if job.run.limit is not None:
         total = min(total, job.run.limit)
     chosen = sorted(random.Random(job.sampling.seed).sample(range(total), min(sample, total)))

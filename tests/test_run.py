@@ -1,0 +1,269 @@
+"""`enrich run` on real files: formats, column mapping, bad input, resume after kill -9, dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner, Result
+
+from enrich.cli import main
+from enrich.config import OUTPUT_COLUMNS
+
+DATA = Path(__file__).parent / "data"
+
+
+def enrich(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tiny_args(model: Path) -> list[str]:
+    return ["--model", str(model), "--max-new-tokens", "4", "--window-rows", "8", "--log-format", "json"]
+
+
+def test_messy_csv_with_other_column_names(tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shop.out.csv"
+    r = enrich("run", DATA / "shop_messy.csv", "-o", out, "--id-col", "sku", "--title-col", "name",
+               "--content-col", "body", *tiny_args(tiny_model))
+    assert r.exit_code == 6, r.output  # two rows with a null or blank title go to the error file
+    assert "2 rows went to" in r.output
+    src = pl.read_csv(DATA / "shop_messy.csv", infer_schema=False)
+    got = pl.read_csv(out, infer_schema=False)
+    assert got.columns == [*src.columns, *OUTPUT_COLUMNS]
+    assert got.select(src.columns).equals(src)  # every input value round-trips, multi-line bodies included
+    errors = [json.loads(line) for line in Path(f"{out}.errors.jsonl").read_text().splitlines()]
+    assert [(e["row"], e["stage"]) for e in errors] == [(3, "validate"), (5, "validate")]
+    assert "name is null" in errors[0]["reason"] and "shop_messy.csv row 3" in errors[0]["reason"]
+    assert got["enrich_status"].to_list().count("error") == 2
+    assert got["name"][7] == "Stylo à bille « Élégance » — 0,7 mm, bleu ✓ 日本製"
+
+
+def test_parquet_types_and_order_kept(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    r = enrich("run", catalog, "-o", out, "--limit", "20", *tiny_args(tiny_model))
+    assert r.exit_code == 0, r.output
+    src = pl.read_parquet(catalog).head(20)
+    got = pl.read_parquet(out)
+    assert got.select(src.columns).equals(src)
+    assert got.schema["source_item_index"] == pl.Int64
+    assert got.schema["enrich_flags"] == pl.List(pl.String)
+    assert got["enrich_output_tokens"].to_list() == [4] * 20  # random weights never stop early
+    assert got["enrich_finish_reason"].unique().to_list() == ["length"]
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["counts"]["rows"] == 20 and report["counts"]["generated"] == 20
+    assert report["tokens"]["output"] == 80
+    assert set(report["seconds"]) >= {"read", "prompt", "generate", "write", "total"}
+
+
+def test_parquet_to_csv(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    r = enrich("run", catalog, "-o", out, "--limit", "10", *tiny_args(tiny_model))
+    assert r.exit_code == 0, r.output
+    got = pl.read_csv(out)
+    assert got.height == 10 and got["id"].to_list() == pl.read_parquet(catalog)["id"].head(10).to_list()
+
+
+def test_seeded_runs_are_reproducible(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    texts = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.parquet"
+        r = enrich("run", catalog, "-o", out, "--limit", "12", "--seed", "7", "--temperature", "0.9",
+                   *tiny_args(tiny_model))
+        assert r.exit_code == 0, r.output
+        texts.append(pl.read_parquet(out)["generated_description"].to_list())
+    assert texts[0] == texts[1]
+    out = tmp_path / "c.parquet"
+    enrich("run", catalog, "-o", out, "--limit", "12", "--seed", "8", "--temperature", "0.9", *tiny_args(tiny_model))
+    assert pl.read_parquet(out)["generated_description"].to_list() != texts[0]
+
+
+@pytest.fixture()
+def bad_titles(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.parquet"
+    pl.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "a", "f"],
+            "title": ["Stapler, black", None, "", "x" * 100_000, "Stapler, red", "Desk lamp"],
+        }
+    ).write_parquet(path)
+    return path
+
+
+def test_null_empty_long_titles_and_duplicate_ids(tiny_model: Path, bad_titles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    r = enrich("run", bad_titles, "-o", out, "--long-title", "error", *tiny_args(tiny_model))
+    assert r.exit_code == 6, r.output
+    errors = {e["row"]: e for e in map(json.loads, Path(f"{out}.errors.jsonl").read_text().splitlines())}
+    assert sorted(errors) == [1, 2, 3, 4]
+    assert "title is null" in errors[1]["reason"]
+    assert "title is empty" in errors[2]["reason"]
+    assert "100000 characters" in errors[3]["reason"] and len(errors[3]["value"]) <= 201
+    assert "duplicate id 'a' (first at row 0)" in errors[4]["reason"]
+    got = pl.read_parquet(out)
+    # random weights never stop within 4 tokens: generated rows are flagged 'truncated'
+    assert got["enrich_status"].to_list() == ["flagged", "error", "error", "error", "error", "flagged"]
+
+
+def test_long_title_truncated_by_default(tiny_model: Path, bad_titles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    r = enrich("run", bad_titles, "-o", out, "--duplicate-id", "keep", "--invalid-row", "skip",
+               *tiny_args(tiny_model))
+    assert r.exit_code == 0, r.output
+    statuses = pl.read_parquet(out)["enrich_status"].to_list()
+    assert statuses == ["flagged", "skipped", "skipped", "flagged", "flagged", "flagged"]
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "message"),
+    [
+        (lambda p: pl.DataFrame({"id": ["1"], "name": ["x"]}).write_parquet(p / "in.parquet"), 3, "no column 'title'"),
+        (lambda p: (p / "in.csv").write_bytes(b""), 3, "the file is empty"),
+        (lambda p: (p / "in.parquet").write_bytes(b"PAR1 this is not parquet PAR1"), 3, "cannot read it"),
+        (lambda p: (p / "in.csv").write_bytes("id,title\n1,Caf\xe9 table\n".encode("latin-1")), 3, "UTF-8"),
+        (lambda p: (p / "in.xlsx").write_bytes(b"x"), 2, "cannot tell the format"),
+        (lambda p: None, 3, "no such file"),
+    ],
+    ids=["missing-column", "empty-file", "corrupt-parquet", "not-utf8", "unknown-suffix", "missing-file"],
+)
+def test_bad_input_exit_codes(make, code: int, message: str, tiny_model: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make(tmp_path)
+    src = next((p for p in tmp_path.iterdir() if p.name.startswith("in.")), tmp_path / "in.parquet")
+    r = enrich("run", src, "-o", tmp_path / "out.parquet", *tiny_args(tiny_model))
+    assert r.exit_code == code, r.output
+    assert message in r.output and str(src) in r.output
+    error_lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_existing_output_needs_overwrite(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"precious data")
+    r = enrich("run", catalog, "-o", out, "--limit", "5", *tiny_args(tiny_model))
+    assert r.exit_code == 2 and "--overwrite" in r.output
+    assert out.read_bytes() == b"precious data"
+    r = enrich("run", catalog, "-o", out, "--limit", "5", "--overwrite", *tiny_args(tiny_model))
+    assert r.exit_code == 0, r.output
+    assert pl.read_parquet(out).height == 5
+    # the same command again: already complete, nothing redone
+    r = enrich("run", catalog, "-o", out, "--limit", "5", *tiny_args(tiny_model))
+    assert r.exit_code == 0 and "up to date" in r.output
+    # other settings against an output this run did not write
+    r = enrich("run", catalog, "-o", out, "--limit", "5", "--seed", "3", *tiny_args(tiny_model))
+    assert r.exit_code == 2 and "--overwrite" in r.output
+
+
+def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_model: Path) -> None:
+    r = enrich("run", catalog, "-o", tmp_path / "o.parquet", "--model", tiny_model, "--engine", "vllm")
+    assert r.exit_code == 5, r.output
+    assert "vllm" in r.output
+
+
+def test_dry_run_writes_nothing(tiny_model: Path, catalog: Path) -> None:
+    before = sorted(p.name for p in catalog.parent.iterdir())
+    r = enrich("run", catalog, "--dry-run", "--sample", "5", "--model", tiny_model, "--max-new-tokens", "4",
+               "--log-format", "text")
+    assert r.exit_code == 0, r.output
+    assert "forecast for 200 rows" in r.output and "rows/s" in r.output
+    assert sorted(p.name for p in catalog.parent.iterdir()) == before
+
+
+def _spawn(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "enrich.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _big_catalog(tmp_path: Path, catalog: Path, copies: int = 3) -> Path:
+    df = pl.read_parquet(catalog)
+    big = pl.concat([df.with_columns(pl.col("id") + f"-{i}") for i in range(copies)])
+    path = tmp_path / "big.parquet"
+    big.write_parquet(path)
+    return path
+
+
+def test_kill_9_then_resume_gives_one_row_per_input_row(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    src = _big_catalog(tmp_path, catalog, copies=1)
+    out = tmp_path / "out.parquet"
+    args = ["run", str(src), "-o", str(out), "--model", str(tiny_model), "--max-new-tokens", "6",
+            "--window-rows", "8", "--temperature", "0.8", "--seed", "5", "--log-format", "json"]
+    proc = _spawn(args, tmp_path)
+    journal = Path(f"{out}.enrich/parts.jsonl")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    done = journal.read_text().count("\n")
+    assert 3 <= done < 25  # killed mid-run
+    rerun = _spawn(args, tmp_path)
+    log = rerun.communicate(timeout=300)[0].decode()
+    assert rerun.returncode == 0, log
+    assert "resuming" in log
+    got = pl.read_parquet(out)
+    expected = pl.read_parquet(src)
+    assert got.height == expected.height
+    assert got["id"].to_list() == expected["id"].to_list()
+    # seeded per window: the resumed output equals an uninterrupted run's
+    ref = tmp_path / "ref.parquet"
+    full = _spawn([*args[:3], str(ref), *args[4:]], tmp_path)
+    assert full.wait(timeout=300) == 0
+    assert got.equals(pl.read_parquet(ref))
+
+
+def test_changed_settings_refuse_to_mix(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    state = Path(f"{out}.enrich")
+    args = ["run", catalog, "-o", out, "--limit", "40", *tiny_args(tiny_model)]
+    assert enrich(*args).exit_code == 0
+    # leave a half-finished run behind: a manifest with another fingerprint and no output
+    out.unlink()
+    manifest = json.loads((state / "manifest.json").read_text())
+    manifest.update(fingerprint="0000", complete=False)
+    (state / "manifest.json").write_text(json.dumps(manifest))
+    r = enrich(*args)
+    assert r.exit_code == 2 and "--restart" in r.output
+    r = enrich(*args, "--restart")
+    assert r.exit_code == 0, r.output
+    assert pl.read_parquet(out).height == 40
+
+
+def test_every_command_has_help() -> None:
+    def walk(group, path):  # type: ignore[no-untyped-def]
+        for name, cmd in group.commands.items():
+            yield [*path, name], cmd
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, [*path, name])
+
+    for path, cmd in walk(main, []):
+        r = enrich(*path, "--help")
+        assert r.exit_code == 0, path
+        assert cmd.help and "Example" in cmd.help, f"{' '.join(path)} needs help with examples"
+
+
+@pytest.mark.slow
+def test_real_embedded_model(catalog: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    r = enrich("run", catalog, "-o", out, "--limit", "8", "--max-new-tokens", "48", "--seed", "1",
+               "--log-format", "json")
+    assert r.exit_code == 0, r.output
+    got = pl.read_parquet(out)
+    texts = got["generated_description"].to_list()
+    assert all(t and len(t.split()) >= 10 for t in texts)
+    # a real model writes about the product: most texts share a content word with their title
+    def overlap(title: str, text: str) -> bool:
+        words = {w.lower().strip(",.()") for w in title.split() if len(w) > 3}
+        return any(w in text.lower() for w in words)
+
+    assert sum(overlap(t, g) for t, g in zip(got["title"], texts, strict=True)) >= 6
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["model"]["name"] == "smollm2-135m" and report["model"]["template"] == "chat"
+    assert report["tokens"]["output"] == got["enrich_output_tokens"].sum()
