@@ -1,0 +1,132 @@
+"""Incremental runs: unchanged rows are copied from the previous output, only new or edited rows generated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from _support import RESULT_COLUMNS, make_greedy_model
+from click.testing import CliRunner, Result
+
+from enrich.cli import main
+
+
+@pytest.fixture(scope="module")
+def greedy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_greedy_model(tiny_model, tmp_path_factory.mktemp("greedy") / "model")
+
+
+def enrich(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def run(src: Path, out: Path, model: Path, *extra: str) -> dict[str, object]:
+    r = enrich("run", src, "-o", out, "--model", model, "--max-new-tokens", "4", "--temperature", "0",
+               "--window-rows", "8", "--log-format", "json", *extra)
+    assert r.exit_code == 0, r.output
+    return dict(json.loads(Path(f"{out}.report.json").read_text()))
+
+
+def counts(report: dict[str, object]) -> tuple[int, int, int]:
+    c = report["counts"]
+    assert isinstance(c, dict)
+    return c["rows"], c["generated"], c["copied"]
+
+
+def test_only_new_and_edited_rows_are_generated(catalog: Path, greedy_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    full = pl.read_parquet(catalog)
+    full.head(40).write_parquet(src)
+    out = tmp_path / "out.parquet"
+    assert counts(run(src, out, greedy_model, "--incremental")) == (40, 40, 0)  # no previous output yet
+    before = pl.read_parquet(out)
+    # The next day: rows 5..9 are gone, 6 new products arrive at the end, two titles are edited.
+    titles = full["title"].to_list()
+    titles[12] += " XL"
+    titles[30] = titles[30].upper()
+    edited = full.with_columns(pl.Series("title", titles))
+    changed = pl.concat([edited.head(5), edited.slice(10, 30), edited.slice(100, 6)])
+    changed.write_parquet(src)
+    report = run(src, out, greedy_model, "--incremental")
+    assert counts(report) == (41, 8, 33)
+    after = pl.read_parquet(out)
+    assert after["id"].to_list() == changed["id"].to_list()  # gone rows are gone, input order kept
+    old = before.filter(pl.col("id").is_in(after["id"].implode())).select("id", *RESULT_COLUMNS)
+    kept_ids = [i for i in changed["id"].to_list() if i not in (full["id"][12], full["id"][30])][:33]
+    assert after.filter(pl.col("id").is_in(kept_ids)).select("id", *RESULT_COLUMNS).equals(
+        old.filter(pl.col("id").is_in(kept_ids))
+    )
+    # The copies are exact: a fresh full run gives the same results (greedy decoding, fixed seed).
+    fresh = tmp_path / "fresh.parquet"
+    run(src, fresh, greedy_model)
+    assert pl.read_parquet(fresh).select(RESULT_COLUMNS).equals(after.select(RESULT_COLUMNS))
+    # Nothing changed since: nothing to do, the output stays.
+    r = enrich("run", src, "-o", out, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0",
+               "--window-rows", "8", "--log-format", "json", "--incremental")
+    assert r.exit_code == 0 and "nothing to do" in r.output
+
+
+@pytest.mark.parametrize(
+    "change",
+    [("--max-new-tokens", "5"), ("--template", "alpaca"), ("--seed", "1"), ("--temperature", "0.5"), ("--model", "OTHER")],
+    ids=["max_new_tokens", "template", "seed", "temperature", "model"],
+)
+def test_a_change_of_model_template_or_sampling_invalidates_every_key(
+    catalog: Path, greedy_model: Path, tiny_model: Path, tmp_path: Path, change: tuple[str, str]
+) -> None:
+    src = tmp_path / "in.parquet"
+    pl.read_parquet(catalog).head(16).write_parquet(src)
+    out = tmp_path / "out.parquet"
+    run(src, out, greedy_model)
+    flag, value = change
+    extra = [flag, str(tiny_model) if value == "OTHER" else value, "--incremental"]
+    base = ["run", src, "-o", out, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0",
+            "--window-rows", "8", "--log-format", "json"]
+    r = enrich(*base, *extra)  # the later option wins in click, so the change applies
+    assert r.exit_code in (0, 6), r.output
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["counts"]["copied"] == 0 and report["counts"]["generated"] == 16
+
+
+def test_csv_previous_output_round_trips(catalog: Path, greedy_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    pl.read_parquet(catalog).head(24).write_parquet(src)
+    out = tmp_path / "out.csv"
+    run(src, out, greedy_model, "--incremental")
+    before = pl.read_csv(out, infer_schema=False)
+    pl.read_parquet(catalog).head(26).write_parquet(src)  # two rows more
+    assert counts(run(src, out, greedy_model, "--incremental")) == (26, 2, 24)
+    after = pl.read_csv(out, infer_schema=False)
+    assert after.head(24).select(RESULT_COLUMNS).equals(before.select(RESULT_COLUMNS))
+
+
+def test_previous_output_that_is_not_from_enrich(catalog: Path, greedy_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    pl.read_parquet(catalog).head(8).write_parquet(src)
+    out = tmp_path / "out.parquet"
+    pl.DataFrame({"a": [1]}).write_parquet(out)
+    r = enrich("run", src, "-o", out, "--model", greedy_model, "--max-new-tokens", "4", "--incremental",
+               "--log-format", "json")
+    assert r.exit_code == 2
+    assert "not an output of enrich (no column 'generated_description')" in r.output
+    assert counts(run(src, out, greedy_model, "--incremental", "--overwrite")) == (8, 8, 0)
+
+
+def test_failed_rows_are_retried_not_copied(catalog: Path, greedy_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    pl.read_parquet(catalog).head(8).write_parquet(src)
+    out = tmp_path / "out.parquet"
+    # policies.truncated = error sends every row (4 tokens: always truncated) to the error file...
+    job = tmp_path / "job.toml"
+    job.write_text(f'[input]\npath = "{src}"\n[output]\npath = "{out}"\n[run]\nincremental = true\n')
+    first = enrich("jobs", "run", job, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0",
+                   "--set", "policies.truncated=error", "--log-format", "json")
+    assert first.exit_code == 6, first.output
+    # ...and the next incremental run generates them again instead of copying failures.
+    second = enrich("jobs", "run", job, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0",
+                    "--log-format", "json")
+    assert second.exit_code == 0, second.output
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["counts"]["generated"] == 8 and report["counts"]["copied"] == 0
