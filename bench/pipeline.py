@@ -1,0 +1,95 @@
+"""Pipeline cost without generation: read, normalize, prompt, postprocess, write per row, and peak memory.
+
+Runs `enrich run` with the echo engine (no model: a fixed answer at once) on the real Amazon sample repeated
+to 10k, 100k and 1M rows with unique ids, each size in its own process so that peak RSS is its own.
+Prints a table; target: under 20 microseconds a row, peak RSS flat within 10% from 10k to 1M.
+
+    python bench/pipeline.py [--sizes 10000,100000,1000000] [--window-rows 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SOURCES = [HERE.parent.parent / "shared" / "data" / "amazon_products.parquet", HERE.parent / "examples" / "catalog.parquet"]
+
+
+def make_catalog(rows: int, path: Path) -> None:
+    """The real sample repeated to `rows` rows, ids made unique."""
+    import polars as pl
+
+    src = next(p for p in SOURCES if p.exists())
+    base = pl.read_parquet(src).drop("description_raw", strict=False)
+    reps = -(-rows // base.height)
+    big = pl.concat([base.with_columns(pl.col("id") + f"-{i}") for i in range(reps)]).head(rows)
+    big.write_parquet(path, row_group_size=65536)
+
+
+def child(catalog: str, out: str, window_rows: int) -> None:
+    """One run in this process; prints the report's stage seconds and this process's peak RSS."""
+    from enrich.config import build_job
+    from enrich.pipeline import run
+
+    job = build_job(
+        {"input": {"path": catalog}, "output": {"path": out, "overwrite": True}},
+        {"model.engine": "echo", "batch.window_rows": window_rows, "prompt.template": "alpaca", "run.restart": True,
+         "policies.duplicate_id": "keep"},
+    )
+    report = run(job)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": report.seconds.model_dump(), "rows": report.counts.rows, "rss_mb": rss_mb}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--window-rows", type=int, default=8192)
+    parser.add_argument("--work", default=str(HERE / "work"))
+    parser.add_argument("--child", nargs=2)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.window_rows)
+        return
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    # The embedded model's tokenizer is not needed: the echo engine has none, prompts use the alpaca text.
+    results = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        cat = work / f"catalog-{size}.parquet"
+        if not cat.exists():
+            make_catalog(size, cat)
+        out = work / f"out-{size}.parquet"
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", str(cat), str(out), "--window-rows", str(args.window_rows)],
+            capture_output=True, text=True, env={**os.environ, "POLARS_MAX_THREADS": "1"}, check=False,
+        )
+        wall = time.perf_counter() - t
+        if proc.returncode:
+            sys.exit(f"run of {size} rows failed:\n{proc.stderr[-3000:]}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        s = r["seconds"]
+        pipeline_s = s["read"] + s["prompt"] + s["postprocess"] + s["write"]
+        results.append({"rows": size, **s, "pipeline_us_per_row": 1e6 * pipeline_s / size,
+                        "total_us_per_row": 1e6 * s["total"] / size, "rss_mb": r["rss_mb"], "wall_s": wall})
+    print(f"\npipeline without generation (echo engine, window {args.window_rows}, POLARS_MAX_THREADS=1)")
+    print(f"{'rows':>9} {'read s':>8} {'prompt s':>9} {'post s':>8} {'write s':>8} {'total s':>8} "
+          f"{'µs/row (stages)':>16} {'µs/row (total)':>15} {'peak RSS MB':>12}")
+    for r in results:
+        print(f"{r['rows']:>9} {r['read']:>8.2f} {r['prompt']:>9.2f} {r['postprocess']:>8.2f} {r['write']:>8.2f} "
+              f"{r['total']:>8.2f} {r['pipeline_us_per_row']:>16.2f} {r['total_us_per_row']:>15.2f} {r['rss_mb']:>12.0f}")
+    lo, hi = min(r["rss_mb"] for r in results), max(r["rss_mb"] for r in results)
+    print(f"peak RSS spread: {100 * (hi - lo) / lo:.1f}% (target ≤ 10%)")
+    (work / "pipeline.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
