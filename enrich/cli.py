@@ -5,7 +5,9 @@ Heavy libraries (polars, torch, vllm) are imported inside commands, so `enrich -
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,7 @@ class EnrichGroup(click.Group):
     """Maps EnrichError to its exit code once, for every command."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        previous = _term_as_interrupt()
         try:
             return super().invoke(ctx)
         except EnrichError as err:
@@ -105,6 +108,23 @@ class EnrichGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(Interrupted.exit_code)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _term_as_interrupt() -> Any:
+    """SIGTERM (cron's timeout, systemd stop) acts as Ctrl-C from a command's first instant: exit 130, not -15.
+
+    Returns the previous handler, or None off the main thread where handlers cannot be set.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 @click.group(cls=EnrichGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import queue
 import random
 import shutil
@@ -393,6 +394,7 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
     total = io.count_rows(lf, job.input.path, job.input.format)
     if job.run.limit is not None:
         total = min(total, job.run.limit)
+    _ensure_writable(plan)
     try:
         lock, warning = io.acquire_lock(plan.state_dir / io.LOCK, str(plan.output))
     except EnrichError as err:  # a run that found the lock taken is a run too: cron's history shows it
@@ -409,6 +411,29 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
         lock.release()
     history.keep(job.run.history_dir, report)
     return report
+
+
+def _ensure_writable(plan: Plan) -> None:
+    """Create the state, output and history folders up front: a path that cannot be written is a clear
+    configuration error (exit 2) before any work, not a traceback after hours of generation."""
+    state_option = "--state-dir" if plan.job.run.state_dir else "-o"
+    folders = [(plan.output.parent, "the output", "-o"), (plan.state_dir, "the run state", state_option)]
+    folders += [(plan.errors_path.parent, "the error file", "--errors"), (plan.report_path.parent, "the report", "--report")]
+    if plan.job.run.history_dir:
+        folders.append((Path(plan.job.run.history_dir), "the report history", "--history-dir"))
+    for folder, what, option in folders:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise ConfigError(f"{blocker}: is a file, so {what} cannot be written under it; choose another {option}")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".enrich-write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise ConfigError(
+                f"{folder}: cannot write {what} there ({err.strerror or err}); choose another {option}"
+            ) from None
 
 
 def _run_locked(
