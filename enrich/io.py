@@ -48,6 +48,8 @@ def _polars_error(path: str, err: Exception) -> InputError:
         return InputError(f"{path}: not valid UTF-8 ({text}); re-encode it, e.g. iconv -f latin1 -t utf-8")
     if isinstance(err, pl.exceptions.NoDataError) or "empty" in text.lower():
         return InputError(f"{path}: the file is empty; give a catalog with a header and rows")
+    if "out of specification" in text or "PAR1" in text:  # polars' words for a torn or foreign file
+        text += " (the file is truncated, damaged or not Parquet)"
     return InputError(f"{path}: cannot read it as {Path(path).suffix.lstrip('.') or 'a catalog'}: {text}")
 
 
@@ -56,6 +58,8 @@ def scan(path: str, fmt: str = "auto") -> pl.LazyFrame:
     kind = file_format(path, fmt)
     if not any(True for _ in _expand(path)):
         raise InputError(f"{path}: no such file")
+    if kind == "csv":
+        _refuse_parquet_as_csv(path)
     try:
         if kind == "parquet":
             lf = pl.scan_parquet(path)
@@ -64,7 +68,32 @@ def scan(path: str, fmt: str = "auto") -> pl.LazyFrame:
         lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as err:
         raise _polars_error(path, err) from None
+    if kind == "csv":
+        _refuse_repeated_header(path, lf.collect_schema().names())
     return lf
+
+
+def _refuse_parquet_as_csv(path: str) -> None:
+    """A Parquet file named .csv would be read as garbage column names; say what it is instead."""
+    for p in _expand(path):
+        with p.open("rb") as f:
+            if f.read(4) == b"PAR1":
+                raise InputError(f"{p}: is a Parquet file named like a CSV; rename it .parquet or pass --input-format parquet")
+
+
+def _refuse_repeated_header(path: str, names: list[str]) -> None:
+    """polars renames a repeated CSV header to NAME_duplicated_N; which one is the title would be a guess."""
+    for name in names:
+        base, sep, n = name.rpartition("_duplicated_")
+        if sep and n.isdigit() and base in names:
+            raise InputError(f"{path}: the header repeats the column {base!r}; give each column its own name")
+
+
+def require_text(lf: pl.LazyFrame, path: str, column: str, option: str) -> None:
+    """The title column must hold text: a whole column of numbers or lists is a mapping mistake, not row errors."""
+    dtype = lf.collect_schema()[column]
+    if dtype not in (pl.String, pl.Categorical, pl.Null) and not isinstance(dtype, pl.Enum | pl.Categorical):
+        raise InputError(f"{path}: column {column!r} holds {dtype}, not text; map a text column with {option}")
 
 
 def _expand(path: str) -> Iterator[Path]:

@@ -162,6 +162,7 @@ def settle_columns(job: JobConfig, lf: Any, on_event: Event = _noop) -> tuple[Jo
         cols = cols.model_copy(update=update)
         job = job.model_copy(update={"input": job.input.model_copy(update={"columns": cols})})
     io.require_columns(lf, job.input.path, {"id": cols.id, "title": cols.title, "content": cols.content})
+    io.require_text(lf, job.input.path, cols.title, "--title-col")
     return job, names
 
 
