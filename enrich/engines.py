@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -115,6 +117,8 @@ class TransformersEngine:
         import torch
 
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        if self.device.type == "cuda" and hasattr(self.model, "generate_batch"):
+            return self._generate_continuous(encoded, sampling)
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(prompts)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
@@ -145,6 +149,31 @@ class TransformersEngine:
                 results[i] = self._finish(new[row], len(encoded[i]), sampling)
         return [r for r in results if r is not None]
 
+    def _generate_continuous(self, encoded: list[list[int]], sampling: Sampling) -> list[Generation]:
+        """On a GPU: transformers' continuous batching (paged KV cache, no padding), all prompts in one call."""
+        import torch
+        from transformers import GenerationConfig
+
+        config = GenerationConfig(  # type: ignore[no-untyped-call]
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=sampling.temperature > 0,
+            temperature=sampling.temperature if sampling.temperature > 0 else None,
+            top_p=sampling.top_p if sampling.temperature > 0 else None,
+            repetition_penalty=sampling.repetition_penalty,
+            eos_token_id=-1 if sampling.ignore_eos or not self.stop_ids else self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        torch.manual_seed(sampling.seed)
+        # generate_batch fails inside torch.inference_mode (its cache tensors are updated in place); no_grad works.
+        with torch.no_grad():
+            outputs = self.model.generate_batch(inputs=encoded, generation_config=config, progress_bar=False)
+        results = []
+        for ids, out in zip(encoded, outputs.values(), strict=True):
+            if out.error:
+                raise EngineError(f"transformers continuous batching failed on a prompt: {out.error}")
+            results.append(self._finish(list(out.generated_tokens), len(ids), sampling))
+        return results
+
     def _finish(self, tokens: list[int], prompt_tokens: int, sampling: Sampling) -> Generation:
         stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
         if stop_at is not None and not sampling.ignore_eos:
@@ -156,17 +185,23 @@ class TransformersEngine:
 
 
 class VLLMEngine:
-    """Production GPU engine: vllm.LLM offline, one call per window so its scheduler stays full."""
+    """Production GPU engine: vllm.LLM offline; a whole window per call so its scheduler keeps the GPU full."""
 
     name = "vllm"
 
-    def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int) -> None:
+    def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int, **engine_args: Any) -> None:
+        """engine_args go to vllm.LLM as they are (benchmarks: load_format="dummy", enforce_eager=True)."""
+        del batch_size  # vLLM batches by itself: max_num_seqs and max_num_batched_tokens bound a step
         _require_vllm()
+        if importlib.util.find_spec("flashinfer") is None:
+            # vLLM's default sampler needs FlashInfer; its Triton top-k/top-p kernel works without it.
+            os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         from vllm import LLM
 
         kwargs: dict[str, Any] = {
             "model": spec.path,
-            "dtype": "auto" if config.dtype == "auto" else config.dtype,
+            "tokenizer": spec.path,
+            "dtype": config.dtype,
             "gpu_memory_utilization": config.gpu_memory_utilization,
             "tensor_parallel_size": config.tensor_parallel_size,
             "enable_prefix_caching": config.enable_prefix_caching,
@@ -176,14 +211,25 @@ class VLLMEngine:
             if getattr(config, key) is not None:
                 kwargs[key] = getattr(config, key)
         if spec.adapter:
-            kwargs.update(enable_lora=True, max_lora_rank=_adapter_rank(spec.adapter))
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_adapter_rank(spec.adapter))
+        kwargs.update(engine_args)
         try:
             self.llm = LLM(**kwargs)
         except Exception as err:  # vLLM raises plain RuntimeError/ValueError for OOM and bad settings
-            raise EngineError(f"vLLM could not start {spec.ref!r}: {_first_line(err)}") from err
+            raise EngineError(_start_failure(spec.ref, err)) from err
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.stop_ids = _stop_ids(self.tokenizer, spec.stop)
+        # A private copy of the Rust tokenizer: one encode_batch call per window, in parallel, and no state shared
+        # with the prefetch thread, which renders and counts the next window's prompts meanwhile.
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        self._encoder = None
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self._encoder = Tokenizer.from_str(backend.to_str())
+            self._encoder.no_truncation()
+            self._encoder.no_padding()
         self.lora = None
         if spec.adapter:
             from vllm.lora.request import LoRARequest
@@ -192,36 +238,65 @@ class VLLMEngine:
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
+        # Tokenized here, once, in one batch call: the prompt's tokens are exactly what the transformers engine
+        # and fine-tuning see (no BOS added on top of the template), and too-long prompts never reach vLLM,
+        # where one of them would fail the whole call.
+        if self._encoder is not None:
+            encoded = [e.ids for e in self._encoder.encode_batch(list(prompts), add_special_tokens=False)]
+        else:
+            encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         base = {
             "temperature": sampling.temperature,
             "top_p": sampling.top_p if sampling.temperature > 0 else 1.0,
-            "max_tokens": sampling.max_new_tokens,
             "repetition_penalty": sampling.repetition_penalty,
             "stop_token_ids": self.stop_ids,
             "ignore_eos": sampling.ignore_eos,
-            "min_tokens": sampling.max_new_tokens if sampling.ignore_eos else 0,
             "skip_special_tokens": False,
         }
-        # A seed per prompt: results do not depend on how the scheduler batches them.
-        params = [SamplingParams(seed=sampling.seed * 1_000_003 + i, **base) for i in range(len(prompts))]
+        requests: list[Any] = []
+        params: list[Any] = []
+        sent: list[int] = []
+        for i, ids in enumerate(encoded):
+            room = min(sampling.max_new_tokens, self.max_model_len - len(ids))
+            if room < 1:
+                continue
+            requests.append(TokensPrompt(prompt_token_ids=ids))
+            # A seed per prompt: a row's text does not depend on how the scheduler batches it.
+            seed = sampling.seed * 1_000_003 + i if sampling.temperature > 0 else None
+            fixed = room if sampling.ignore_eos else 0
+            params.append(SamplingParams(max_tokens=room, min_tokens=fixed, seed=seed, **base))
+            sent.append(i)
         try:
-            outputs = self.llm.generate(list(prompts), params, lora_request=self.lora, use_tqdm=False)
+            outputs = []
+            if requests:
+                outputs = self.llm.generate(requests, params, lora_request=self.lora, use_tqdm=False)
         except Exception as err:
             if "out of memory" in str(err).lower():
-                raise EngineError(f"vLLM ran out of GPU memory: {_first_line(err)}; lower --max-num-seqs") from err
-            raise
-        results = []
-        for out in outputs:
+                raise EngineError(
+                    f"vLLM ran out of GPU memory: {_first_line(err)}; lower --max-num-seqs or --max-model-len"
+                ) from err
+            raise EngineError(f"vLLM failed while generating: {_first_line(err)}") from err
+        # A prompt with no room left is answered empty with finish "length": the row is flagged, the window goes on.
+        results = [Generation("", "length", len(ids), 0) for ids in encoded]
+        for i, out in zip(sent, outputs, strict=True):
             best = out.outputs[0]
-            finish = "length" if best.finish_reason == "length" else "stop"
-            results.append(Generation(best.text, finish, len(out.prompt_token_ids or []), len(best.token_ids)))
+            if best.finish_reason not in ("stop", "length"):
+                raise EngineError(f"vLLM ended a request with finish reason {best.finish_reason!r}")
+            results[i] = Generation(best.text, best.finish_reason, len(encoded[i]), len(best.token_ids))
         return results
 
     def close(self) -> None:
+        """Stop vLLM's engine-core process and give its GPU memory back."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        with contextlib.suppress(Exception):
+            llm.llm_engine.engine_core.shutdown()
+        del llm
         import gc
 
-        del self.llm
         gc.collect()
 
 
@@ -295,6 +370,18 @@ def _adapter_rank(adapter: str) -> int:
     cfg = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
     rank = int(cfg.get("r", 16))
     return next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= rank)
+
+
+def _start_failure(ref: str, err: BaseException) -> str:
+    """One line that says why vLLM did not start and what to change."""
+    text = f"{err!r} {err.__cause__!r}".lower()
+    if "out of memory" in text or "no available memory" in text or "kv cache" in text:
+        hint = "not enough GPU memory: lower --max-model-len or --max-num-seqs, or raise --gpu-memory-utilization"
+    elif "cuda" in text and ("no cuda" in text or "driver" in text or "not available" in text):
+        hint = "no usable CUDA GPU"
+    else:
+        hint = "see vLLM's log above for the cause"
+    return f"vLLM could not start {ref!r}: {_first_line(err)} ({hint})"
 
 
 def _first_line(err: BaseException) -> str:

