@@ -361,6 +361,7 @@ FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--lora-alpha", "alpha", {"type": int}),
     ("--lora-dropout", "dropout", {"type": float}),
     ("--target-modules", "target_modules", {"help": "Comma-separated module names (default: the 7 projections)."}),
+    ("--lora-layers", "lora_layers", {"type": int, "help": "LoRA on the top N layers only (default: all)."}),
     ("--epochs", "epochs", {"type": float}),
     ("--max-steps", "max_steps", {"type": int, "help": "Stop after N optimizer steps (wins over --epochs)."}),
     ("--batch-size", "batch_size", {"type": int}),

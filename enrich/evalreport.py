@@ -1,0 +1,101 @@
+"""What `enrich eval` writes: eval_report.json, generations.jsonl, eval.png and summary.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from enrich.evaluate import FLAGS
+
+ROWS = (
+    ("rouge_l", "ROUGE-L F1", "{:.4f}"),
+    ("chrf", "chrF", "{:.2f}"),
+    ("bleu", "BLEU", "{:.2f}"),
+    ("length_ratio", "length ratio (generated / real chars)", "{:.3f}"),
+    ("mean_output_tokens", "mean output tokens", "{:.1f}"),
+    ("eos_rate", "ends by EOS", "{:.1%}"),
+)
+
+
+def table_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(label, one cell per model) for the summary table; rendered as markdown here and by rich in the CLI."""
+    models = report["models"]
+    out = [("model", [m["name"] for m in models.values()])]
+    for key, label, fmt in ROWS:
+        out.append((label, [fmt.format(m[key]) for m in models.values()]))
+    for flag in FLAGS:
+        out.append((f"flag rate: {flag}", [f"{m['flag_rates'][flag]:.1%}" for m in models.values()]))
+    out.append(("decoding", [_decoding(m["sampling"]) for m in models.values()]))
+    return out
+
+
+def _decoding(s: dict[str, Any]) -> str:
+    kind = "greedy" if s["temperature"] == 0 else f"T={s['temperature']}, top_p={s['top_p']}"
+    return f"{kind}, max {s['max_new_tokens']} tokens, rep. penalty {s['repetition_penalty']}"
+
+
+def write_outputs(
+    out_dir: Path, report: dict[str, Any], rows: dict[str, list[Any]], refs: list[str], gens: dict[str, dict[str, Any]]
+) -> None:
+    """Write the report, every generation, the plot and the markdown summary into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with (out_dir / "generations.jsonl").open("w", encoding="utf-8") as f:
+        for i, ref in enumerate(refs):
+            line: dict[str, Any] = {"row": rows["row"][i], "id": rows.get("id", [None] * len(refs))[i],
+                                    "title": rows["title"][i], "reference": ref}
+            for role, gen in gens.items():
+                line[role] = {"text": gen["texts"][i], "finish": gen["finish"][i], "flags": gen["flags"][i]}
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    _plot(report, out_dir / "eval.png")
+    _summary(report, out_dir / "summary.md", rows, refs, gens)
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    # Every bar on a 0-1 scale: chrF and BLEU are percentages.
+    labels = ["ROUGE-L", "chrF/100", "BLEU/100", "ends by EOS", *[f"{f}" for f in FLAGS]]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    models = list(report["models"].items())
+    width = 0.8 / max(len(models), 1)
+    for k, (role, m) in enumerate(models):
+        values = [m["rouge_l"], m["chrf"] / 100, m["bleu"] / 100, m["eos_rate"], *[m["flag_rates"][f] for f in FLAGS]]
+        ax.bar([i + k * width for i in range(len(labels))], values, width, label=f"{role}: {m['name']}")
+    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(labels))], labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"enrich eval on {report['rows']} held-out rows (flags: lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _summary(
+    report: dict[str, Any], path: Path, rows: dict[str, list[Any]], refs: list[str], gens: dict[str, dict[str, Any]]
+) -> None:
+    roles = list(report["models"])
+    lines = [f"# enrich eval: {report['rows']} rows of {report['data']}", ""]
+    lines.append("| metric | " + " | ".join(roles) + " |")
+    lines.append("| --- |" + " --- |" * len(roles))
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in table_rows(report)]
+    if {"model", "baseline"} <= set(roles):
+        m, b = report["models"]["model"], report["models"]["baseline"]
+        lines += ["", "Relative to the baseline: " + ", ".join(
+            f"{k} {(m[k] - b[k]) / b[k]:+.1%}" for k in ("rouge_l", "chrf", "bleu") if b[k]
+        ) + "."]
+    lines += ["", "## Examples", ""]
+    for i in range(min(3, len(refs))):
+        lines += [f"**{rows['title'][i]}**", "", f"- real: {_short(refs[i])}"]
+        lines += [f"- {role}: {_short(g['texts'][i])}" for role, g in gens.items()]
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _short(text: str, n: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n] + "…"

@@ -1,0 +1,92 @@
+"""finetune -> export (adapter, merged16) -> verify -> run -> eval on the tiny random Llama, and the failure paths."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner, Result
+
+from enrich.cli import main
+from enrich.export import TOLERANCE, verify
+from enrich.models import resolve_model
+
+
+def enrich(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter on the tiny Llama, trained hard enough (lr 0.05) that it moves the logits."""
+    out = tmp_path_factory.mktemp("ft") / "adapter"
+    catalog = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
+    r = enrich("finetune", catalog, "-o", out, "--base", tiny_model, "--template", "chat", "--max-steps", "3",
+               "--max-rows", "24", "--val-size", "4", "--lr", "0.05", "--log-format", "json")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_merged16_export_verifies_and_runs(adapter: Path, tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    merged = tmp_path / "merged"
+    r = enrich("export", adapter, "-o", merged, "--format", "merged16", "--log-format", "json")
+    assert r.exit_code == 0, r.output
+    assert f"tolerance {TOLERANCE['bfloat16']:g}" in r.output
+    config = json.loads((merged / "config.json").read_text())
+    assert config["dtype"] == "bfloat16" and "quantization_config" not in config
+    assert not (merged / "adapter_config.json").exists()
+    info = json.loads((merged / "enrich.json").read_text())
+    assert info["kind"] == "merged16" and info["template"] == "chat" and info["eos"] == "<|im_end|>"
+
+    # Plain transformers loads it: a standard HF directory.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoTokenizer.from_pretrained(merged)
+    AutoModelForCausalLM.from_pretrained(merged)
+
+    # The verification can fail: the base alone is not base + adapter.
+    assert not verify(resolve_model(str(adapter)), resolve_model(str(tiny_model)), 1e-6).passed
+    assert verify(resolve_model(str(adapter)), resolve_model(str(merged)), TOLERANCE["bfloat16"]).passed
+
+    # enrich run takes the merged directory and the adapter directory, prompting as enrich.json says.
+    for model in (merged, adapter):
+        out = tmp_path / f"{model.name}.parquet"
+        r = enrich("run", catalog, "-o", out, "--model", model, "--limit", "6", "--max-new-tokens", "4",
+                   "--temperature", "0.7", "--log-format", "json")
+        assert r.exit_code in (0, 6), r.output  # 6: random weights can write empty text, which the policy rejects
+        report = json.loads(Path(f"{out}.report.json").read_text())
+        assert report["counts"]["rows"] == 6 and report["model"]["template"] == "chat"
+        assert pl.read_parquet(out).height == 6
+
+    # enrich eval scores the export against the base on held-out rows.
+    ev = tmp_path / "eval"
+    r = enrich("eval", merged, catalog, "-o", ev, "--baseline", tiny_model, "--sample", "6", "--max-new-tokens", "4",
+               "--log-format", "json")
+    assert r.exit_code == 0, r.output
+    report = json.loads((ev / "eval_report.json").read_text())
+    assert set(report["models"]) == {"model", "baseline"} and report["rows"] == 6
+
+
+def test_adapter_export_is_a_peft_dir(adapter: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    r = enrich("export", adapter, "-o", out, "--format", "adapter", "--log-format", "json")
+    assert r.exit_code == 0, r.output
+    assert "max |logit diff| 0 " in r.output  # the same weights: bit for bit the same logits
+    assert (out / "adapter_config.json").is_file() and not (out / "checkpoints").exists()
+    assert json.loads((out / "enrich.json").read_text())["kind"] == "adapter"
+
+
+def test_export_errors(adapter: Path, tiny_model: Path, tmp_path: Path) -> None:
+    r = enrich("export", tiny_model, "-o", tmp_path / "x", "--format", "merged16")
+    assert r.exit_code == 2 and "not an adapter directory" in r.output
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    r = enrich("export", adapter, "-o", tmp_path / "full", "--format", "merged16")
+    assert r.exit_code == 2 and "not empty" in r.output
+    if not os.environ.get("LLAMA_CPP_DIR"):
+        r = enrich("export", adapter, "-o", tmp_path / "g", "--format", "gguf")
+        assert r.exit_code == 5 and "convert_hf_to_gguf.py" in r.output
+        assert not (tmp_path / "g").exists()

@@ -1,0 +1,128 @@
+"""`enrich finetune`: cleaning, prompts and masks, outputs, resume, bad data and bad hyper-parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner, Result
+
+from enrich.cli import main
+from enrich.config import Columns
+from enrich.prompts import get_template
+from enrich.traindata import clean, read_rows, tokenize
+
+DATA = Path(__file__).parent / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_products.parquet"
+
+
+def enrich(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tiny_finetune(model: Path, data: Path, out: Path, *extra: str) -> Result:
+    return enrich("finetune", data, "-o", out, "--base", model, "--template", "chat", "--max-steps", "2",
+                  "--max-rows", "24", "--val-size", "4", "--logging-steps", "1", "--log-format", "json", *extra)
+
+
+def test_cleaning_counts_every_drop(catalog: Path) -> None:
+    rows = read_rows(str(catalog), "auto", Columns())
+    titles = [*rows["title"], "Acme bolt", "Acme nut", "Acme nut 2", rows["title"][0], "Acme washer"]
+    texts = [*rows["content"], "", "Value not found", "B00XYZ1234", rows["content"][0], "DFGGHFHHFFGHJ"]
+    kept, dropped = clean(titles, texts, min_chars=20, max_rows=None)
+    assert dropped["empty"] == 1
+    assert dropped["duplicate"] >= 1  # the repeated first row (and any boilerplate in the real catalog)
+    assert dropped["junk"] >= 3  # the placeholder, the ASIN, the keyboard mash
+    assert len(kept) + sum(dropped.values()) == len(titles)
+    assert all(e.description not in ("Value not found", "B00XYZ1234") for e in kept)
+
+
+def test_response_mask_covers_the_description_and_eos(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    for name in ("chat", "alpaca"):
+        kept, rows = clean(["Stanley TRA708T staples"], ["Heavy-duty staples for wood and fabric."], 20, None)
+        render = tok.apply_chat_template if name == "chat" else None
+        (ex,), too_long = tokenize(kept, tok, get_template(name), "<|im_end|>", render, 512)
+        assert too_long == 0
+        learned = tok.decode([t for t, m in zip(ex.input_ids, ex.completion_mask, strict=True) if m])
+        # The loss sees the description and the EOS that teaches the model to stop, never the prompt.
+        assert learned.startswith("Heavy-duty staples for wood and fabric.<|im_end|>"), (name, learned)
+        assert "Stanley" not in learned
+        _, too_long = tokenize(kept, tok, get_template(name), "<|im_end|>", render, 16)
+        assert too_long == 1
+
+
+def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "adapter"
+    r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body")
+    assert r.exit_code == 0, r.output
+    for name in ("adapter_config.json", "adapter_model.safetensors", "enrich.json", "training_report.json"):
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    info = json.loads((out / "enrich.json").read_text())
+    assert info["template"] == "chat" and info["eos"] == "<|im_end|>"
+    assert info["base"] == str(tiny_model.resolve())
+    assert len(info["data"]["fingerprint"]) == 16
+    report = json.loads((out / "training_report.json").read_text())
+    d = report["data"]
+    assert d["train"] + d["val"] == d["kept"] and d["val"] == 4
+    assert set(d["dropped"]) == {"empty", "junk", "duplicate", "too_long"}
+    assert report["steps"] == 2 and report["backend"] == "peft"
+    assert [p[0] for p in report["train_loss"]] == [1, 2]
+    assert report["val_loss"][0][0] == 0 and report["val_loss"][-1][0] == 2
+    assert report["tokens_seen"] > 0
+    # A second run into the same directory must not mix with the first ...
+    r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body")
+    assert r.exit_code == 2 and "--resume" in r.output
+    # ... and --resume continues from the last checkpoint.
+    r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body",
+                      "--resume", "--max-steps", "3", "--save-steps", "1")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "training_report.json").read_text())["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "0"], "lr: Input should be greater than 0"),
+        (["--lora-r", "0"], "r: Input should be greater than or equal to 1"),
+        (["--batch-size", "-1"], "batch_size"),
+        (["--target-modules", "no_such_proj"], "no_such_proj not found"),
+        (["--lora-layers", "99"], "lora_layers: 99 is more than"),
+        (["--precision", "fp16"], "fp16 needs a GPU"),
+    ],
+)
+def test_bad_hyper_parameters_exit_2(tiny_model: Path, catalog: Path, tmp_path: Path, args: list[str],
+                                     message: str) -> None:
+    r = tiny_finetune(tiny_model, catalog, tmp_path / "a", *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+
+
+def test_bad_data_exit_3(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    r = tiny_finetune(tiny_model, catalog, tmp_path / "a", "--content-col", "description")
+    assert r.exit_code == 3 and "no column 'description'" in r.output
+    junk = tmp_path / "junk.jsonl"
+    pl.DataFrame({"title": ["Acme bolt", "Acme nut", "Acme gear"], "content": ["", "n/a", "Value not found"]}
+                 ).write_ndjson(junk)
+    r = tiny_finetune(tiny_model, junk, tmp_path / "b")
+    assert r.exit_code == 3 and "0 usable rows after cleaning" in r.output
+    r = tiny_finetune(tiny_model, catalog, tmp_path / "c", "--max-seq-length", "16")
+    assert r.exit_code == 3 and "usable rows" in r.output  # every row is longer than 16 tokens
+    r = tiny_finetune(tiny_model, tmp_path / "missing.parquet", tmp_path / "d")
+    assert r.exit_code == 3 and "missing.parquet: no such file" in r.output
+
+
+@pytest.mark.slow
+def test_real_model_validation_loss_falls(embedded_dir: Path, tmp_path: Path) -> None:
+    data = SHARED if SHARED.is_file() else Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
+    out = tmp_path / "adapter"
+    r = enrich("finetune", data, "-o", out, "--max-steps", "12", "--max-rows", "400", "--val-size", "8",
+               "--eval-steps", "12", "--log-format", "json")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["final_val_loss"] < report["initial_val_loss"] - 0.05, report["val_loss"]
