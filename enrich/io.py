@@ -25,6 +25,10 @@ import pyarrow.parquet as pq
 
 from enrich.errors import ConfigError, InputError, RunLocked
 
+# Arrow's default jemalloc pool keeps freed windows as resident memory; the system allocator returns
+# them, which keeps a long run's footprint at one window instead of its high-water mark.
+pa.set_memory_pool(pa.system_memory_pool())
+
 MANIFEST = "manifest.json"
 JOURNAL = "parts.jsonl"
 LOCK = "lock"
@@ -85,7 +89,8 @@ def _refuse_repeated_header(path: str, names: list[str]) -> None:
     """polars renames a repeated CSV header to NAME_duplicated_N; which one is the title would be a guess."""
     for name in names:
         base, sep, n = name.rpartition("_duplicated_")
-        if sep and n.isdigit() and base in names:
+        # Unnamed columns ('' and its repeats) are the trailing empty columns that spreadsheets export: keep them.
+        if sep and n.isdigit() and base in names and base != "":
             raise InputError(f"{path}: the header repeats the column {base!r}; give each column its own name")
 
 
@@ -142,17 +147,31 @@ def count_rows(lf: pl.LazyFrame, path: str, fmt: str = "auto") -> int:
         raise _polars_error(path, err) from None
 
 
+def _batches(lf: pl.LazyFrame, columns: Sequence[str], path: str, size: int) -> Iterator[pl.DataFrame]:
+    """Record batches in file order. Parquet goes through pyarrow one row group at a time, which holds
+    less in memory than polars' streaming collect; CSV goes through polars."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        for file in _expand(path):
+            reader = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
+            for batch in reader.iter_batches(batch_size=size, columns=list(columns), use_threads=False):
+                yield pl.from_arrow(pa.Table.from_batches([batch]))  # type: ignore[misc]
+        return
+    yield from lf.select(columns).collect_batches(chunk_size=size)
+
+
 def iter_windows(
     lf: pl.LazyFrame, columns: Sequence[str], window_rows: int, path: str, limit: int | None = None
 ) -> Iterator[pl.DataFrame]:
     """Frames of exactly window_rows rows (the last may be shorter), in input order."""
-    query = lf.select(columns)
-    if limit is not None:
-        query = query.head(limit)
     pending: list[pl.DataFrame] = []
     held = 0
+    left = limit if limit is not None else -1
     try:
-        for batch in query.collect_batches(chunk_size=window_rows):
+        for batch in _batches(lf, columns, path, window_rows):
+            if left >= 0:
+                batch = batch.head(left)
+                left -= batch.height
             pending.append(batch)
             held += batch.height
             while held >= window_rows:
@@ -160,33 +179,63 @@ def iter_windows(
                 yield frame.slice(0, window_rows)
                 rest = frame.slice(window_rows)
                 pending, held = ([rest] if rest.height else []), rest.height
-    except pl.exceptions.PolarsError as err:
+            if left == 0:
+                break
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as err:
         raise _polars_error(path, err) from None
     if held:
         yield pl.concat(pending)
 
 
-def duplicate_rows(lf: pl.LazyFrame, id_col: str, limit: int | None, path: str) -> dict[int, int]:
-    """Rows whose id repeats an earlier row's: {row: first row}. Memory: one 8-byte hash per distinct id."""
-    query = lf.select(pl.col(id_col).cast(pl.String).hash(seed=0).alias("h"))
-    if limit is not None:
-        query = query.head(limit)
+_BUCKET_ROWS = 1 << 18  # ids per bucket file of the duplicate check: 4 MiB of (hash, row) pairs
+
+
+def duplicate_rows(lf: pl.LazyFrame, id_col: str, limit: int | None, path: str, scratch: Path) -> dict[int, int]:
+    """Rows whose id repeats an earlier row's: {row: first row}.
+
+    Constant memory whatever the catalog's size: id hashes are spread over bucket files on disk by hash,
+    then each bucket is sorted on its own, so memory holds one window and one bucket, never every id.
+    """
+    import numpy as np
+
+    total = count_rows(lf, path) if limit is None else limit
+    n_buckets = max(1, -(-total // _BUCKET_ROWS))
+    scratch.mkdir(parents=True, exist_ok=True)
+    pair = np.dtype([("h", "<u8"), ("r", "<i8")])
+    files = [(scratch / f"ids-{b}.bin").open("wb") for b in range(n_buckets)]
     try:
-        dup = (
-            query.with_row_index("row")
-            .filter(pl.col("h").is_duplicated() & pl.col("h").is_not_null())
-            .collect(engine="streaming")
-        )
-    except pl.exceptions.PolarsError as err:
-        raise _polars_error(path, err) from None
-    first: dict[int, int] = {}
-    out: dict[int, int] = {}
-    for row, h in zip(dup["row"].to_list(), dup["h"].to_list(), strict=True):
-        if h in first:
-            out[row] = first[h]
-        else:
-            first[h] = row
-    return out
+        start = 0
+        for frame in iter_windows(lf, [id_col], 65536, path, limit):
+            ids = frame.get_column(id_col).cast(pl.String)
+            hashes = ids.hash(seed=0).to_numpy()
+            rows = np.arange(start, start + frame.height, dtype=np.int64)
+            keep = ~ids.is_null().to_numpy()
+            start += frame.height
+            hashes, rows = hashes[keep], rows[keep]
+            buckets = hashes % n_buckets
+            for b, f in enumerate(files):
+                sel = buckets == b
+                out = np.empty(int(sel.sum()), dtype=pair)
+                out["h"], out["r"] = hashes[sel], rows[sel]
+                out.tofile(f)
+    finally:
+        for f in files:
+            f.close()
+    found: dict[int, int] = {}
+    for b in range(n_buckets):
+        data = np.fromfile(scratch / f"ids-{b}.bin", dtype=pair)
+        (scratch / f"ids-{b}.bin").unlink()
+        if len(data) < 2:
+            continue
+        data.sort(order=("h", "r"))
+        same = data["h"][1:] == data["h"][:-1]
+        if not same.any():
+            continue
+        starts = np.concatenate(([True], ~same))
+        first = data["r"][np.maximum.accumulate(np.where(starts, np.arange(len(data)), 0))]
+        for i in np.nonzero(~starts)[0]:
+            found[int(data["r"][i])] = int(first[i])
+    return found
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -253,6 +302,7 @@ class RunState:
             "errors_sha256": hashlib.sha256(err_bytes).hexdigest(),
             **stats,
         }
+        entry["check"] = _entry_check(entry)
         with (self.directory / JOURNAL).open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()
@@ -278,10 +328,11 @@ def open_state(directory: Path, fingerprint: str, details: dict[str, Any], resta
                 f"{manifest_path}: the resume manifest is damaged; re-run with --restart to start over"
             ) from None
         if old != fingerprint:
-            changed = [k for k, v in details.items() if manifest.get("details", {}).get(k) != v]
+            changed = [_SETTING_WORDS.get(k, k) for k, v in details.items() if manifest.get("details", {}).get(k) != v]
             raise ConfigError(
-                f"{directory}: holds a run with other settings (changed: {', '.join(changed) or 'unknown'}); "
-                "re-run with --restart to discard it, or use another --state-dir"
+                f"{directory}: holds an unfinished run with other settings (changed since: "
+                f"{', '.join(changed) or 'unknown: the manifest was edited'}); its results cannot be mixed with "
+                "this run's: re-run with --restart to discard them, or use another --state-dir"
             )
         parts = _load_journal(directory, warnings)
         return RunState(directory, fingerprint, parts, resumed=bool(parts), warnings=warnings)
@@ -293,6 +344,25 @@ def open_state(directory: Path, fingerprint: str, details: dict[str, Any], resta
     atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
     (directory / JOURNAL).unlink(missing_ok=True)
     return RunState(directory, fingerprint, {}, resumed=False, warnings=warnings)
+
+
+_SETTING_WORDS = {
+    "input": "the input path",
+    "input_identity": "the input file's content",
+    "columns": "the column mapping",
+    "context": "the model, template or sampling",
+    "window_rows": "the window size",
+    "batch_size": "the batch size",
+    "limit": "the row limit",
+    "policies": "the policies",
+    "generated_column": "the generated column's name",
+}
+
+
+def _entry_check(entry: dict[str, Any]) -> str:
+    """A checksum of a journal line's own fields, so that an edit to any of them is detected."""
+    body = {k: v for k, v in entry.items() if k != "check"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _load_journal(directory: Path, warnings: list[str]) -> dict[int, dict[str, Any]]:
@@ -307,6 +377,9 @@ def _load_journal(directory: Path, warnings: list[str]) -> dict[int, dict[str, A
             index = int(entry["index"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             warnings.append(f"{journal}:{n}: unreadable journal line ignored; its window is redone")
+            continue
+        if entry.get("check") != _entry_check(entry):  # an edited count or checksum would mix into the report
+            warnings.append(f"{journal}:{n}: journal line altered since it was written; window {index} is redone")
             continue
         part = directory / "parts" / f"part-{index:06d}.parquet"
         errs = directory / "parts" / f"errors-{index:06d}.jsonl"

@@ -459,7 +459,7 @@ def _run_locked(
         on_event("info", {"message": f"resuming: {len(state.parts)} of {n_windows} windows already done"})
     on_event("start", {"rows_total": total, "rows_done": sum(int(p["rows"]) for p in state.parts.values())})
     cols = job.input.columns
-    duplicates = io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path) if cols.id else {}
+    duplicates = io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch") if cols.id else {}
     pending = [k for k in range(n_windows) if k not in state.parts]
     own_engine = engine is None
     seconds: Counter[str] = Counter()
