@@ -174,11 +174,15 @@ class TransformersEngine:
             results.append(self._finish(list(out.generated_tokens), len(ids), sampling))
         return results
 
+    def _decode(self, tokens: list[int]) -> str:
+        # BPE text must not get WordPiece's space clean-up (it would eat spaces before punctuation).
+        return str(self.tokenizer.decode(tokens, clean_up_tokenization_spaces=False))
+
     def _finish(self, tokens: list[int], prompt_tokens: int, sampling: Sampling) -> Generation:
         stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
         if stop_at is not None and not sampling.ignore_eos:
-            return Generation(self.tokenizer.decode(tokens[:stop_at]), "stop", prompt_tokens, stop_at + 1)
-        return Generation(self.tokenizer.decode(tokens), "length", prompt_tokens, len(tokens))
+            return Generation(self._decode(tokens[:stop_at]), "stop", prompt_tokens, stop_at + 1)
+        return Generation(self._decode(tokens), "length", prompt_tokens, len(tokens))
 
     def close(self) -> None:
         del self.model
