@@ -1,0 +1,516 @@
+"""Reliability: real `enrich` processes killed, interrupted, raced and fed bad input.
+
+Kill and signal tests start real subprocesses (no terminal, a cron-like environment) on a 64-row catalog with
+a tiny greedy model, stop them at moments read from their own journal, re-run them and compare the output with
+an uninterrupted run's, byte for byte in content. `bench/chaos.py` is the long version (20 random moments).
+
+Bad input, each case run through the real CLI (`test_bad_input`), with its exit code and message:
+
+| case                    | what                                              | exit | message contains                           |
+|-------------------------|---------------------------------------------------|------|--------------------------------------------|
+| missing_file            | INPUT does not exist                              | 3    | no such file                               |
+| glob_matches_nothing    | INPUT is a glob with no match                     | 3    | no such file                               |
+| input_is_a_folder       | INPUT is a directory                              | 2    | is a directory                             |
+| unknown_input_suffix    | catalog.xlsx                                      | 2    | cannot tell the format from the suffix     |
+| unknown_output_suffix   | -o out.json                                       | 2    | cannot tell the format from the suffix     |
+| empty_csv               | a 0-byte .csv                                     | 3    | the file is empty                          |
+| bom_only_csv            | a .csv holding only a UTF-8 BOM                   | 3    | the file is empty                          |
+| empty_parquet           | a 0-byte .parquet                                 | 3    | cannot read it as parquet                  |
+| random_bytes_parquet    | noise named .parquet                              | 3    | truncated, damaged or not Parquet          |
+| truncated_parquet       | the first half of a real Parquet file             | 3    | truncated, damaged or not Parquet          |
+| parquet_named_csv       | a Parquet file named .csv                         | 3    | is a Parquet file named like a CSV         |
+| latin1_csv              | a CSV in Latin-1                                  | 3    | not valid UTF-8                            |
+| ragged_csv              | a CSV line with more fields than the header       | 3    | more fields than defined                   |
+| unclosed_quote_csv      | a CSV quote never closed                          | 3    | cannot read it as csv                      |
+| repeated_header_csv     | a CSV header naming 'title' twice                 | 3    | the header repeats the column 'title'      |
+| semicolon_csv           | a ';'-separated file                              | 3    | no column 'title' for the title            |
+| no_title_column         | no 'title' column                                 | 3    | no column 'title' for the title            |
+| mapped_id_missing       | --id-col sku, no such column                      | 3    | no column 'sku' for the id                 |
+| title_is_numbers        | the title column is Int64                         | 3    | holds Int64, not text                      |
+| title_is_lists          | the title column is List(String)                  | 3    | holds List(String), not text               |
+| title_is_bytes          | the title column is Binary                        | 3    | holds Binary, not text                     |
+| clash_generated_column  | the input has generated_description               | 2    | --generated-column NAME                    |
+| clash_status_column     | the input has enrich_status                       | 2    | 'enrich_status' already exists             |
+| output_is_input         | -o the input file                                 | 2    | would overwrite the input                  |
+| foreign_output_exists   | -o an existing file enrich did not write          | 2    | pass --overwrite to replace it             |
+| output_under_a_file     | -o a path whose parent folder is a file           | 2    | is a file, so the output cannot be written |
+| output_in_sysfs         | -o under /sys (not writable, even for root)       | 2    | cannot write the output there              |
+| damaged_manifest        | the state's manifest.json is not JSON             | 2    | the resume manifest is damaged             |
+| bad_model_reference     | --model no-such-model                             | 2    | not a preset                               |
+| negative_limit          | --limit -3                                        | 2    | run.limit                                  |
+| zero_window             | --window-rows 0                                   | 2    | batch.window_rows                          |
+| temperature_too_high    | --temperature 9                                   | 2    | sampling.temperature                       |
+| unknown_template        | --template fancy                                  | 2    | Invalid value for '--template'             |
+| vllm_without_gpu        | --engine vllm on this CPU machine                 | 5    | engine 'vllm' needs                        |
+| null_titles             | every title null                                  | 6    | 6 rows went to                             |
+| blank_titles            | titles of spaces and tabs                         | 6    | 6 rows went to                             |
+| null_ids                | every id null                                     | 6    | 6 rows went to                             |
+| duplicate_ids           | one id on every row                               | 6    | 5 rows went to                             |
+| huge_title_refused      | 100 KB titles with --long-title error             | 6    | 6 rows went to                             |
+| huge_title_truncated    | 100 KB titles, default policy: cut and generated  | 0    | run finished                               |
+| control_characters      | NUL, BEL and bidi override in titles              | 0    | run finished                               |
+| header_only_csv         | a CSV with a header and no rows                   | 0    | run finished                               |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from _support import REPO, call, make_greedy_model, start
+from click.testing import CliRunner
+
+from enrich.cli import main
+
+ROWS = 64
+WINDOW = 8
+GUARD_S = 300  # only against a hung test; no assertion depends on time
+
+
+@pytest.fixture(scope="module")
+def greedy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_greedy_model(tiny_model, tmp_path_factory.mktemp("greedy") / "model")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("src") / "catalog.parquet"
+    pl.read_parquet(REPO / "examples" / "catalog.parquet").head(ROWS).write_parquet(src)
+    return src
+
+
+def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:
+    """Greedy decoding and a fixed seed: a re-run must reproduce an uninterrupted run exactly."""
+    return ["run", src, "-o", out, "--model", model, "--max-new-tokens", "16", "--window-rows", str(WINDOW),
+            "--batch-size", "2", "--temperature", "0", "--seed", "11", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(source: Path, greedy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
+    out = tmp_path_factory.mktemp("ref") / "ref.parquet"
+    done = call(*run_args(source, out, greedy_model))
+    assert done.returncode == 0, done.stderr
+    return pl.read_parquet(out)
+
+
+def journal(out: Path) -> Path:
+    return Path(f"{out}.enrich") / "parts.jsonl"
+
+
+def parts_done(out: Path) -> int:
+    try:
+        return journal(out).read_text().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
+def wait_until(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> bool:
+    """Poll until ready() or the process ended; True when ready() held while it was still running."""
+    deadline = time.monotonic() + GUARD_S
+    while time.monotonic() < deadline:
+        if ready():
+            return proc.poll() is None
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("the run neither got there nor ended")
+
+
+def assert_same_as_reference(out: Path, reference: pl.DataFrame) -> None:
+    got = pl.read_parquet(out)
+    assert got.height == reference.height == ROWS  # exactly one output row per input row
+    assert got["id"].to_list() == reference["id"].to_list()
+    assert got.equals(reference)
+
+
+def finish(args: list[str | Path]) -> subprocess.CompletedProcess[str]:
+    done = call(*args)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+# -- kill -9 ---------------------------------------------------------------------------------------------------
+
+MOMENTS: dict[str, Callable[[Path], bool]] = {
+    "before_any_part": lambda out: (Path(f"{out}.enrich") / "manifest.json").exists(),
+    "half_way": lambda out: parts_done(out) >= ROWS // WINDOW // 2,
+    "last_window": lambda out: parts_done(out) >= ROWS // WINDOW - 1,
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(
+    moment: str, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.parquet"
+    args = run_args(source, out, greedy_model)
+    proc = start(*args)
+    wait_until(proc, lambda: MOMENTS[moment](out))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    rerun = finish(args)
+    if not out.exists() or parts_done(out):  # it died holding the lock: the re-run says whose lock it took
+        assert f"taking over the lock of a run that is gone (pid {proc.pid}" in rerun.stderr or out.exists()
+    assert_same_as_reference(out, reference)
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_kill_9_at_random_instants(
+    seed: int, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+) -> None:
+    """Killed three times at seeded random instants (startup, generation or assembly alike), then finished."""
+    import random
+
+    rng = random.Random(seed)
+    out = tmp_path / "out.parquet"
+    args = run_args(source, out, greedy_model)
+    for _ in range(3):
+        proc = start(*args)
+        try:
+            proc.communicate(timeout=rng.uniform(0.5, 12.0))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+    finish(args)
+    assert_same_as_reference(out, reference)
+
+
+# -- SIGTERM and Ctrl-C ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_state_and_exits_130(
+    sig: signal.Signals, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.parquet"
+    history = tmp_path / "history"
+    args = run_args(source, out, greedy_model, "--history-dir", history)
+    proc = start(*args)
+    stopped_mid_run = wait_until(proc, lambda: parts_done(out) >= 2)
+    proc.send_signal(sig)
+    _, err = proc.communicate()
+    if not stopped_mid_run:
+        pytest.skip("the run ended before the signal could land")  # a loaded machine; nothing to check
+    assert proc.returncode == 130, err
+    assert "run the same command to resume" in err
+    assert not out.exists()
+    saved = parts_done(out)
+    assert saved >= 2
+    record = json.loads(next(history.glob("*-interrupted.json")).read_text())
+    assert record["exit_code"] == 130 and record["counts"]["rows"] == saved * WINDOW
+    rerun = finish(args)
+    assert f"resuming: {saved} of {ROWS // WINDOW} windows already done" in rerun.stderr
+    assert "taking over the lock" not in rerun.stderr  # a clean stop releases its lock
+    assert_same_as_reference(out, reference)
+
+
+# -- damaged state ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def partial_state(source: Path, greedy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The state of a run killed after at least 6 of its 8 windows (kept for copying)."""
+    out = tmp_path_factory.mktemp("partial") / "out.parquet"
+    proc = start(*run_args(source, out, greedy_model))
+    assert wait_until(proc, lambda: parts_done(out) >= 6), "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return Path(f"{out}.enrich")
+
+
+def _truncate_part(state: Path) -> str:
+    part = state / "parts" / "part-000001.parquet"
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    return "part-000001.parquet: missing or altered since it was written; window 1 is redone"
+
+
+def _swap_part(state: Path) -> str:
+    shutil.copy(state / "parts" / "part-000005.parquet", state / "parts" / "part-000002.parquet")
+    return "part-000002.parquet: missing or altered since it was written; window 2 is redone"
+
+
+def _delete_part(state: Path) -> str:
+    (state / "parts" / "part-000003.parquet").unlink()
+    return "part-000003.parquet: missing or altered since it was written; window 3 is redone"
+
+
+def _edit_errors_file(state: Path) -> str:
+    with (state / "parts" / "errors-000000.jsonl").open("a") as f:
+        f.write(json.dumps({"id": "x", "row": 0, "stage": "generate", "reason": "made up", "value": None}) + "\n")
+    return "part-000000.parquet: missing or altered since it was written; window 0 is redone"
+
+
+def _edit_journal_counts(state: Path) -> str:
+    lines = (state / "parts.jsonl").read_text().splitlines()
+    n, entry = next((n, json.loads(line)) for n, line in enumerate(lines) if json.loads(line)["index"] == 4)
+    entry["counts"]["ok"] += 5  # the files are intact; only the numbers lie
+    lines[n] = json.dumps(entry)
+    (state / "parts.jsonl").write_text("\n".join(lines) + "\n")
+    return f"parts.jsonl:{n + 1}: journal line altered since it was written; window 4 is redone"
+
+
+def _garbage_journal_line(state: Path) -> str:
+    lines = (state / "parts.jsonl").read_text().count("\n")
+    with (state / "parts.jsonl").open("a") as f:
+        f.write('{"index": 7, "rows": 8, "sha25')  # a torn write
+    return f"parts.jsonl:{lines + 1}: unreadable journal line ignored"
+
+
+DAMAGE: dict[str, Callable[[Path], str]] = {
+    "truncated_part": _truncate_part,
+    "part_swapped_for_another": _swap_part,
+    "part_deleted": _delete_part,
+    "errors_file_edited": _edit_errors_file,
+    "journal_counts_edited": _edit_journal_counts,
+    "journal_torn_line": _garbage_journal_line,
+}
+
+
+def test_damaged_state_is_detected_and_redone(
+    partial_state: Path, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+) -> None:
+    """Six kinds of damage at once, each to its own window: each is named in a warning and its window redone."""
+    out = tmp_path / "out.parquet"
+    state = Path(f"{out}.enrich")
+    shutil.copytree(partial_state, state)  # the fingerprint holds the input, not the output: it resumes here
+    warnings = {name: damage(state) for name, damage in DAMAGE.items()}
+    rerun = finish(run_args(source, out, greedy_model))
+    for name, warning in warnings.items():
+        assert warning in rerun.stderr, name
+    assert_same_as_reference(out, reference)
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["counts"]["rows"] == report["counts"]["ok"] + report["counts"]["flagged"] == ROWS
+
+
+def test_edited_manifest_is_refused_until_restart(
+    partial_state: Path, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.parquet"
+    state = Path(f"{out}.enrich")
+    shutil.copytree(partial_state, state)
+    manifest = state / "manifest.json"
+    original = manifest.read_text()
+    args = run_args(source, out, greedy_model)
+    manifest.write_text(original[:40])
+    refused = call(*args)
+    assert refused.returncode == 2
+    assert "the resume manifest is damaged; re-run with --restart" in refused.stderr
+    manifest.write_text(original.replace('"fingerprint": "', '"fingerprint": "0'))
+    refused = call(*args)
+    assert refused.returncode == 2
+    assert "other settings (changed since: unknown: the manifest was edited)" in refused.stderr
+    assert parts_done(out) >= 6  # refusing touched nothing
+    finish([*args, "--restart"])
+    assert_same_as_reference(out, reference)
+
+
+def test_input_changed_between_runs_is_refused(
+    source: Path, greedy_model: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "catalog.parquet"
+    shutil.copy(source, src)
+    out = tmp_path / "out.parquet"
+    args = run_args(src, out, greedy_model)
+    proc = start(*args)
+    assert wait_until(proc, lambda: parts_done(out) >= 2), "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    frame = pl.read_parquet(src)
+    frame.with_columns(pl.col("title").str.replace("^", "New: ")).write_parquet(src)
+    refused = call(*args)
+    assert refused.returncode == 2
+    assert "changed since: the input file's content" in refused.stderr
+    assert "re-run with --restart to discard them" in refused.stderr
+    finish([*args, "--restart"])
+    got = pl.read_parquet(out)
+    assert got.height == ROWS and got["title"].str.starts_with("New: ").all()
+
+
+# -- two runs at once ------------------------------------------------------------------------------------------
+
+
+def test_two_runs_of_one_job_at_once(
+    source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.parquet"
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'#:schema {REPO / "schemas" / "job.schema.json"}\n'
+        f'[input]\npath = "{source}"\n[output]\npath = "out.parquet"\n'
+        f'[model]\nref = "{greedy_model}"\n'
+        f'[sampling]\ntemperature = 0\nmax_new_tokens = 16\nseed = 11\n'
+        f'[batch]\nwindow_rows = {WINDOW}\nbatch_size = 2\n[run]\nhistory_dir = "history"\n'
+    )
+    first = start("jobs", "run", job)
+    lock = Path(f"{out}.enrich") / "lock"
+    wait_until(first, lambda: lock.exists() and f'"pid": {first.pid}' in lock.read_text())
+    first.send_signal(signal.SIGSTOP)  # frozen while holding the lock: the overlap is certain, not a race
+    try:
+        second = call("jobs", "run", job)
+        other_output = call(*run_args(source, out, greedy_model, "--max-new-tokens", "3"))
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 4, second.stderr
+    assert re.search(rf"locked by another run \(pid {first.pid} on {re.escape(socket.gethostname())}, started 20", second.stderr)
+    assert other_output.returncode == 4  # another command writing the same output is refused as well
+    _, err = first.communicate(timeout=GUARD_S)
+    assert first.returncode == 0, err
+    assert_same_as_reference(out, reference)
+    outcomes = sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "history").glob("*.json"))
+    assert outcomes == ["failed.json", "ok.json"]  # the refused run is in cron's history too
+
+
+# -- cron conditions -------------------------------------------------------------------------------------------
+
+
+def test_cron_run_logs_json_lines_only(source: Path, greedy_model: Path, tmp_path: Path) -> None:
+    """No terminal, a bare environment, another working folder: stdout stays empty, stderr is JSON lines."""
+    out = tmp_path / "out.parquet"
+    done = call(*run_args(source, out, greedy_model, "--limit", "16"), cwd=Path("/"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines and all(json.loads(line) for line in lines)
+    assert json.loads(lines[-1])["message"] == "run finished"
+
+
+# -- bad input -------------------------------------------------------------------------------------------------
+
+Maker = Callable[[Path], list[str]]
+
+
+def _base() -> pl.DataFrame:
+    return pl.read_parquet(REPO / "examples" / "catalog.parquet").head(6)
+
+
+def _pq(frame: pl.DataFrame) -> Maker:
+    def make(d: Path) -> list[str]:
+        frame.write_parquet(d / "in.parquet")
+        return [str(d / "in.parquet")]
+
+    return make
+
+
+def _raw(name: str, data: bytes, *extra: str) -> Maker:
+    def make(d: Path) -> list[str]:
+        (d / name).write_bytes(data)
+        return [str(d / name), *extra]
+
+    return make
+
+
+def _with(make: Maker, *extra: str) -> Maker:
+    return lambda d: [*make(d), *extra]
+
+
+def _output(make: Maker, output: Callable[[Path], str]) -> Maker:
+    return lambda d: [*make(d), "-o", output(d)]
+
+
+def _foreign_output(d: Path) -> str:
+    _base().write_parquet(d / "theirs.parquet")
+    return str(d / "theirs.parquet")
+
+
+def _under_a_file(d: Path) -> str:
+    (d / "blocker").write_text("a file where a folder should be")
+    return str(d / "blocker" / "out.parquet")
+
+
+def _damaged_manifest(d: Path) -> list[str]:
+    state = d / "out.parquet.enrich"
+    state.mkdir()
+    (state / "manifest.json").write_text('{"fingerprint": ')
+    return _pq(_base())(d)
+
+
+def _folder(d: Path) -> list[str]:
+    (d / "dir.parquet").mkdir()
+    return [str(d / "dir.parquet")]
+
+
+CATALOG = REPO / "examples" / "catalog.parquet"
+B = _base
+BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
+    "missing_file": (lambda d: [str(d / "nope.parquet")], 3, "no such file"),
+    "glob_matches_nothing": (lambda d: [str(d / "none-*.parquet")], 3, "no such file"),
+    "input_is_a_folder": (_folder, 2, "is a directory"),
+    "unknown_input_suffix": (_raw("catalog.xlsx", b"PK\x03\x04"), 2, "cannot tell the format from the suffix"),
+    "unknown_output_suffix": (_output(_pq(B()), lambda d: str(d / "out.json")), 2, "cannot tell the format from the suffix"),
+    "empty_csv": (_raw("e.csv", b""), 3, "the file is empty"),
+    "bom_only_csv": (_raw("bom.csv", b"\xef\xbb\xbf"), 3, "the file is empty"),
+    "empty_parquet": (_raw("e.parquet", b""), 3, "cannot read it as parquet"),
+    "random_bytes_parquet": (_raw("r.parquet", bytes(range(256)) * 40), 3, "truncated, damaged or not Parquet"),
+    "truncated_parquet": (_raw("t.parquet", CATALOG.read_bytes()[: CATALOG.stat().st_size // 2]), 3,
+                          "truncated, damaged or not Parquet"),
+    "parquet_named_csv": (_raw("p.csv", CATALOG.read_bytes()), 3, "is a Parquet file named like a CSV"),
+    "latin1_csv": (_raw("l.csv", "id,title\n1,Caf\xe9 cr\xe8me\n".encode("latin-1")), 3, "not valid UTF-8"),
+    "ragged_csv": (_raw("rg.csv", b"id,title\n1,a,extra,more\n2,b\n"), 3, "more fields than defined"),
+    "unclosed_quote_csv": (_raw("q.csv", b'id,title\n1,"abc\n2,def\n'), 3, "cannot read it as csv"),
+    "repeated_header_csv": (_raw("dh.csv", b"id,title,title\n1,a,b\n"), 3, "the header repeats the column 'title'"),
+    "semicolon_csv": (_raw("sc.csv", b"id;title\n1;a\n"), 3, "no column 'title' for the title"),
+    "no_title_column": (_pq(B().drop("title")), 3, "no column 'title' for the title"),
+    "mapped_id_missing": (_with(_pq(B()), "--id-col", "sku"), 3, "no column 'sku' for the id"),
+    "title_is_numbers": (_pq(B().with_columns(pl.Series("title", range(6)))), 3, "holds Int64, not text"),
+    "title_is_lists": (_pq(B().with_columns(pl.Series("title", [["a"]] * 6))), 3, "holds List(String), not text"),
+    "title_is_bytes": (_pq(B().with_columns(pl.lit(b"\xff", pl.Binary).alias("title"))), 3, "holds Binary, not text"),
+    "clash_generated_column": (_pq(B().with_columns(pl.lit("x").alias("generated_description"))), 2,
+                               "--generated-column NAME"),
+    "clash_status_column": (_pq(B().with_columns(pl.lit("x").alias("enrich_status"))), 2,
+                            "'enrich_status' already exists"),
+    "output_is_input": (_output(_pq(B()), lambda d: str(d / "in.parquet")), 2, "would overwrite the input"),
+    "foreign_output_exists": (_output(_pq(B()), _foreign_output), 2, "pass --overwrite to replace it"),
+    "output_under_a_file": (_output(_pq(B()), _under_a_file), 2, "is a file, so the output cannot be written"),
+    "output_in_sysfs": (_output(_pq(B()), lambda d: "/sys/enrich-test-out.parquet"), 2,
+                        "cannot write the output there"),
+    "damaged_manifest": (_damaged_manifest, 2, "the resume manifest is damaged"),
+    "bad_model_reference": (_with(_pq(B()), "--model", "no-such-model"), 2, "not a preset"),
+    "negative_limit": (_with(_pq(B()), "--limit", "-3"), 2, "run.limit"),
+    "zero_window": (_with(_pq(B()), "--window-rows", "0"), 2, "batch.window_rows"),
+    "temperature_too_high": (_with(_pq(B()), "--temperature", "9"), 2, "sampling.temperature"),
+    "unknown_template": (_with(_pq(B()), "--template", "fancy"), 2, "Invalid value for '--template'"),
+    "vllm_without_gpu": (_with(_pq(B()), "--engine", "vllm"), 5, "engine 'vllm' needs"),
+    "null_titles": (_pq(B().with_columns(pl.lit(None, pl.String).alias("title"))), 6, "6 rows went to"),
+    "blank_titles": (_pq(B().with_columns(pl.lit(" \t ").alias("title"))), 6, "6 rows went to"),
+    "null_ids": (_pq(B().with_columns(pl.lit(None, pl.String).alias("id"))), 6, "6 rows went to"),
+    "duplicate_ids": (_pq(B().with_columns(pl.lit("same").alias("id"))), 6, "5 rows went to"),
+    "huge_title_refused": (_with(_pq(B().with_columns(pl.lit("x" * 100_000).alias("title"))), "--long-title", "error"),
+                           6, "6 rows went to"),
+    "huge_title_truncated": (_pq(B().with_columns(pl.lit("big " * 25_000).alias("title"))), 0, "run finished"),
+    "control_characters": (_pq(B().with_columns(pl.lit("ab\x00c\x07d\u202e").alias("title"))), 0, "run finished"),
+    "header_only_csv": (_raw("h.csv", b"id,title\n"), 0, "run finished"),
+}
+
+
+def test_the_docstring_table_lists_every_case() -> None:
+    assert __doc__ is not None
+    rows = re.findall(r"^\| (\w+) +\|[^|]+\| (\d+) +\| (.+?) +\|$", __doc__, flags=re.M)
+    table = {name: (int(code), message) for name, code, message in rows if name != "case"}
+    assert table == {name: (code, message) for name, (_, code, message) in BAD_INPUTS.items()}
+    assert len(table) >= 30
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input(case: str, tiny_model: Path, tmp_path: Path) -> None:
+    make, code, message = BAD_INPUTS[case]
+    if case == "output_in_sysfs" and os.access("/sys", os.W_OK) and not Path("/sys/kernel").is_dir():
+        pytest.skip("/sys is not sysfs here")
+    given = make(tmp_path)
+    args = ["run", given[0], "-o", str(tmp_path / "out.parquet"), "--model", str(tiny_model),
+            "--max-new-tokens", "2", "--log-format", "json", *given[1:]]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    if code not in (0, 6):
+        assert "Traceback" not in result.output
