@@ -397,7 +397,7 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
         total = min(total, job.run.limit)
     _ensure_writable(plan)
     try:
-        lock, warning = io.acquire_lock(plan.state_dir / io.LOCK, str(plan.output))
+        lock, warning = _lock_run(plan)
     except EnrichError as err:  # a run that found the lock taken is a run too: cron's history shows it
         history.keep_failure(plan, started, t0, err)
         raise
@@ -412,6 +412,38 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
         lock.release()
     history.keep(job.run.history_dir, report)
     return report
+
+
+@dataclass
+class _Locks:
+    """The locks a run holds, released together."""
+
+    held: list[io.Lock]
+
+    def release(self) -> None:
+        for lock in reversed(self.held):
+            lock.release()
+
+
+def _lock_run(plan: Plan) -> tuple[_Locks, str | None]:
+    """Lock the state folder and, where the state lives elsewhere (--state-dir), the output's default one too:
+    one writer per state and one per output, whatever state folders two runs were given."""
+    paths = [plan.state_dir / io.LOCK]
+    beside = Path(f"{plan.output}.enrich") / io.LOCK
+    if beside.resolve() != paths[0].resolve():
+        paths.append(beside)
+    held: list[io.Lock] = []
+    warnings: list[str] = []
+    try:
+        for path in paths:
+            lock, warning = io.acquire_lock(path, str(plan.output))
+            held.append(lock)
+            warnings += [warning] if warning else []
+    except BaseException:
+        for lock in held:
+            lock.release()
+        raise
+    return _Locks(held), "; ".join(warnings) or None
 
 
 def _ensure_writable(plan: Plan) -> None:

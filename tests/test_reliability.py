@@ -359,11 +359,13 @@ def test_two_runs_of_one_job_at_once(
     try:
         second = call("jobs", "run", job)
         other_output = call(*run_args(source, out, greedy_model, "--max-new-tokens", "3"))
+        other_state = call(*run_args(source, out, greedy_model, "--state-dir", tmp_path / "elsewhere"))
     finally:
         first.send_signal(signal.SIGCONT)
     assert second.returncode == 4, second.stderr
     assert re.search(rf"locked by another run \(pid {first.pid} on {re.escape(socket.gethostname())}, started 20", second.stderr)
-    assert other_output.returncode == 4  # another command writing the same output is refused as well
+    assert other_output.returncode == 4  # another command writing the same output is refused as well,
+    assert other_state.returncode == 4, other_state.stderr  # even with a state folder of its own
     _, err = first.communicate(timeout=GUARD_S)
     assert first.returncode == 0, err
     assert_same_as_reference(out, reference)
