@@ -19,7 +19,7 @@ from enrich.errors import EnrichError, Interrupted, PartialFailure
 # option name -> dotted path in the job config; every job-file field that makes sense per run is here.
 RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--model", "model.ref", {"help": "Preset, HF directory, GGUF file, adapter or export directory."}),
-    ("--engine", "model.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo"])}),
+    ("--engine", "model.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo", "ray"])}),
     ("--template", "prompt.template", {"type": click.Choice(["alpaca", "alpaca-pt", "chat"])}),
     ("--id-col", "input.columns.id", {"help": "Id column (default: id)."}),
     ("--title-col", "input.columns.title", {"help": "Title column (default: title)."}),
@@ -51,6 +51,10 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-model-len", "model.max_model_len", {"type": int}),
     ("--tensor-parallel-size", "model.tensor_parallel_size", {"type": int}),
     ("--quantization", "model.quantization", {"help": "vLLM quantization, e.g. fp8."}),
+    ("--workers", "ray.workers", {"type": int, "help": "--engine ray: engines in the actor pool (one per GPU)."}),
+    ("--worker-engine", "ray.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo"])}),
+    ("--gpus-per-worker", "ray.gpus_per_worker", {"type": float, "help": "--engine ray: GPUs per worker."}),
+    ("--ray-address", "ray.address", {"help": "--engine ray: cluster to join (auto, ray://HOST:10001)."}),
 ]
 FLAG_OPTIONS: list[tuple[str, str, str]] = [
     ("--restart", "run.restart", "Discard resume state made with other settings."),

@@ -59,8 +59,10 @@ class ModelConfig(_Model):
         description="Preset name, HF directory, GGUF file, adapter or export directory; "
         "default: smollm2-135m without a GPU, llama-3.1-8b-4bit with one.",
     )
-    engine: Literal["auto", "transformers", "vllm", "echo"] = Field(
-        "auto", description="auto takes vllm where it is installed and a GPU is present, else transformers."
+    engine: Literal["auto", "transformers", "vllm", "echo", "ray"] = Field(
+        "auto",
+        description="auto takes vllm where it is installed and a GPU is present, else transformers; "
+        "ray spreads the run over a Ray Data actor pool of ray.engine engines (see [ray]).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype.")
     device: str | None = Field(None, description="Torch device for the transformers engine (cpu, cuda).")
@@ -120,6 +122,20 @@ class RunConfig(_Model):
     sample: int = Field(20, ge=1, description="Rows in a dry run's seeded random sample.")
 
 
+class RayConfig(_Model):
+    workers: int = Field(1, ge=1, description="Engines in the actor pool (model.engine = ray): one per GPU or CPU worker.")
+    engine: Literal["auto", "transformers", "vllm", "echo"] = Field(
+        "auto", description="The engine each worker runs; auto as in model.engine (set vllm where the driver has no GPU)."
+    )
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="GPUs each worker holds; default 1 with vllm (tensor_parallel_size with it), else 0."
+    )
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds (torch threads on CPU workers).")
+    address: str | None = Field(
+        None, description="Ray cluster to join (auto, or ray://host:10001); default: start a local Ray on this machine."
+    )
+
+
 class JobConfig(_Model):
     input: InputConfig
     output: OutputConfig
@@ -129,6 +145,7 @@ class JobConfig(_Model):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     policies: PolicyConfig = Field(default_factory=PolicyConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    ray: RayConfig = Field(default_factory=RayConfig, description="Scale-out on Ray Data (model.engine = ray).")
 
 
 class ErrorRecord(_Model):
@@ -187,6 +204,9 @@ class RunReport(_Model):
     flags: dict[str, int] = Field(description="Rows carrying each quality flag.")
     rows_per_s: float
     output_tokens_per_s: float
+    workers: list[dict[str, Any]] | None = Field(
+        None, description="Ray runs: per worker (actor process) its windows, rows, busy seconds and rows/s."
+    )
 
 
 def _format_errors(source: str, err: ValidationError) -> str:

@@ -99,7 +99,7 @@ def plan_run(job: JobConfig, on_event: Event = _noop) -> Plan:
     out_fmt = io.file_format(str(output), job.output.format)
     gpu = cuda_available()
     spec = resolve_model(job.model.ref, gpu=gpu)
-    engine_name = pick_engine(job.model.engine)
+    engine_name = pick_engine(job.ray.engine if job.model.engine == "ray" else job.model.engine)  # ray: the workers'
     if job.model.engine == "auto":
         on_event("info", {"message": f"engine: {engine_name} ({'GPU' if gpu else 'no GPU'})"})
     try:
@@ -497,9 +497,16 @@ def _run_locked(
     seconds: Counter[str] = Counter()
     done_rows = sum(int(p["rows"]) for p in state.parts.values())
     fresh_rows = fresh_out_tokens = 0
+    ray_workers: list[dict[str, Any]] | None = [] if job.model.engine == "ray" else None
     try:
         with _sigterm_as_interrupt():
             reuse = incremental.prepare(plan, lf, state, total, pending, on_event) if job.run.incremental else None
+            if pending and ray_workers is not None:  # issue 6: the windows go to a Ray Data actor pool instead
+                from enrich import distributed
+
+                spread = distributed.run_windows(plan, state, total, pending, duplicates, reuse, seconds, on_event, t0)
+                done_rows, fresh_rows, fresh_out_tokens = done_rows + spread.rows, spread.rows, spread.output_tokens
+                ray_workers, pending = spread.workers, []
             if pending and engine is None:
                 t = time.perf_counter()
                 engine = make_engine(plan.engine_name, plan.spec, job.model, plan.batch_size)
@@ -559,6 +566,8 @@ def _run_locked(
             engine.close()
     seconds["total"] = time.perf_counter() - t0
     report = _report(plan, state, started, seconds, total, fresh_rows, fresh_out_tokens, n_errors)
+    if ray_workers is not None:
+        report = report.model_copy(update={"workers": ray_workers})
     io.write_json(plan.report_path, report.model_dump())
     state.mark_complete(report.model_dump())
     shutil.rmtree(state.parts_dir, ignore_errors=True)

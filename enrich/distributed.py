@@ -1,0 +1,348 @@
+"""Scale-out (issue 6): a run's windows spread over a Ray Data actor pool of engines (`--engine ray`).
+
+Design. The driver (the `enrich run` process) keeps everything that must have one writer: the lock, the
+fingerprint, the resume journal and the part files. Windows stay the unit of work, exactly as in a local run:
+window k is input rows [k*W, min((k+1)*W, total)). Ray Data gets one small item per pending window (its index
+and its duplicate-id rows) and maps it, with `map_batches(batch_size=1)` over a fixed `ActorPoolStrategy`,
+through `_Worker`: one engine per actor (one per GPU, or per CPU worker), which reads the window's rows from the
+input itself (Parquet by row group, so each worker reads only its own rows), then runs the same
+`prepare_window -> engine.generate -> finish_window` code as a local run, with the same per-window seed. It
+answers the part table (Arrow IPC bytes), the error records and the stats; the driver records each answer with
+`RunState.record` as it arrives, in any order. So the state folder of a Ray run is the state folder of a local
+run (same fingerprint, same window files, same journal): a killed Ray run resumes with Ray or without it, and
+`assemble_output` zips parts and input in input order as always.
+
+Faults. Ray Data starts pool actors with `max_restarts=-1`; we pass `max_task_retries=3`, so a worker killed
+mid-window is restarted and its window retried (at least once); a window that kills its worker every time fails
+the run instead of looping. A retried window that had already answered is ignored by index: never doubled.
+
+Why our own actor pool and not `ray.data.llm`'s vLLM processor (measured in bench/RESULTS.md, "Ray Data"):
+- On CPU it cannot run at all: `ray.data.llm` needs vLLM (not installable without CUDA here) and, in ray 2.60,
+  `import ray.data.llm` fails without the `ray[llm]` extra; the CPU engine (transformers) has no place in it.
+- Its unit is the row: rows come back in any order, one by one, so the window files, the per-window seeds, the
+  resume journal and the error records would have to be rebuilt around it; its own chat-template, tokenize and
+  detokenize stages would replace ours, where a template or EOS mismatch is the failure enrich exists to avoid.
+- On a GPU our worker already runs vLLM's offline engine on a whole window per call (the 95%-of-bare-vLLM path of
+  issue 4), so the processor's continuous feeding has little left to win; bench/ray_gpu.py measures both.
+
+Limits: every node must see the input path and have enrich installed; incremental runs are not spread yet;
+CSV windows are found by scanning from the file's start (prefer Parquet for large catalogs); stage seconds in
+the report are summed over workers, `total` is wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from enrich import io
+from enrich.engines import Sampling, make_engine
+from enrich.errors import ConfigError, EngineError, EnrichError, InputError, Interrupted
+
+if TYPE_CHECKING:
+    from collections import Counter
+
+    from enrich.pipeline import Event, Plan
+
+TASK_RETRIES = 3  # a window whose worker dies this many times in a row fails the run instead of looping
+# Windows and parts are a few MB each; Ray's default object store (30% of RAM) would be far too much.
+LOCAL_OBJECT_STORE = 1 << 30
+
+
+_ERRORS: dict[str, type[EnrichError]] = {c.__name__: c for c in (ConfigError, InputError, EngineError)}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """What the distributed loop did: fresh rows, output tokens and per-worker figures."""
+
+    rows: int
+    output_tokens: int
+    workers: list[dict[str, Any]]
+
+
+def read_rows(path: str, fmt: str, columns: list[str], start: int, stop: int) -> dict[str, list[Any]]:
+    """Input rows [start, stop) as lists per column, in the order that io.iter_windows reads them."""
+    if io.file_format(path, fmt) == "csv":
+        # polars skips lines up to start (no random access in CSV) but parses only this window's rows.
+        frame = io.scan(path, fmt).slice(start, stop - start).select(columns).collect()
+        return {c: frame.get_column(c).to_list() for c in columns}
+    out: dict[str, list[Any]] = {c: [] for c in columns}
+    offset = 0
+    for file in io._expand(path):  # the same files in the same order as the local reader
+        reader = pq.ParquetFile(file)
+        meta = reader.metadata
+        for group in range(meta.num_row_groups):
+            n = meta.row_group(group).num_rows
+            lo, hi = max(start, offset), min(stop, offset + n)
+            if lo < hi:
+                table = reader.read_row_group(group, columns=columns).slice(lo - offset, hi - lo)
+                for c in columns:
+                    out[c].extend(table.column(c).to_pylist())
+            offset += n
+            if offset >= stop:
+                return out
+    return out
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+class _Worker:
+    """One engine in Ray Data's actor pool: reads, prepares, generates and finishes whole windows."""
+
+    def __init__(self, plan: Plan, total: int) -> None:
+        import ray
+
+        from enrich.pipeline import _tokenizer_hooks
+
+        self.plan = plan
+        self.total = total
+        # A failed start (no chat template, no GPU, out of memory) is answered by the first call instead (below).
+        self.failed: EnrichError | None = None
+        try:
+            self.engine = make_engine(plan.engine_name, plan.spec, plan.job.model, plan.batch_size)
+            self.render, self.count, self.max_prompt = _tokenizer_hooks(self.engine, plan)
+        except EnrichError as err:
+            self.failed = err
+        cols = plan.job.input.columns
+        self.needed = [c for c in (cols.id, cols.title) if c]
+        gpus = [str(g) for g in ray.get_gpu_ids()]
+        self.identity = {
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "node": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "device": f"gpu {','.join(gpus)}" if gpus else "cpu",
+        }
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {
+            "index": [],
+            "part": [],
+            "errors": [],
+            "stats": [],
+            "worker": [],
+            "failure": [],
+        }
+        for index, dups in zip(batch["index"], batch["duplicates"], strict=True):
+            part, errors, stats, failure = b"", [], {}, ""
+            try:
+                if self.failed is not None:
+                    raise self.failed
+                part, errors, stats = self._window(
+                    int(index), {int(k): v for k, v in json.loads(str(dups)).items()}
+                )
+            except EnrichError as err:
+                # Answered as data: Ray hands the driver a worker's exception as text only (ray 2.60 drops its
+                # cause on the way), and the driver must raise the same error, with its exit code, as a local run.
+                failure = json.dumps({"kind": type(err).__name__, "message": str(err)})
+            out["index"].append(int(index))
+            out["part"].append(part)
+            out["errors"].append(json.dumps(errors, ensure_ascii=False))
+            out["stats"].append(json.dumps(stats))
+            out["worker"].append(json.dumps(self.identity))
+            out["failure"].append(failure)
+        return out
+
+    def _window(
+        self, index: int, duplicates: dict[int, int]
+    ) -> tuple[bytes, list[dict[str, Any]], dict[str, Any]]:
+        from enrich.pipeline import finish_window, prepare_window
+
+        plan = self.plan
+        job = plan.job
+        start = index * plan.window_rows
+        stop = min(start + plan.window_rows, self.total)
+        t0 = time.perf_counter()
+        columns = read_rows(job.input.path, job.input.format, self.needed, start, stop)
+        if len(columns[self.needed[0]]) != stop - start:
+            raise InputError(
+                f"{job.input.path}: fewer rows than when the run started; the input changed; re-run"
+            )
+        t1 = time.perf_counter()
+        window = prepare_window(
+            index, start, columns, plan, duplicates, self.render, self.count, self.max_prompt, job.input.path
+        )
+        t2 = time.perf_counter()
+        offs = list(window.prompts)
+        # The seed of a local run's window: a row's text does not depend on which worker ran its window.
+        sampling = Sampling(**{**plan.sampling.__dict__, "seed": plan.sampling.seed + index})
+        gens = self.engine.generate([window.prompts[o] for o in offs], sampling) if offs else []
+        t3 = time.perf_counter()
+        part, stats = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
+        table = io.part_frame(part, job.output.generated_column)
+        t4 = time.perf_counter()
+        stats["seconds"] = {"read": t1 - t0, "prompt": t2 - t1, "generate": t3 - t2, "postprocess": t4 - t3}
+        return _to_ipc(table), window.errors, stats
+
+
+def _connect(plan: Plan) -> bool:
+    """Join the configured cluster, or start a local Ray; True when this call started it (and must stop it)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray Data: pip install 'enrich[ray]'") from None
+    if ray.is_initialized():  # an embedding program (or a test session) already holds a Ray connection
+        return False
+    cfg = plan.job.ray
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}  # keep cron's JSON log lines pure
+    try:
+        if cfg.address:
+            ray.init(address=cfg.address, **quiet)  # type: ignore[arg-type]
+        else:
+            # As many logical CPUs as the workers ask for: the user chose N workers on this machine.
+            cpus = max(os.cpu_count() or 1, math.ceil(cfg.workers * cfg.cpus_per_worker))
+            ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)  # type: ignore[arg-type]
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = cfg.address or "a local Ray"
+        raise ConfigError(
+            f"cannot start or join {where}: {str(err).splitlines()[0]}; check --ray-address"
+        ) from None
+    return True
+
+
+def _dataset(plan: Plan, total: int, pending: list[int], duplicates: dict[int, int]) -> Any:
+    """One item per pending window, mapped through the actor pool of engines."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    w = plan.window_rows
+    by_window: dict[int, dict[str, int]] = {}
+    for row, first in duplicates.items():
+        by_window.setdefault(row // w, {})[str(row)] = first
+    items = [{"index": k, "duplicates": json.dumps(by_window.get(k, {}))} for k in pending]
+    cfg = plan.job.ray
+    gpus = cfg.gpus_per_worker
+    if gpus is None:
+        gpus = float(plan.job.model.tensor_parallel_size) if plan.engine_name == "vllm" else 0.0
+    with (
+        warnings.catch_warnings()
+    ):  # max_task_retries has no named parameter in 2.60; the warning asks for one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _Worker,
+            fn_constructor_kwargs={"plan": plan, "total": total},
+            batch_size=1,  # one window per call: the unit of retry and of the journal
+            compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(pending))),
+            num_gpus=gpus or None,
+            num_cpus=cfg.cpus_per_worker,
+            max_task_retries=TASK_RETRIES,
+        )
+
+
+def run_windows(
+    plan: Plan,
+    state: io.RunState,
+    total: int,
+    pending: list[int],
+    duplicates: dict[int, int],
+    reuse: Path | None,
+    seconds: Counter[str],
+    on_event: Event,
+    t0: float,
+) -> Spread:
+    """Generate the pending windows on a Ray Data actor pool; record each in the run state as it arrives."""
+    if reuse is not None:
+        raise ConfigError(
+            "incremental runs are not spread over Ray yet; run --incremental without --engine ray"
+        )
+    started_here = _connect(plan)
+    import ray
+
+    job = plan.job
+    workers: dict[str, dict[str, Any]] = {}
+    done_rows = sum(int(p["rows"]) for p in state.parts.values())
+    fresh_rows = fresh_tokens = 0
+    on_event(
+        "info", {"message": f"ray: {len(pending)} windows over {job.ray.workers} {plan.engine_name} workers"}
+    )
+    try:
+        for answer in _dataset(plan, total, pending, duplicates).iter_rows():
+            if answer["failure"]:
+                failure = json.loads(answer["failure"])
+                raise _ERRORS.get(failure["kind"], EnrichError)(failure["message"])
+            index = int(answer["index"])
+            if index in state.parts:  # a retried window whose first answer was already recorded
+                continue
+            stats = json.loads(answer["stats"])
+            worker = json.loads(answer["worker"])
+            table = _from_ipc(answer["part"])
+            t = time.perf_counter()
+            busy = stats.pop("seconds")
+            state.record(index, table, json.loads(answer["errors"]), stats)
+            seconds["write"] += time.perf_counter() - t
+            for stage, s in busy.items():  # summed over workers: the cost of each stage, not wall time
+                seconds[stage] += s
+            _tally(workers, worker, table.num_rows, stats, sum(busy.values()))
+            done_rows += table.num_rows
+            fresh_rows += table.num_rows
+            fresh_tokens += stats["tokens"]["output"]
+            elapsed = time.perf_counter() - t0
+            on_event("window", {"index": index, **worker})
+            on_event(
+                "progress",
+                {
+                    "rows_done": done_rows,
+                    "rows_total": total,
+                    "errors": sum(p["counts"]["error"] for p in state.parts.values()),
+                    "rows_per_s": fresh_rows / elapsed,
+                    "output_tokens_per_s": fresh_tokens / elapsed,
+                    "elapsed_s": elapsed,
+                },
+            )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: {done_rows} of {total} rows saved in {plan.state_dir}; run the same command to resume"
+        ) from None
+    finally:
+        if started_here:
+            ray.shutdown()
+    missing = [k for k in pending if k not in state.parts]
+    if missing:  # Ray Data answered every item or raised; a gap here would be a bug, never a silent loss
+        raise RuntimeError(f"ray: windows {missing[:10]} were never answered")
+    return Spread(fresh_rows, fresh_tokens, [_rates(w) for w in workers.values()])
+
+
+def _tally(
+    workers: dict[str, dict[str, Any]], worker: dict[str, Any], rows: int, stats: dict[str, Any], busy: float
+) -> None:
+    w = workers.setdefault(
+        worker["worker"],
+        {**worker, "windows": 0, "rows": 0, "generated": 0, "output_tokens": 0, "busy_s": 0.0},
+    )
+    w["windows"] += 1
+    w["rows"] += rows
+    w["generated"] += stats["counts"]["generated"]
+    w["output_tokens"] += stats["tokens"]["output"]
+    w["busy_s"] += busy
+
+
+def _rates(w: dict[str, Any]) -> dict[str, Any]:
+    busy = max(w["busy_s"], 1e-9)
+    return {
+        **w,
+        "busy_s": round(w["busy_s"], 3),
+        "rows_per_s": round(w["rows"] / busy, 3),
+        "output_tokens_per_s": round(w["output_tokens"] / busy, 3),
+    }
