@@ -551,3 +551,73 @@ def part_frame(columns: dict[str, list[Any]], generated_column: str) -> pa.Table
     }
     names = [generated_column if n == "generated_description" else n for n in types]
     return pa.table([pa.array(columns[n], type=t) for n, t in types.items()], names=names)
+
+
+# Incremental runs: the previous output's results, joined to the input by content key, in input order.
+
+REUSE_COLUMNS = ("enrich_key", "enrich_status", "enrich_finish_reason", "enrich_flags", "enrich_output_tokens")
+
+
+def write_keys(path: Path, windows: Iterator[list[str]]) -> int:
+    """Write the input's content keys (one per row, in input order) to a Parquet file; returns the row count."""
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    schema = pa.schema([("__row", pa.int64()), ("enrich_key", pa.string())])
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        for keys in windows:
+            table = pa.table({"__row": pa.array(range(rows, rows + len(keys)), pa.int64()), "enrich_key": keys})
+            writer.write_table(table, row_group_size=max(len(keys), 1))
+            rows += len(keys)
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def build_reuse(keys: Path, previous: Path, fmt: str, generated_column: str, dest: Path) -> int:
+    """Join the input's keys with the previous output's results (ok or flagged rows only) into dest, streaming.
+
+    Memory: polars' streaming hash join holds the previous output's distinct keys and results, never the input;
+    nothing is loaded into Python. Returns how many input rows found their key in the previous output.
+    """
+    kind = file_format(str(previous), fmt)
+    wanted = [generated_column, *REUSE_COLUMNS]
+    try:
+        prev = scan(str(previous), kind)
+        names = prev.collect_schema().names()
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ConfigError(
+                f"{previous}: not an output of enrich (no column {missing[0]!r}), so an incremental run cannot "
+                "reuse it; pass --overwrite to generate every row, or point -o elsewhere"
+            )
+        prev = prev.select(wanted).rename({generated_column: "generated_description"})
+        if kind == "csv":  # CSV holds text only: restore the list and integer columns
+            flags = pl.col("enrich_flags")
+            prev = prev.with_columns(
+                pl.when(flags.is_null() | (flags == "")).then(pl.lit([], pl.List(pl.String)))
+                .otherwise(flags.str.split(";")).alias("enrich_flags"),
+                pl.col("enrich_output_tokens").cast(pl.Int32, strict=False),
+            )
+        prev = prev.filter(pl.col("enrich_status").is_in(["ok", "flagged"]) & pl.col("enrich_key").is_not_null())
+        prev = prev.unique("enrich_key", keep="any")  # the same content twice (duplicate ids kept): one result
+        joined = pl.scan_parquet(keys).join(prev, on="enrich_key", how="left", maintain_order="left")
+        joined = joined.with_columns(pl.col("enrich_status").is_not_null().alias("__hit"))
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        joined.sink_parquet(tmp, compression="zstd", engine="streaming")
+        os.replace(tmp, dest)
+        return int(pl.scan_parquet(dest).select(pl.col("__hit").sum()).collect().item() or 0)
+    except pl.exceptions.PolarsError as err:
+        raise InputError(
+            f"{previous}: the previous output cannot be read ({str(err).strip().splitlines()[0][:200]}); "
+            "delete it, or pass --overwrite to generate every row"
+        ) from None
+
+
+def iter_reuse(path: Path, window_rows: int) -> Iterator[dict[str, list[Any]]]:
+    """The reuse file's windows, in step with the input's windows."""
+    columns = ["__hit", "generated_description", *REUSE_COLUMNS]
+    yield from iter_window_lists(pl.scan_parquet(path), columns, window_rows, str(path))
