@@ -43,31 +43,70 @@ def build_tiny_model(dest: Path) -> Path:
         return dest
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").path)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False,
     )
     torch.manual_seed(3)
     LlamaForCausalLM(config).save_pretrained(dest)
     tok.save_pretrained(dest)
-    (dest / "enrich.json").write_text(json.dumps(
-        {"name": "tiny-llama", "template": "chat", "eos": "<|im_end|>", "stop": ["<|im_end|>", "<|endoftext|>"]}
-    ))
+    (dest / "enrich.json").write_text(
+        json.dumps(
+            {
+                "name": "tiny-llama",
+                "template": "chat",
+                "eos": "<|im_end|>",
+                "stop": ["<|im_end|>", "<|endoftext|>"],
+            }
+        )
+    )
     return dest
 
 
 def env() -> dict[str, str]:
     """Cron-like: no terminal, a bare environment."""
-    return {"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return {
+        "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
 
 
 def command(src: Path, out: Path, args: argparse.Namespace, model: str) -> list[str]:
-    return [sys.executable, "-m", "enrich.cli", "run", str(src), "-o", str(out), "--model", model,
-            "--max-new-tokens", str(args.max_new_tokens), "--window-rows", str(args.window_rows),
-            "--batch-size", "2", "--temperature", "0", "--seed", "11", "--log-format", "json"]
+    return [
+        sys.executable,
+        "-m",
+        "enrich.cli",
+        "run",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        model,
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--window-rows",
+        str(args.window_rows),
+        "--batch-size",
+        "2",
+        "--temperature",
+        "0",
+        "--seed",
+        "11",
+        "--log-format",
+        "json",
+    ]
 
 
 def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -81,14 +120,29 @@ def parts_done(out: Path) -> int:
         return 0
 
 
-def one_moment(i: int, delay: float, sig: signal.Signals, src: Path, work: Path, args: argparse.Namespace,
-               model: str, reference: pl.DataFrame) -> dict[str, Any]:
+def one_moment(
+    i: int,
+    delay: float,
+    sig: signal.Signals,
+    src: Path,
+    work: Path,
+    args: argparse.Namespace,
+    model: str,
+    reference: pl.DataFrame,
+) -> dict[str, Any]:
     """Start, hit with sig after delay seconds, re-run to the end, compare."""
     out = work / f"moment-{i:02d}" / "out.parquet"
     out.parent.mkdir(parents=True)
     cmd = command(src, out, args, model)
-    proc = subprocess.Popen(cmd, env=env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        cmd,
+        env=env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         _, err = proc.communicate(timeout=delay)
         landed = "after the end"
@@ -107,18 +161,29 @@ def one_moment(i: int, delay: float, sig: signal.Signals, src: Path, work: Path,
         rows = got.height
         equal = got.equals(reference)
     expected_rc = {signal.SIGKILL: (-9, 0), signal.SIGTERM: (130, 0)}[sig]
-    if landed == "start-up":  # a SIGTERM before Python has set its handler ends it with -15; nothing was written
+    if (
+        landed == "start-up"
+    ):  # a SIGTERM before Python has set its handler ends it with -15; nothing was written
         expected_rc += (-15,)
     return {
-        "moment": i, "delay_s": round(delay, 2), "signal": sig.name, "landed": landed, "exit": first_rc,
-        "exit_expected": first_rc in expected_rc, "rerun_exit": rerun.returncode, "rows": rows,
-        "identical": equal, "passed": ok and equal and rows == reference.height and first_rc in expected_rc,
+        "moment": i,
+        "delay_s": round(delay, 2),
+        "signal": sig.name,
+        "landed": landed,
+        "exit": first_rc,
+        "exit_expected": first_rc in expected_rc,
+        "rerun_exit": rerun.returncode,
+        "rows": rows,
+        "identical": equal,
+        "passed": ok and equal and rows == reference.height and first_rc in expected_rc,
         "stderr_tail": (rerun.stderr if not ok else err)[-300:] if not (ok and equal) else "",
     }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--rows", type=int, default=120)
     parser.add_argument("--window-rows", type=int, default=8)
@@ -142,16 +207,21 @@ def main() -> int:
             return 1
         span = time.perf_counter() - t
         reference = pl.read_parquet(ref_out)
-        print(f"reference run: {reference.height} rows in {span:.1f}s; {args.kills} moments in [0, {span * 1.1:.1f}]s")
+        print(
+            f"reference run: {reference.height} rows in {span:.1f}s; {args.kills} moments in [0, {span * 1.1:.1f}]s"
+        )
         results = []
         for i in range(args.kills):
             delay = rng.uniform(0.0, span * 1.1)
             sig = signal.SIGTERM if rng.random() < 0.25 else signal.SIGKILL
             r = one_moment(i, delay, sig, src, work, args, model, reference)
             results.append(r)
-            print(f"{i:2d}  {r['signal']:7}  at {r['delay_s']:6.2f}s  ({r['landed']:17})  exit {r['exit']:4}  "
-                  f"re-run exit {r['rerun_exit']}  rows {r['rows']}  identical {r['identical']}  "
-                  f"{'PASS' if r['passed'] else 'FAIL ' + r['stderr_tail']}", flush=True)
+            print(
+                f"{i:2d}  {r['signal']:7}  at {r['delay_s']:6.2f}s  ({r['landed']:17})  exit {r['exit']:4}  "
+                f"re-run exit {r['rerun_exit']}  rows {r['rows']}  identical {r['identical']}  "
+                f"{'PASS' if r['passed'] else 'FAIL ' + r['stderr_tail']}",
+                flush=True,
+            )
         passed = sum(r["passed"] for r in results)
         print(f"{passed}/{len(results)} moments passed")
         if args.json:

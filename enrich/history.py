@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enrich import io
-from enrich.config import RunReport
+from enrich.config import Counts, RunReport, Seconds, Tokens
 from enrich.errors import EnrichError, Interrupted
 from enrich.evaluate import FLAGS
 from enrich.models import versions
@@ -82,12 +83,20 @@ def failure_report(plan: Plan, started: str, t0: float, err: BaseException) -> R
         errors_file=str(plan.errors_path),
         fingerprint=plan.fingerprint,
         resumed=False,
-        model={"ref": plan.spec.ref, "name": plan.spec.name, "engine": plan.engine_name, "template": plan.template.name},
+        model={
+            "ref": plan.spec.ref,
+            "name": plan.spec.name,
+            "engine": plan.engine_name,
+            "template": plan.template.name,
+        },
         versions=versions(),
         sampling={k: v for k, v in plan.sampling.__dict__.items() if k != "ignore_eos"},
-        counts={"rows": sum(counts[k] for k in ("ok", "flagged", "error", "skipped")), **{k: counts[k] for k in COUNT_KEYS}},
-        tokens={"input": tokens["input"], "output": tokens["output"]},
-        seconds={"total": round(elapsed, 4)},
+        counts=Counts(
+            rows=sum(counts[k] for k in ("ok", "flagged", "error", "skipped")),
+            **{k: counts[k] for k in COUNT_KEYS},
+        ),
+        tokens=Tokens(input=tokens["input"], output=tokens["output"]),
+        seconds=Seconds(total=round(elapsed, 4)),
         flags={f: flags[f] for f in FLAGS},
         rows_per_s=0.0,
         output_tokens_per_s=0.0,
@@ -98,7 +107,6 @@ def keep_failure(plan: Plan, started: str, t0: float, err: BaseException) -> Non
     """Record a failed or interrupted run in the history; never hides the original error."""
     if not plan.job.run.history_dir:
         return
-    try:
+    # The history must never replace the run's own error with one of its own.
+    with contextlib.suppress(Exception):
         keep(plan.job.run.history_dir, failure_report(plan, started, t0, err))
-    except Exception:  # noqa: BLE001 - the history must not replace the run's own error with its own
-        pass

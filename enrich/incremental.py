@@ -46,19 +46,27 @@ def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
         yield keys
 
 
-def prepare(plan: Plan, lf: Any, state: io.RunState, total: int, pending: list[int], on_event: Event) -> Path | None:
+def prepare(
+    plan: Plan, lf: Any, state: io.RunState, total: int, pending: list[int], on_event: Event
+) -> Path | None:
     """Build (or, on resume, reuse) the reuse file for this run; None when there is nothing to copy from."""
     previous = plan.output
     if not pending:
         return None
     if not previous.is_file():
-        on_event("info", {"message": f"incremental: no previous output at {previous}; every row is generated"})
+        on_event(
+            "info", {"message": f"incremental: no previous output at {previous}; every row is generated"}
+        )
         return None
     reuse = state.parts_dir / REUSE
     meta_path = state.parts_dir / REUSE_META
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta["fingerprint"] == state.fingerprint and meta["rows"] == total and io.sha256_file(reuse) == meta["sha256"]:
+        if (
+            meta["fingerprint"] == state.fingerprint
+            and meta["rows"] == total
+            and io.sha256_file(reuse) == meta["sha256"]
+        ):
             return reuse
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent, torn or altered: rebuilt below; its content is derived, so rebuilding is always safe
@@ -72,15 +80,24 @@ def prepare(plan: Plan, lf: Any, state: io.RunState, total: int, pending: list[i
     except ConfigError:
         if not plan.job.output.overwrite:
             raise
-        on_event("warning", {"message": f"{previous} is not an enrich output; --overwrite: every row is generated"})
+        on_event(
+            "warning", {"message": f"{previous} is not an enrich output; --overwrite: every row is generated"}
+        )
         return None
     finally:
         keys.unlink(missing_ok=True)
-    meta = {"fingerprint": state.fingerprint, "rows": total, "sha256": io.sha256_file(reuse), "matched": matched}
+    meta = {
+        "fingerprint": state.fingerprint,
+        "rows": total,
+        "sha256": io.sha256_file(reuse),
+        "matched": matched,
+    }
     io.write_json(meta_path, meta)
     on_event(
         "info",
-        {"message": f"incremental: {matched} of {total} rows unchanged since {previous}; {total - matched} to generate"},
+        {
+            "message": f"incremental: {matched} of {total} rows unchanged since {previous}; {total - matched} to generate"
+        },
     )
     return reuse
 
@@ -134,5 +151,7 @@ def restart(plan: Plan, manifest: dict[str, Any], on_event: Event) -> bool:
     """
     if not plan.job.run.incremental or not manifest or manifest.get("fingerprint") == plan.fingerprint:
         return False
-    on_event("warning", {"message": f"{plan.state_dir}: an unfinished run on other input or settings is discarded"})
+    on_event(
+        "warning", {"message": f"{plan.state_dir}: an unfinished run on other input or settings is discarded"}
+    )
     return True

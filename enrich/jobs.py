@@ -66,7 +66,9 @@ def check_job(job: JobConfig) -> list[tuple[str, str]]:
         ("output.path", job.output.path, job.output.format),
     ):
         if fmt == "auto" and Path(value).suffix.lower() not in FORMAT_SUFFIXES:
-            problems.append((dotted, f"{value}: cannot tell the format from the suffix; use .parquet or .csv"))
+            problems.append(
+                (dotted, f"{value}: cannot tell the format from the suffix; use .parquet or .csv")
+            )
     out = Path(job.output.path)
     for dotted, folder in (
         ("output.path", out.parent),

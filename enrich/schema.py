@@ -12,8 +12,14 @@ from pydantic import BaseModel
 from enrich.config import ErrorRecord, JobConfig, RunReport
 
 SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
-    "job.schema.json": (JobConfig, "enrich job file (TOML): everything of a run; `enrich jobs validate` checks it."),
-    "report.schema.json": (RunReport, "enrich run report (OUTPUT.report.json, and one per run in run.history_dir)."),
+    "job.schema.json": (
+        JobConfig,
+        "enrich job file (TOML): everything of a run; `enrich jobs validate` checks it.",
+    ),
+    "report.schema.json": (
+        RunReport,
+        "enrich run report (OUTPUT.report.json, and one per run in run.history_dir).",
+    ),
     "error.schema.json": (ErrorRecord, "enrich error record: one line of OUTPUT.errors.jsonl."),
 }
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"

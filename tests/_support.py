@@ -10,8 +10,14 @@ from pathlib import Path
 import polars as pl
 
 REPO = Path(__file__).resolve().parent.parent
-RESULT_COLUMNS = ["generated_description", "enrich_status", "enrich_finish_reason", "enrich_flags",
-                  "enrich_output_tokens", "enrich_key"]
+RESULT_COLUMNS = [
+    "generated_description",
+    "enrich_status",
+    "enrich_finish_reason",
+    "enrich_flags",
+    "enrich_output_tokens",
+    "enrich_key",
+]
 
 
 def make_greedy_model(tiny_model: Path, out: Path) -> Path:
@@ -53,16 +59,26 @@ def enrich_argv(*args: str | Path) -> list[str]:
 def start(*args: str | Path, cwd: Path | None = None) -> subprocess.Popen[str]:
     """Start `enrich ARGS` like cron does: no terminal on any stream, a bare environment."""
     return subprocess.Popen(
-        enrich_argv(*args), cwd=cwd or REPO, env=cron_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        enrich_argv(*args),
+        cwd=cwd or REPO,
+        env=cron_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 def call(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run `enrich ARGS` to the end and return its exit code and output."""
     return subprocess.run(
-        enrich_argv(*args), cwd=cwd or REPO, env=cron_env(), stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=600,
+        enrich_argv(*args),
+        cwd=cwd or REPO,
+        env=cron_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

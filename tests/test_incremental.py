@@ -23,8 +23,23 @@ def enrich(*args: str | Path) -> Result:
 
 
 def run(src: Path, out: Path, model: Path, *extra: str) -> dict[str, object]:
-    r = enrich("run", src, "-o", out, "--model", model, "--max-new-tokens", "4", "--temperature", "0",
-               "--window-rows", "8", "--log-format", "json", *extra)
+    r = enrich(
+        "run",
+        src,
+        "-o",
+        out,
+        "--model",
+        model,
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--window-rows",
+        "8",
+        "--log-format",
+        "json",
+        *extra,
+    )
     assert r.exit_code == 0, r.output
     return dict(json.loads(Path(f"{out}.report.json").read_text()))
 
@@ -55,22 +70,45 @@ def test_only_new_and_edited_rows_are_generated(catalog: Path, greedy_model: Pat
     assert after["id"].to_list() == changed["id"].to_list()  # gone rows are gone, input order kept
     old = before.filter(pl.col("id").is_in(after["id"].implode())).select("id", *RESULT_COLUMNS)
     kept_ids = [i for i in changed["id"].to_list() if i not in (full["id"][12], full["id"][30])][:33]
-    assert after.filter(pl.col("id").is_in(kept_ids)).select("id", *RESULT_COLUMNS).equals(
-        old.filter(pl.col("id").is_in(kept_ids))
+    assert (
+        after.filter(pl.col("id").is_in(kept_ids))
+        .select("id", *RESULT_COLUMNS)
+        .equals(old.filter(pl.col("id").is_in(kept_ids)))
     )
     # The copies are exact: a fresh full run gives the same results (greedy decoding, fixed seed).
     fresh = tmp_path / "fresh.parquet"
     run(src, fresh, greedy_model)
     assert pl.read_parquet(fresh).select(RESULT_COLUMNS).equals(after.select(RESULT_COLUMNS))
     # Nothing changed since: nothing to do, the output stays.
-    r = enrich("run", src, "-o", out, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0",
-               "--window-rows", "8", "--log-format", "json", "--incremental")
+    r = enrich(
+        "run",
+        src,
+        "-o",
+        out,
+        "--model",
+        greedy_model,
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--window-rows",
+        "8",
+        "--log-format",
+        "json",
+        "--incremental",
+    )
     assert r.exit_code == 0 and "nothing to do" in r.output
 
 
 @pytest.mark.parametrize(
     "change",
-    [("--max-new-tokens", "5"), ("--template", "alpaca"), ("--seed", "1"), ("--temperature", "0.5"), ("--model", "OTHER")],
+    [
+        ("--max-new-tokens", "5"),
+        ("--template", "alpaca"),
+        ("--seed", "1"),
+        ("--temperature", "0.5"),
+        ("--model", "OTHER"),
+    ],
     ids=["max_new_tokens", "template", "seed", "temperature", "model"],
 )
 def test_a_change_of_model_template_or_sampling_invalidates_every_key(
@@ -82,8 +120,22 @@ def test_a_change_of_model_template_or_sampling_invalidates_every_key(
     run(src, out, greedy_model)
     flag, value = change
     extra = [flag, str(tiny_model) if value == "OTHER" else value, "--incremental"]
-    base = ["run", src, "-o", out, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0",
-            "--window-rows", "8", "--log-format", "json"]
+    base = [
+        "run",
+        src,
+        "-o",
+        out,
+        "--model",
+        greedy_model,
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--window-rows",
+        "8",
+        "--log-format",
+        "json",
+    ]
     r = enrich(*base, *extra)  # the later option wins in click, so the change applies
     assert r.exit_code in (0, 6), r.output
     report = json.loads(Path(f"{out}.report.json").read_text())
@@ -107,8 +159,19 @@ def test_previous_output_that_is_not_from_enrich(catalog: Path, greedy_model: Pa
     pl.read_parquet(catalog).head(8).write_parquet(src)
     out = tmp_path / "out.parquet"
     pl.DataFrame({"a": [1]}).write_parquet(out)
-    r = enrich("run", src, "-o", out, "--model", greedy_model, "--max-new-tokens", "4", "--incremental",
-               "--log-format", "json")
+    r = enrich(
+        "run",
+        src,
+        "-o",
+        out,
+        "--model",
+        greedy_model,
+        "--max-new-tokens",
+        "4",
+        "--incremental",
+        "--log-format",
+        "json",
+    )
     assert r.exit_code == 2
     assert "not an output of enrich (no column 'generated_description')" in r.output
     assert counts(run(src, out, greedy_model, "--incremental", "--overwrite")) == (8, 8, 0)
@@ -121,12 +184,36 @@ def test_failed_rows_are_retried_not_copied(catalog: Path, greedy_model: Path, t
     # policies.truncated = error sends every row (4 tokens: always truncated) to the error file...
     job = tmp_path / "job.toml"
     job.write_text(f'[input]\npath = "{src}"\n[output]\npath = "{out}"\n[run]\nincremental = true\n')
-    first = enrich("jobs", "run", job, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0",
-                   "--set", "policies.truncated=error", "--log-format", "json")
+    first = enrich(
+        "jobs",
+        "run",
+        job,
+        "--model",
+        greedy_model,
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--set",
+        "policies.truncated=error",
+        "--log-format",
+        "json",
+    )
     assert first.exit_code == 6, first.output
     # ...and the next incremental run generates them again instead of copying failures.
-    second = enrich("jobs", "run", job, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0",
-                    "--log-format", "json")
+    second = enrich(
+        "jobs",
+        "run",
+        job,
+        "--model",
+        greedy_model,
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--log-format",
+        "json",
+    )
     assert second.exit_code == 0, second.output
     report = json.loads(Path(f"{out}.report.json").read_text())
     assert report["counts"]["generated"] == 8 and report["counts"]["copied"] == 0

@@ -62,7 +62,10 @@ def test_nightly_job_runs(sandbox: Path, tiny_model: Path) -> None:
     out = sandbox / "out" / "nightly" / "catalog.enriched.parquet"
     frame = pl.read_parquet(out)
     assert frame.height == 40
-    assert frame["id"].to_list() == pl.read_parquet(sandbox / "examples" / "catalog.parquet")["id"].head(40).to_list()
+    assert (
+        frame["id"].to_list()
+        == pl.read_parquet(sandbox / "examples" / "catalog.parquet")["id"].head(40).to_list()
+    )
     assert (sandbox / "out" / "nightly" / "catalog.errors.jsonl").read_text() == ""
     history = list((sandbox / "out" / "nightly" / "history").glob("*-ok.json"))
     assert len(history) == 1
@@ -104,12 +107,30 @@ def test_dry_run_job_prints_and_writes_nothing(sandbox: Path, tiny_model: Path) 
 
 def test_command_line_overrides_the_file() -> None:
     job = REPO / "jobs" / "nightly.toml"
-    r = enrich("jobs", "show", job, "--format", "json", "--limit", "5", "--temperature", "0", "--incremental",
-               "--set", "policies.empty=flag", "--set", "batch.window_rows=8", "--set", "output.path=/tmp/x.csv")
+    r = enrich(
+        "jobs",
+        "show",
+        job,
+        "--format",
+        "json",
+        "--limit",
+        "5",
+        "--temperature",
+        "0",
+        "--incremental",
+        "--set",
+        "policies.empty=flag",
+        "--set",
+        "batch.window_rows=8",
+        "--set",
+        "output.path=/tmp/x.csv",
+    )
     assert r.exit_code == 0, r.output
     shown = json.loads(r.output)
     assert shown["run"]["limit"] == 5 and shown["run"]["incremental"] is True
-    assert shown["sampling"]["temperature"] == 0 and shown["sampling"]["top_p"] == 0.9  # the file's, untouched
+    assert (
+        shown["sampling"]["temperature"] == 0 and shown["sampling"]["top_p"] == 0.9
+    )  # the file's, untouched
     assert shown["policies"]["empty"] == "flag" and shown["batch"]["window_rows"] == 8
     assert shown["output"]["path"] == "/tmp/x.csv"
     assert shown["output"]["errors"] == str(REPO / "out" / "nightly" / "catalog.errors.jsonl")
@@ -140,7 +161,9 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
     for dotted in ("input.colums", "sampling.temperature", "sampling.max_new_tokens", "policies.empty"):
         assert f"{bad}: {dotted}:" in r.output
     # A file whose fields are valid still gets checked against the machine, every problem listed.
-    bad.write_text('[input]\npath = "missing.parquet"\n[output]\npath = "out.xlsx"\n[model]\nref = "no-such-model"\n')
+    bad.write_text(
+        '[input]\npath = "missing.parquet"\n[output]\npath = "out.xlsx"\n[model]\nref = "no-such-model"\n'
+    )
     r = enrich("jobs", "validate", bad)
     assert r.exit_code == 2
     assert f"{bad}: input.path: {tmp_path / 'missing.parquet'}: no such file" in r.output
@@ -153,8 +176,14 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
     [
         ("[input\npath = 1", "not valid TOML"),
         ('[output]\npath = "o.parquet"\n', "input: Field required"),
-        ('[input]\npath = "a.parquet"\n[output]\npath = "o.parquet"\n[run]\nlog_format = "xml"\n', "run.log_format"),
-        ('[input]\npath = "a.parquet"\n[output]\npath = "o.parquet"\n[batch]\nwindow_rows = 0\n', "batch.window_rows"),
+        (
+            '[input]\npath = "a.parquet"\n[output]\npath = "o.parquet"\n[run]\nlog_format = "xml"\n',
+            "run.log_format",
+        ),
+        (
+            '[input]\npath = "a.parquet"\n[output]\npath = "o.parquet"\n[batch]\nwindow_rows = 0\n',
+            "batch.window_rows",
+        ),
     ],
 )
 def test_validate_messages(tmp_path: Path, text: str, expected: str) -> None:
@@ -168,7 +197,9 @@ def test_validate_messages(tmp_path: Path, text: str, expected: str) -> None:
 def test_output_folder_that_is_a_file_is_a_validation_problem(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("a file where a folder should be")
     job = tmp_path / "job.toml"
-    job.write_text(f'[input]\npath = "{REPO / "examples" / "catalog.parquet"}"\n[output]\npath = "blocker/out.parquet"\n')
+    job.write_text(
+        f'[input]\npath = "{REPO / "examples" / "catalog.parquet"}"\n[output]\npath = "blocker/out.parquet"\n'
+    )
     r = enrich("jobs", "validate", job)
     assert r.exit_code == 2
     assert f"output.path: {tmp_path / 'blocker'} is a file, not a folder" in r.output

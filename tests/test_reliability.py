@@ -91,8 +91,25 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:
     """Greedy decoding and a fixed seed: a re-run must reproduce an uninterrupted run exactly."""
-    return ["run", src, "-o", out, "--model", model, "--max-new-tokens", "16", "--window-rows", str(WINDOW),
-            "--batch-size", "2", "--temperature", "0", "--seed", "11", *extra]
+    return [
+        "run",
+        src,
+        "-o",
+        out,
+        "--model",
+        model,
+        "--max-new-tokens",
+        "16",
+        "--window-rows",
+        str(WINDOW),
+        "--batch-size",
+        "2",
+        "--temperature",
+        "0",
+        "--seed",
+        "11",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +264,9 @@ def _delete_part(state: Path) -> str:
 
 def _edit_errors_file(state: Path) -> str:
     with (state / "parts" / "errors-000000.jsonl").open("a") as f:
-        f.write(json.dumps({"id": "x", "row": 0, "stage": "generate", "reason": "made up", "value": None}) + "\n")
+        f.write(
+            json.dumps({"id": "x", "row": 0, "stage": "generate", "reason": "made up", "value": None}) + "\n"
+        )
     return "part-000000.parquet: missing or altered since it was written; window 0 is redone"
 
 
@@ -315,9 +334,7 @@ def test_edited_manifest_is_refused_until_restart(
     assert_same_as_reference(out, reference)
 
 
-def test_input_changed_between_runs_is_refused(
-    source: Path, greedy_model: Path, tmp_path: Path
-) -> None:
+def test_input_changed_between_runs_is_refused(source: Path, greedy_model: Path, tmp_path: Path) -> None:
     src = tmp_path / "catalog.parquet"
     shutil.copy(source, src)
     out = tmp_path / "out.parquet"
@@ -346,10 +363,10 @@ def test_two_runs_of_one_job_at_once(
     out = tmp_path / "out.parquet"
     job = tmp_path / "job.toml"
     job.write_text(
-        f'#:schema {REPO / "schemas" / "job.schema.json"}\n'
+        f"#:schema {REPO / 'schemas' / 'job.schema.json'}\n"
         f'[input]\npath = "{source}"\n[output]\npath = "out.parquet"\n'
         f'[model]\nref = "{greedy_model}"\n'
-        f'[sampling]\ntemperature = 0\nmax_new_tokens = 16\nseed = 11\n'
+        f"[sampling]\ntemperature = 0\nmax_new_tokens = 16\nseed = 11\n"
         f'[batch]\nwindow_rows = {WINDOW}\nbatch_size = 2\n[run]\nhistory_dir = "history"\n'
     )
     first = start("jobs", "run", job)
@@ -363,7 +380,10 @@ def test_two_runs_of_one_job_at_once(
     finally:
         first.send_signal(signal.SIGCONT)
     assert second.returncode == 4, second.stderr
-    assert re.search(rf"locked by another run \(pid {first.pid} on {re.escape(socket.gethostname())}, started 20", second.stderr)
+    assert re.search(
+        rf"locked by another run \(pid {first.pid} on {re.escape(socket.gethostname())}, started 20",
+        second.stderr,
+    )
     assert other_output.returncode == 4  # another command writing the same output is refused as well,
     assert other_state.returncode == 4, other_state.stderr  # even with a state folder of its own
     _, err = first.communicate(timeout=GUARD_S)
@@ -448,34 +468,74 @@ BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
     "missing_file": (lambda d: [str(d / "nope.parquet")], 3, "no such file"),
     "glob_matches_nothing": (lambda d: [str(d / "none-*.parquet")], 3, "no such file"),
     "input_is_a_folder": (_folder, 2, "is a directory"),
-    "unknown_input_suffix": (_raw("catalog.xlsx", b"PK\x03\x04"), 2, "cannot tell the format from the suffix"),
-    "unknown_output_suffix": (_output(_pq(B()), lambda d: str(d / "out.json")), 2, "cannot tell the format from the suffix"),
+    "unknown_input_suffix": (
+        _raw("catalog.xlsx", b"PK\x03\x04"),
+        2,
+        "cannot tell the format from the suffix",
+    ),
+    "unknown_output_suffix": (
+        _output(_pq(B()), lambda d: str(d / "out.json")),
+        2,
+        "cannot tell the format from the suffix",
+    ),
     "empty_csv": (_raw("e.csv", b""), 3, "the file is empty"),
     "bom_only_csv": (_raw("bom.csv", b"\xef\xbb\xbf"), 3, "the file is empty"),
     "empty_parquet": (_raw("e.parquet", b""), 3, "cannot read it as parquet"),
-    "random_bytes_parquet": (_raw("r.parquet", bytes(range(256)) * 40), 3, "truncated, damaged or not Parquet"),
-    "truncated_parquet": (_raw("t.parquet", CATALOG.read_bytes()[: CATALOG.stat().st_size // 2]), 3,
-                          "truncated, damaged or not Parquet"),
+    "random_bytes_parquet": (
+        _raw("r.parquet", bytes(range(256)) * 40),
+        3,
+        "truncated, damaged or not Parquet",
+    ),
+    "truncated_parquet": (
+        _raw("t.parquet", CATALOG.read_bytes()[: CATALOG.stat().st_size // 2]),
+        3,
+        "truncated, damaged or not Parquet",
+    ),
     "parquet_named_csv": (_raw("p.csv", CATALOG.read_bytes()), 3, "is a Parquet file named like a CSV"),
     "latin1_csv": (_raw("l.csv", "id,title\n1,Caf\xe9 cr\xe8me\n".encode("latin-1")), 3, "not valid UTF-8"),
     "ragged_csv": (_raw("rg.csv", b"id,title\n1,a,extra,more\n2,b\n"), 3, "more fields than defined"),
     "unclosed_quote_csv": (_raw("q.csv", b'id,title\n1,"abc\n2,def\n'), 3, "cannot read it as csv"),
-    "repeated_header_csv": (_raw("dh.csv", b"id,title,title\n1,a,b\n"), 3, "the header repeats the column 'title'"),
+    "repeated_header_csv": (
+        _raw("dh.csv", b"id,title,title\n1,a,b\n"),
+        3,
+        "the header repeats the column 'title'",
+    ),
     "semicolon_csv": (_raw("sc.csv", b"id;title\n1;a\n"), 3, "no column 'title' for the title"),
     "no_title_column": (_pq(B().drop("title")), 3, "no column 'title' for the title"),
     "mapped_id_missing": (_with(_pq(B()), "--id-col", "sku"), 3, "no column 'sku' for the id"),
     "title_is_numbers": (_pq(B().with_columns(pl.Series("title", range(6)))), 3, "holds Int64, not text"),
-    "title_is_lists": (_pq(B().with_columns(pl.Series("title", [["a"]] * 6))), 3, "holds List(String), not text"),
-    "title_is_bytes": (_pq(B().with_columns(pl.lit(b"\xff", pl.Binary).alias("title"))), 3, "holds Binary, not text"),
-    "clash_generated_column": (_pq(B().with_columns(pl.lit("x").alias("generated_description"))), 2,
-                               "--generated-column NAME"),
-    "clash_status_column": (_pq(B().with_columns(pl.lit("x").alias("enrich_status"))), 2,
-                            "'enrich_status' already exists"),
+    "title_is_lists": (
+        _pq(B().with_columns(pl.Series("title", [["a"]] * 6))),
+        3,
+        "holds List(String), not text",
+    ),
+    "title_is_bytes": (
+        _pq(B().with_columns(pl.lit(b"\xff", pl.Binary).alias("title"))),
+        3,
+        "holds Binary, not text",
+    ),
+    "clash_generated_column": (
+        _pq(B().with_columns(pl.lit("x").alias("generated_description"))),
+        2,
+        "--generated-column NAME",
+    ),
+    "clash_status_column": (
+        _pq(B().with_columns(pl.lit("x").alias("enrich_status"))),
+        2,
+        "'enrich_status' already exists",
+    ),
     "output_is_input": (_output(_pq(B()), lambda d: str(d / "in.parquet")), 2, "would overwrite the input"),
     "foreign_output_exists": (_output(_pq(B()), _foreign_output), 2, "pass --overwrite to replace it"),
-    "output_under_a_file": (_output(_pq(B()), _under_a_file), 2, "is a file, so the output cannot be written"),
-    "output_in_sysfs": (_output(_pq(B()), lambda d: "/sys/enrich-test-out.parquet"), 2,
-                        "cannot write the output there"),
+    "output_under_a_file": (
+        _output(_pq(B()), _under_a_file),
+        2,
+        "is a file, so the output cannot be written",
+    ),
+    "output_in_sysfs": (
+        _output(_pq(B()), lambda d: "/sys/enrich-test-out.parquet"),
+        2,
+        "cannot write the output there",
+    ),
     "damaged_manifest": (_damaged_manifest, 2, "the resume manifest is damaged"),
     "bad_model_reference": (_with(_pq(B()), "--model", "no-such-model"), 2, "not a preset"),
     "negative_limit": (_with(_pq(B()), "--limit", "-3"), 2, "run.limit"),
@@ -487,10 +547,21 @@ BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
     "blank_titles": (_pq(B().with_columns(pl.lit(" \t ").alias("title"))), 6, "6 rows went to"),
     "null_ids": (_pq(B().with_columns(pl.lit(None, pl.String).alias("id"))), 6, "6 rows went to"),
     "duplicate_ids": (_pq(B().with_columns(pl.lit("same").alias("id"))), 6, "5 rows went to"),
-    "huge_title_refused": (_with(_pq(B().with_columns(pl.lit("x" * 100_000).alias("title"))), "--long-title", "error"),
-                           6, "6 rows went to"),
-    "huge_title_truncated": (_pq(B().with_columns(pl.lit("big " * 25_000).alias("title"))), 0, "run finished"),
-    "control_characters": (_pq(B().with_columns(pl.lit("ab\x00c\x07d\u202e").alias("title"))), 0, "run finished"),
+    "huge_title_refused": (
+        _with(_pq(B().with_columns(pl.lit("x" * 100_000).alias("title"))), "--long-title", "error"),
+        6,
+        "6 rows went to",
+    ),
+    "huge_title_truncated": (
+        _pq(B().with_columns(pl.lit("big " * 25_000).alias("title"))),
+        0,
+        "run finished",
+    ),
+    "control_characters": (
+        _pq(B().with_columns(pl.lit("ab\x00c\x07d\u202e").alias("title"))),
+        0,
+        "run finished",
+    ),
     "header_only_csv": (_raw("h.csv", b"id,title\n"), 0, "run finished"),
 }
 
@@ -509,8 +580,19 @@ def test_bad_input(case: str, tiny_model: Path, tmp_path: Path) -> None:
     if case == "output_in_sysfs" and os.access("/sys", os.W_OK) and not Path("/sys/kernel").is_dir():
         pytest.skip("/sys is not sysfs here")
     given = make(tmp_path)
-    args = ["run", given[0], "-o", str(tmp_path / "out.parquet"), "--model", str(tiny_model),
-            "--max-new-tokens", "2", "--log-format", "json", *given[1:]]
+    args = [
+        "run",
+        given[0],
+        "-o",
+        str(tmp_path / "out.parquet"),
+        "--model",
+        str(tiny_model),
+        "--max-new-tokens",
+        "2",
+        "--log-format",
+        "json",
+        *given[1:],
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == code, result.output
     assert message in result.output

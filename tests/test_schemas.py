@@ -58,17 +58,19 @@ def test_real_report_errors_and_history_validate(
     src = _bad_catalog(catalog, tmp_path / "bad.parquet")
     job = tmp_path / "job.toml"
     job.write_text(
-        '#:schema ../schemas/job.schema.json\n'
+        "#:schema ../schemas/job.schema.json\n"
         '[input]\npath = "bad.parquet"\n'
         f'[output]\npath = "out/enriched.parquet"\nerrors = "out/enriched{errors_suffix}"\n'
-        '[sampling]\nmax_new_tokens = 4\n'
-        '[batch]\nwindow_rows = 8\n'
+        "[sampling]\nmax_new_tokens = 4\n"
+        "[batch]\nwindow_rows = 8\n"
         '[policies]\nmax_title_chars = 300\nlong_title = "error"\n'
         '[run]\nhistory_dir = "history"\n',
         encoding="utf-8",
     )
     (tmp_path / "out").mkdir()
-    r = CliRunner().invoke(main, ["jobs", "run", str(job), "--model", str(tiny_model), "--log-format", "json"])
+    r = CliRunner().invoke(
+        main, ["jobs", "run", str(job), "--model", str(tiny_model), "--log-format", "json"]
+    )
     assert r.exit_code == 6, r.output
     assert src.exists()
     report = json.loads((tmp_path / "out" / "enriched.parquet.report.json").read_text(encoding="utf-8"))
@@ -94,4 +96,6 @@ def test_a_broken_report_fails_validation() -> None:
         jsonschema.validate({"status": "ok"}, schema)
     error_schema = load("error.schema.json")
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"id": "a", "row": -1, "stage": "read", "reason": "x", "value": None}, error_schema)
+        jsonschema.validate(
+            {"id": "a", "row": -1, "stage": "read", "reason": "x", "value": None}, error_schema
+        )
