@@ -26,8 +26,9 @@ Why our own actor pool and not `ray.data.llm`'s vLLM processor (measured in benc
   issue 4), so the processor's continuous feeding has little left to win; bench/ray_gpu.py measures both.
 
 Limits: every node must see the input path and have enrich installed; incremental runs are not spread yet;
-CSV windows are found by scanning from the file's start (prefer Parquet for large catalogs); stage seconds in
-the report are summed over workers, `total` is wall time.
+CSV windows are found by scanning from the file's start (prefer Parquet for large catalogs); a dry run runs the
+workers' engine in this process; stage seconds in the report are summed over workers, `total` is wall time.
+Results equal a local run's where the arithmetic is the same (same hardware and thread count per engine).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class _Worker:
         gpus = [str(g) for g in ray.get_gpu_ids()]
         self.identity = {
             "worker": f"{socket.gethostname()}:{os.getpid()}",
-            "node": ray.util.get_node_ip_address(),
+            "node": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
             "pid": os.getpid(),
             "device": f"gpu {','.join(gpus)}" if gpus else "cpu",
         }
@@ -144,7 +145,9 @@ class _Worker:
             "failure": [],
         }
         for index, dups in zip(batch["index"], batch["duplicates"], strict=True):
-            part, errors, stats, failure = b"", [], {}, ""
+            part, failure = b"", ""
+            errors: list[dict[str, Any]] = []
+            stats: dict[str, Any] = {}
             try:
                 if self.failed is not None:
                     raise self.failed
@@ -291,7 +294,7 @@ def run_windows(
             t = time.perf_counter()
             busy = stats.pop("seconds")
             state.record(index, table, json.loads(answer["errors"]), stats)
-            seconds["write"] += time.perf_counter() - t
+            seconds["write"] += time.perf_counter() - t  # type: ignore[assignment]  # Counter of seconds, as in pipeline
             for stage, s in busy.items():  # summed over workers: the cost of each stage, not wall time
                 seconds[stage] += s
             _tally(workers, worker, table.num_rows, stats, sum(busy.values()))
