@@ -270,7 +270,14 @@ class FixedLength:
 
 
 def bench_vllm(
-    model_dir: Path, parts: Path, label: str, n: int, settings: dict[str, Any], windows: list[int], bare: bool
+    model_dir: Path,
+    parts: Path,
+    label: str,
+    n: int,
+    settings: dict[str, Any],
+    windows: list[int],
+    bare: bool,
+    cudagraph_max: int | None = None,
 ) -> None:
     """(d) bare vllm.LLM.generate on the prompt list; (e) enrich.pipeline.run, Parquet in and out, same engine."""
     import pyarrow as pa
@@ -285,7 +292,11 @@ def bench_vllm(
     spec = resolve_model(str(model_dir))
     t = time.perf_counter()
     job_model = {"ref": str(model_dir), "engine": "vllm", **settings}
-    engine = VLLMEngine(spec, ModelConfig(**job_model), 0, load_format="dummy")
+    extra: dict[str, Any] = {"load_format": "dummy"}
+    if cudagraph_max:  # vLLM captures CUDA graphs up to min(2 * max_num_seqs, 512) sequences by default
+        extra["compilation_config"] = {"max_cudagraph_capture_size": cudagraph_max}
+        settings = {**settings, "max_cudagraph_capture_size": cudagraph_max}
+    engine = VLLMEngine(spec, ModelConfig(**job_model), 0, **extra)
     startup = time.perf_counter() - t
     print(f"{label}: vLLM started in {startup:.1f}s with {settings}", flush=True)
     llm = engine.llm
@@ -372,7 +383,7 @@ def bench_vllm(
 
 def report(parts: Path, json_out: Path) -> None:
     """Gather the parts into bench/results/gpu_generate.json and print the table for bench/RESULTS.md."""
-    rows = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(parts.glob("[abcde]_*.json"))]
     bare = {r["label"][len("d_vllm_") :]: r for r in rows if r["label"].startswith("d_vllm_")}
     first = next((r for r in rows if "versions" in r), rows[0])
     result = {
@@ -392,8 +403,7 @@ def report(parts: Path, json_out: Path) -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        key = next((k for k in bare if f"_{k}" in r["label"]), None)
-        ref = bare.get(key) if key else None
+        ref = bare.get(r["label"].split("_")[2]) if r["label"][0] in "de" else None  # d_vllm_L, e_enrich_L_wN
         ratio = f"{r['output_tokens_per_s'] / ref['output_tokens_per_s']:.3f}" if ref else ""
         lines.append(
             f"| {r['label']}: {r['engine']} {r.get('settings', '')} | {r['rows']} | {r['rows_per_s']:,.2f} | "
@@ -429,6 +439,7 @@ def main() -> None:
         "--enrich-windows", default="", help="comma-separated window_rows for (e); empty: skip (e)"
     )
     v.add_argument("--no-bare", action="store_true")
+    v.add_argument("--cudagraph-max", type=int, help="capture CUDA graphs up to this many sequences")
     r = sub.add_parser("report")
     r.add_argument("parts", type=Path)
     r.add_argument("--json", type=Path, default=HERE / "results" / "gpu_generate.json")
@@ -446,7 +457,7 @@ def main() -> None:
             if getattr(a, key) is not None:
                 settings[key] = getattr(a, key)
         windows = [int(w) for w in a.enrich_windows.split(",") if w]
-        bench_vllm(a.dir, a.parts, a.label, a.prompts, settings, windows, not a.no_bare)
+        bench_vllm(a.dir, a.parts, a.label, a.prompts, settings, windows, not a.no_bare, a.cudagraph_max)
     else:
         report(a.parts, a.json)
 

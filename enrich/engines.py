@@ -200,6 +200,11 @@ class VLLMEngine:
         if importlib.util.find_spec("flashinfer") is None:
             # vLLM's default sampler needs FlashInfer; its Triton top-k/top-p kernel works without it.
             os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        import torch
+
+        # A forked engine-core process cannot use CUDA once this process has initialized it (tests, notebooks).
+        if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+            os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
         from vllm import LLM
 
         kwargs: dict[str, Any] = {
@@ -211,6 +216,7 @@ class VLLMEngine:
             "enable_prefix_caching": config.enable_prefix_caching,
             "seed": 0,
         }
+        kwargs.update(_large_gpu_defaults())
         for key in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "quantization"):
             if getattr(config, key) is not None:
                 kwargs[key] = getattr(config, key)
@@ -374,6 +380,16 @@ def _adapter_rank(adapter: str) -> int:
     cfg = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
     rank = int(cfg.get("r", 16))
     return next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= rank)
+
+
+def _large_gpu_defaults() -> dict[str, int]:
+    """Scheduler sizes for a GPU of 70 GiB or more, where vLLM's own defaults (1024 sequences, 16384 tokens a step)
+    left an H200 a fifth slower on an 8B model (bench/RESULTS.md, GPU section); smaller GPUs keep vLLM's."""
+    import torch
+
+    if torch.cuda.get_device_properties(0).total_memory < 70 * 2**30:
+        return {}
+    return {"max_num_seqs": 2048, "max_num_batched_tokens": 65536}
 
 
 def _start_failure(ref: str, err: BaseException) -> str:

