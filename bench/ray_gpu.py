@@ -10,7 +10,8 @@ exactly 256 tokens (EOS ignored) at temperature 0.7, top-p 0.9. One process, one
 - With `ray[llm]` importable: `ray.data.llm`'s vLLM processor on the same prompts, same worker counts, for the
   choice between it and enrich's own pool (enrich/distributed.py says why we chose ours).
 
-On the device (bench/device/run.sh's stack plus `ray[data]==2.60.0` in the infer site):
+On the device (bench/device/README.md's stack plus `ray[data]==2.60.0` in /tmp/site/infer; the ray wheel is
+79 MB, so it travels split over two calls like the GGUF):
 
     PYTHONPATH=$INFER python3 bench/ray_gpu.py /tmp/enrich-bench/llama-8b-arch [--prompts 4096] [--window-rows 512]
 
@@ -193,8 +194,9 @@ def main() -> None:
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--prompts", type=int, default=4096)
     ap.add_argument("--window-rows", type=int, default=512)
-    ap.add_argument("--max-num-seqs", type=int, default=1024)
-    ap.add_argument("--max-num-batched-tokens", type=int, default=32768)
+    # enrich's defaults on a GPU of 70 GiB or more (bench/RESULTS.md, issue 4), given to both ways alike.
+    ap.add_argument("--max-num-seqs", type=int, default=2048)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=65536)
     ap.add_argument("--llm-batch-size", type=int, default=256)
     ap.add_argument("--no-data-llm", action="store_true", help="skip the ray.data.llm processor")
     ap.add_argument(
