@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from enrich.pipeline import Event, Plan
 
-TASK_RETRIES = 3  # a window whose worker dies this many times in a row fails the run instead of looping
+TASK_RETRIES = 3  # a window that kills its worker this many more times fails the run instead of looping
 # Windows and parts are a few MB each; Ray's default object store (30% of RAM) would be far too much.
 LOCAL_OBJECT_STORE = 1 << 30
 
@@ -207,7 +207,7 @@ def _connect(plan: Plan) -> bool:
     if ray.is_initialized():  # an embedding program (or a test session) already holds a Ray connection
         return False
     cfg = plan.job.ray
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}  # keep cron's JSON log lines pure
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}  # keep cron's JSON log lines pure
     try:
         if cfg.address:
             ray.init(address=cfg.address, **quiet)  # type: ignore[arg-type]
@@ -227,9 +227,8 @@ def _dataset(plan: Plan, total: int, pending: list[int], duplicates: dict[int, i
     """One item per pending window, mapped through the actor pool of engines."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress lines would break cron's JSON log
+    ray.data.DataContext.get_current().enable_progress_bars = False  # enrich draws its own progress
     w = plan.window_rows
     by_window: dict[int, dict[str, int]] = {}
     for row, first in duplicates.items():
@@ -239,9 +238,8 @@ def _dataset(plan: Plan, total: int, pending: list[int], duplicates: dict[int, i
     gpus = cfg.gpus_per_worker
     if gpus is None:
         gpus = float(plan.job.model.tensor_parallel_size) if plan.engine_name == "vllm" else 0.0
-    with (
-        warnings.catch_warnings()
-    ):  # max_task_retries has no named parameter in 2.60; the warning asks for one
+    # max_task_retries has no named parameter in 2.60, and passing it the only way there is warns.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _Worker,
