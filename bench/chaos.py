@@ -122,7 +122,7 @@ def parts_done(out: Path) -> int:
 
 def one_moment(
     i: int,
-    delay: float,
+    moment: tuple[str, float, int],
     sig: signal.Signals,
     src: Path,
     work: Path,
@@ -130,7 +130,12 @@ def one_moment(
     model: str,
     reference: pl.DataFrame,
 ) -> dict[str, Any]:
-    """Start, hit with sig after delay seconds, re-run to the end, compare."""
+    """Start, hit with sig at the moment, re-run to the end, compare.
+
+    A moment is ("time", seconds, 0): that long after the start; or ("window", seconds, k): that long after
+    the k-th window was saved (under load start-up takes most of the time, so pure time draws miss the rest).
+    """
+    kind, delay, k = moment
     out = work / f"moment-{i:02d}" / "out.parquet"
     out.parent.mkdir(parents=True)
     cmd = command(src, out, args, model)
@@ -143,6 +148,9 @@ def one_moment(
         text=True,
         cwd=REPO,
     )
+    if kind == "window":
+        while proc.poll() is None and parts_done(out) < k:
+            time.sleep(0.01)
     try:
         _, err = proc.communicate(timeout=delay)
         landed = "after the end"
@@ -167,7 +175,7 @@ def one_moment(
         expected_rc += (-15,)
     return {
         "moment": i,
-        "delay_s": round(delay, 2),
+        "when": f"{delay:.2f}s after the start" if kind == "time" else f"{delay:.2f}s after window {k}",
         "signal": sig.name,
         "landed": landed,
         "exit": first_rc,
@@ -211,13 +219,17 @@ def main() -> int:
             f"reference run: {reference.height} rows in {span:.1f}s; {args.kills} moments in [0, {span * 1.1:.1f}]s"
         )
         results = []
+        n_windows = -(-args.rows // args.window_rows)
         for i in range(args.kills):
-            delay = rng.uniform(0.0, span * 1.1)
+            if i % 2 == 0:  # half the moments anywhere in time, half spread over the windows' progress
+                moment = ("time", rng.uniform(0.0, span * 1.1), 0)
+            else:
+                moment = ("window", rng.uniform(0.0, 0.3), rng.randint(0, n_windows))
             sig = signal.SIGTERM if rng.random() < 0.25 else signal.SIGKILL
-            r = one_moment(i, delay, sig, src, work, args, model, reference)
+            r = one_moment(i, moment, sig, src, work, args, model, reference)
             results.append(r)
             print(
-                f"{i:2d}  {r['signal']:7}  at {r['delay_s']:6.2f}s  ({r['landed']:17})  exit {r['exit']:4}  "
+                f"{i:2d}  {r['signal']:7}  {r['when']:26}  ({r['landed']:17})  exit {r['exit']:4}  "
                 f"re-run exit {r['rerun_exit']}  rows {r['rows']}  identical {r['identical']}  "
                 f"{'PASS' if r['passed'] else 'FAIL ' + r['stderr_tail']}",
                 flush=True,
