@@ -120,11 +120,11 @@ def _merge(spec: ModelSpec, out: Path, dtype: str, on_event: Event) -> None:
     base = AutoModelForCausalLM.from_pretrained(spec.path, dtype=work, use_safetensors=True)
     if getattr(base.config, "quantization_config", None) is not None:
         on_event("info", {"message": "the base is quantized: dequantizing to 16 bits before merging"})
-        base = base.dequantize()  # never merge into 4-bit weights: the adapter's update would be rounded away
+        base = base.dequantize()  # type: ignore[no-untyped-call]  # never merge into 4-bit weights: the adapter's update would be rounded away
         base.to(work)
         if hasattr(base.config, "quantization_config"):
             del base.config.quantization_config
-    model = PeftModel.from_pretrained(base, spec.adapter).merge_and_unload()
+    model = PeftModel.from_pretrained(base, str(spec.adapter)).merge_and_unload()
     model.to(target)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer = AutoTokenizer.from_pretrained(spec.adapter or spec.path)

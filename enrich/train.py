@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -195,6 +193,7 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = _noop) -> Path:
     out_dir = Path(out_dir)
     trainer.model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    from enrich import trainreport
     from enrich.models import write_enrich_json
 
     write_enrich_json(
@@ -211,9 +210,9 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = _noop) -> Path:
             "training": config.model_dump(mode="json"),
         },
     )
-    report = _report(trainer, data.counts, config, backend, precision, gpu, initial, final, wall)
+    report = trainreport.build(trainer, data.counts, config, backend, precision, gpu, initial, final, wall)
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    _plot(report, out_dir / "loss.png")
+    trainreport.plot(report, out_dir / "loss.png")
     on_event("done", report)
     return out_dir
 
@@ -247,6 +246,9 @@ def _load_unsloth(path: str, config: TrainConfig) -> tuple[Any, Any]:
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=path, max_seq_length=config.max_seq_length, dtype=None, load_in_4bit=config.load_in_4bit
     )
+    extra: dict[str, Any] = {}
+    if config.lora_layers is not None:  # passed only when set: the reference recipe uses unsloth's defaults
+        extra["layers_to_transform"] = _top_layers(model, config.lora_layers)
     model = FastLanguageModel.get_peft_model(
         model,
         r=config.r,
@@ -256,7 +258,7 @@ def _load_unsloth(path: str, config: TrainConfig) -> tuple[Any, Any]:
         bias="none",
         use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
         random_state=config.seed,
-        layers_to_transform=_top_layers(model, config.lora_layers),
+        **extra,
     )
     return model, tokenizer
 
@@ -266,9 +268,7 @@ def _top_layers(model: Any, n: int | None) -> list[int] | None:
     if n is None:
         return None
     total = int(model.config.num_hidden_layers)
-    if n > total:
-        raise ConfigError(f"lora_layers: {n} is more than the model's {total} layers")
-    return list(range(total - n, total))
+    return list(range(max(total - n, 0), total))  # n >= total: every layer
 
 
 def _load_peft(path: str, config: TrainConfig, gpu: bool, precision: str) -> tuple[Any, Any]:
@@ -284,7 +284,7 @@ def _load_peft(path: str, config: TrainConfig, gpu: bool, precision: str) -> tup
             raise EngineError("4-bit loading needs bitsandbytes: pip install bitsandbytes, or pass --no-4bit")
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
+        kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
         )
         kwargs["device_map"] = {"": 0}
@@ -294,10 +294,12 @@ def _load_peft(path: str, config: TrainConfig, gpu: bool, precision: str) -> tup
     except OSError as err:
         raise EngineError(f"{path}: cannot load the base model: {str(err).splitlines()[0]}") from None
     if quantized or getattr(model.config, "quantization_config", None):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+            model, use_gradient_checkpointing=config.gradient_checkpointing
+        )
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        model.enable_input_require_grads()  # type: ignore[no-untyped-call]
     missing = [m for m in config.target_modules if not any(n.endswith("." + m) for n, _ in model.named_modules())]
     if missing:
         raise ConfigError(f"target_modules: {', '.join(missing)} not found in {path}; check --target-modules")
@@ -306,15 +308,14 @@ def _load_peft(path: str, config: TrainConfig, gpu: bool, precision: str) -> tup
         target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM",
         layers_to_transform=_top_layers(model, config.lora_layers),
     )
-    model = get_peft_model(model, lora)
-    return model, tokenizer
+    return get_peft_model(model, lora), tokenizer
 
 
 def _trainer(
     model: Any, tokenizer: Any, data: Any, config: TrainConfig, checkpoints: Path, precision: str, gpu: bool,
     on_event: Event,
 ) -> Any:
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     from enrich import traindata
 
@@ -367,7 +368,7 @@ def _trainer(
 def _progress_callback(on_event: Event, total: int) -> Any:
     from transformers import TrainerCallback
 
-    class Progress(TrainerCallback):  # type: ignore[misc]
+    class Progress(TrainerCallback):
         """Turns trainer logs into progress events: step, loss, tokens/s, ETA."""
 
         def __init__(self) -> None:
@@ -397,66 +398,3 @@ def _progress_callback(on_event: Event, total: int) -> Any:
             )
 
     return Progress()
-
-
-def _peak_memory_mb(gpu: bool) -> dict[str, float]:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    out = {"cpu_rss_mb": round(rss, 1)}
-    if gpu:
-        import torch
-
-        out["gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out
-
-
-def _report(
-    trainer: Any, counts: dict[str, Any], config: TrainConfig, backend: str, precision: str, gpu: bool,
-    initial: float, final: float, wall: float,
-) -> dict[str, Any]:
-    state = trainer.state
-    history = state.log_history
-    train_loss = [[h["step"], h["loss"]] for h in history if "loss" in h]
-    # One point per step: the evaluation after training repeats the last scheduled one.
-    val_loss = [[s, v] for s, v in {h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}.items()]
-    train_s = next((h["train_runtime"] for h in history if "train_runtime" in h), wall)
-    return {
-        "backend": backend,
-        "device": "cuda" if gpu else "cpu",
-        "precision": precision,
-        "data": counts,
-        "steps": state.global_step,
-        "epochs": round(state.epoch or 0.0, 4),
-        "train_loss": train_loss,
-        "val_loss": val_loss,
-        "initial_val_loss": initial,
-        "final_val_loss": final,
-        "final_train_loss": train_loss[-1][1] if train_loss else None,
-        "tokens_seen": state.num_input_tokens_seen,
-        "tokens_per_s": round(state.num_input_tokens_seen / max(train_s, 1e-9), 1),
-        "train_seconds": round(train_s, 1),
-        "wall_seconds": round(wall, 1),
-        "peak_memory_mb": _peak_memory_mb(gpu),
-        "config": config.model_dump(mode="json"),
-    }
-
-
-def _plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        points = report[key]
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if key == "val_loss" else None,
-                    label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(f"fine-tuning loss ({report['backend']}, {report['steps']} steps)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -51,7 +51,8 @@ def read_rows(path: str, fmt: str, columns: Columns, with_id: bool = False) -> d
     roles = {"title": columns.title, "content": columns.content}
     if with_id and columns.id:
         roles["id"] = columns.id
-    io.require_columns(lf, path, roles)
+    checked: dict[str, str | None] = dict(roles)
+    io.require_columns(lf, path, checked)
     out: dict[str, list[Any]] = {role: [] for role in roles}
     for window in io.iter_window_lists(lf, list(roles.values()), 65536, path):
         for role, name in roles.items():
