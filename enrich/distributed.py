@@ -37,7 +37,9 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -208,6 +210,9 @@ def _connect(plan: Plan) -> bool:
         return False
     cfg = plan.job.ray
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}  # keep cron's JSON log lines pure
+    # ray.init replaces the SIGTERM handler with its own (exit 1, or death by the signal, with raylet and GCS left
+    # running); enrich's (SIGTERM acts as Ctrl-C: state saved, Ray shut down below, exit 130) is put back after.
+    on_term = signal.getsignal(signal.SIGTERM)
     try:
         if cfg.address:
             ray.init(address=cfg.address, **quiet)  # type: ignore[arg-type]
@@ -220,6 +225,9 @@ def _connect(plan: Plan) -> bool:
         raise ConfigError(
             f"cannot start or join {where}: {str(err).splitlines()[0]}; check --ray-address"
         ) from None
+    finally:
+        if threading.current_thread() is threading.main_thread() and on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     return True
 
 

@@ -172,42 +172,67 @@ def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_doubled(
     assert_same_rows(out, reference)
 
 
-def _descendants(pid: int) -> list[Any]:
+def stop_mid_run(
+    args: list[str | Path], journal: Path, windows: int, sig: int
+) -> tuple[int, str, list[Any], list[Any]]:
+    """Start `enrich ARGS`, send sig once `windows` windows are journaled.
+
+    Returns the exit code, stderr, the run's Ray processes and, among them, Ray's two agents.
+    """
+    proc = start(*args)
+    deadline = time.monotonic() + GUARD_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        if journal.is_file() and journal.read_text().count("\n") >= windows:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()  # still running: stopped mid-run, not after
     import psutil
 
-    return psutil.Process(pid).children(recursive=True)
+    ray_processes = psutil.Process(proc.pid).children(recursive=True)  # raylet, GCS, agents, workers
+    agents = [p for p in ray_processes if "Agent" in " ".join(p.cmdline())]  # named while they all live
+    proc.send_signal(sig)
+    _, err = proc.communicate()
+    return proc.returncode, err, ray_processes, agents
+
+
+def reap(processes: list[Any], wait_for: list[Any]) -> None:
+    """Wait for wait_for to exit (a failure if they do not); kill whatever of processes is left (ours)."""
+    import psutil
+
+    try:
+        _, alive = psutil.wait_procs(wait_for, timeout=GUARD_S)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        for p in processes:
+            if p.is_running():
+                p.kill()
 
 
 @pytest.mark.slow
-def test_driver_killed_then_rerun_resumes(
+def test_driver_killed_or_terminated_then_rerun_resumes(
     source: Path, greedy_model: Path, reference: Path, tmp_path: Path
 ) -> None:
-    import psutil
-
     out = tmp_path / "out.parquet"
     journal = Path(f"{out}.enrich") / "parts.jsonl"
-    proc = start(*ray_args(source, out, greedy_model))
-    deadline = time.monotonic() + GUARD_S
-    while proc.poll() is None and time.monotonic() < deadline:
-        if journal.is_file() and journal.read_text().count("\n") >= 2:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, proc.communicate()  # still running: killed mid-run, not after
-    ray_processes = _descendants(proc.pid)  # the local Ray this run started: raylet, GCS, agents, workers
-    # Ray's two agents notice a dead raylet only after a minute or two (ray 2.60); they hold no CPU meanwhile.
-    agents = [p for p in ray_processes if "Agent" in " ".join(p.cmdline())]
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    try:
-        _, alive = psutil.wait_procs([p for p in ray_processes if p not in agents], timeout=GUARD_S)
-        assert not alive, [p.pid for p in alive]  # raylet, GCS and the workers die with their driver
-    finally:
-        for p in ray_processes:  # started by this test: none may outlive it
-            if p.is_running():
-                p.kill()
+    args = ray_args(source, out, greedy_model)
+    code, _, ray_processes, agents = stop_mid_run(args, journal, 2, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    # raylet, GCS and the workers die with their driver; Ray's two agents notice a dead raylet only after a
+    # minute or two (ray 2.60) and hold no CPU meanwhile, so they are not waited for.
+    reap(ray_processes, [p for p in ray_processes if p not in agents])
+    killed_at = journal.read_text().count("\n")
+    assert 2 <= killed_at < ROWS // WINDOW
+
+    # SIGTERM (cron's timeout) on the resumed run: state saved, exit 130, and this time every Ray process stops.
+    code, err, ray_processes, _ = stop_mid_run(args, journal, killed_at + 1, signal.SIGTERM)
+    assert code == 130, err
+    assert f"resuming: {killed_at} of {ROWS // WINDOW} windows already done" in err
+    assert "run the same command to resume" in err
+    reap(ray_processes, ray_processes)
     done_before = journal.read_text().count("\n")
-    assert 2 <= done_before < ROWS // WINDOW
-    rerun = call(*ray_args(source, out, greedy_model))
+    assert killed_at < done_before < ROWS // WINDOW
+
+    rerun = call(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming: {done_before} of {ROWS // WINDOW} windows already done" in rerun.stderr
     assert_same_rows(out, reference)
