@@ -57,7 +57,7 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--ray-address", "ray.address", {"help": "--engine ray: cluster to join (auto, ray://HOST:10001)."}),
 ]
 FLAG_OPTIONS: list[tuple[str, str, str]] = [
-    ("--restart", "run.restart", "Discard resume state made with other settings."),
+    ("--restart", "run.restart", "Discard any saved resume state (needed when the settings or input changed)."),
     ("--overwrite", "output.overwrite", "Replace an existing OUTPUT that this run did not write."),
     ("--incremental", "run.incremental", "Copy unchanged rows from the existing OUTPUT; generate only new ones."),
 ]

@@ -112,7 +112,7 @@ class PolicyConfig(_Model):
 
 class RunConfig(_Model):
     state_dir: str | None = Field(None, description="Resume state; default OUTPUT.enrich/ beside the output.")
-    restart: bool = Field(False, description="Discard resume state whose fingerprint differs.")
+    restart: bool = Field(False, description="Discard any saved resume state and start over (needed when settings or input changed).")
     limit: int | None = Field(None, ge=1, description="Process only the first N rows.")
     incremental: bool = Field(False, description="Copy rows whose content key is unchanged from the previous output.")
     log_format: Literal["auto", "text", "json"] = Field("auto", description="auto: json when not a terminal.")

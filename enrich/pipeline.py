@@ -392,9 +392,6 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
             f"{job.input.path}: column {clash[0]!r} already exists; rename it in the input"
             + (" or pass --generated-column NAME" if clash[0] == job.output.generated_column else "")
         )
-    total = io.count_rows(lf, job.input.path, job.input.format)
-    if job.run.limit is not None:
-        total = min(total, job.run.limit)
     _ensure_writable(plan)
     try:
         lock, warning = _lock_run(plan)
@@ -404,6 +401,11 @@ def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -
     try:
         if warning:
             on_event("warning", {"message": warning})
+        # Counted under the lock, so a second run is refused at once; before any state is touched, so bad
+        # bytes in a CSV fail the run without discarding a saved one.
+        total = io.count_rows(lf, job.input.path, job.input.format)
+        if job.run.limit is not None:
+            total = min(total, job.run.limit)
         report = _run_locked(plan, lf, total, started, t0, on_event, engine)
     except BaseException as err:
         history.keep_failure(plan, started, t0, err)
