@@ -15,6 +15,8 @@ run (same fingerprint, same window files, same journal): a killed Ray run resume
 Faults. Ray Data starts pool actors with `max_restarts=-1`; we pass `max_task_retries=3`, so a worker killed
 mid-window is restarted and its window retried (at least once); a window that kills its worker every time fails
 the run instead of looping. A retried window that had already answered is ignored by index: never doubled.
+The driver killed with SIGKILL loses at most the windows in flight (a re-run resumes from the journal); SIGTERM
+or Ctrl-C stops the local Ray it started and exits 130, like a local run.
 
 Why our own actor pool and not `ray.data.llm`'s vLLM processor (measured in bench/RESULTS.md, "Ray Data"):
 - On CPU it cannot run at all: `ray.data.llm` needs vLLM (not installable without CUDA here) and, in ray 2.60,
