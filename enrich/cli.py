@@ -159,7 +159,7 @@ def _quiet_libraries() -> None:
 
 
 def _execute(job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = False, sample: int = 20) -> None:
-    from enrich import pipeline
+    from enrich import dryrun, pipeline
     from enrich.report import Reporter, print_dry_run, print_report, use_json
 
     if use_json(log_format):
@@ -167,7 +167,7 @@ def _execute(job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = F
     reporter = Reporter(log_format, -1 if quiet else verbose, job.run.log_every_s)
     try:
         if dry:
-            print_dry_run(pipeline.dry_run(job, sample, reporter), log_format)
+            print_dry_run(dryrun.dry_run(job, sample, reporter), log_format)
             return
         report = pipeline.run(job, reporter)
     finally:

@@ -58,7 +58,7 @@ from enrich.errors import ConfigError, EngineError, EnrichError, InputError, Int
 if TYPE_CHECKING:
     from collections import Counter
 
-    from enrich.pipeline import Event, Plan
+    from enrich.plan import Event, Plan
 
 TASK_RETRIES = 3  # a window that kills its worker this many more times fails the run instead of looping
 # Windows and parts are a few MB each; Ray's default object store (30% of RAM) would be far too much.
@@ -118,7 +118,7 @@ class _Worker:
     def __init__(self, plan: Plan, total: int) -> None:
         import ray
 
-        from enrich.pipeline import _tokenizer_hooks
+        from enrich.rows import tokenizer_hooks
 
         self.plan = plan
         self.total = total
@@ -126,7 +126,7 @@ class _Worker:
         self.failed: EnrichError | None = None
         try:
             self.engine = make_engine(plan.engine_name, plan.spec, plan.job.model, plan.batch_size)
-            self.render, self.count, self.max_prompt = _tokenizer_hooks(self.engine, plan)
+            self.render, self.count, self.max_prompt = tokenizer_hooks(self.engine, plan)
         except EnrichError as err:
             self.failed = err
         cols = plan.job.input.columns
@@ -173,7 +173,7 @@ class _Worker:
     def _window(
         self, index: int, duplicates: dict[int, int]
     ) -> tuple[bytes, list[dict[str, Any]], dict[str, Any]]:
-        from enrich.pipeline import finish_window, prepare_window
+        from enrich.rows import finish_window, prepare_window
 
         plan = self.plan
         job = plan.job

@@ -18,7 +18,7 @@ from enrich.evaluate import FLAGS
 from enrich.models import versions
 
 if TYPE_CHECKING:
-    from enrich.pipeline import Plan
+    from enrich.plan import Plan
 
 COUNT_KEYS = ("ok", "flagged", "error", "skipped", "generated", "copied")
 

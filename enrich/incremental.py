@@ -17,7 +17,8 @@ from enrich import io
 from enrich.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
-    from enrich.pipeline import Event, Plan, Window
+    from enrich.plan import Event, Plan
+    from enrich.rows import Window
 
 REUSE = "reuse.parquet"
 REUSE_META = "reuse.json"
@@ -25,7 +26,7 @@ REUSE_META = "reuse.json"
 
 def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
     """Every input row's content key, computed as prepare_window + finish_window do (apply() re-checks it)."""
-    from enrich.pipeline import row_key
+    from enrich.rows import row_key
 
     job = plan.job
     cols = job.input.columns
@@ -114,7 +115,7 @@ def apply(window: Window, old: dict[str, list[Any]] | None, context_key: str) ->
     """Take rows with an unchanged key off the engine's list; their old results wait in window.reused."""
     if old is None:
         return
-    from enrich.pipeline import row_key
+    from enrich.rows import row_key
 
     for off in list(window.prompts):
         if not old["__hit"][off]:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import queue
-import random
 import shutil
 import signal
 import threading
@@ -22,289 +19,12 @@ from typing import Any
 
 from enrich import history, incremental, io
 from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport
-from enrich.engines import Engine, Generation, Sampling, make_engine, pick_engine
-from enrich.errors import ConfigError, EngineError, EnrichError, Interrupted
-from enrich.evaluate import FLAGS, quality_flags
-from enrich.models import ModelSpec, resolve_model, versions
-from enrich.prompts import Template, build_prompts, clean_output, get_template
-
-Event = Callable[[str, dict[str, Any]], None]
-VALUE_CHARS = 200
-
-
-def _noop(kind: str, data: dict[str, Any]) -> None:
-    del kind, data
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything a run needs, resolved once from the job config."""
-
-    job: JobConfig
-    output: Path
-    output_format: str
-    errors_path: Path
-    report_path: Path
-    state_dir: Path
-    spec: ModelSpec
-    engine_name: str
-    template: Template
-    sampling: Sampling
-    window_rows: int
-    batch_size: int
-    fingerprint: str
-    details: dict[str, Any]
-    context_key: str  # model + template + sampling: part of every row's content key
-
-
-@dataclass
-class Window:
-    """One window after normalize and prompt, ready for the engine."""
-
-    index: int
-    rows: list[int]  # input positions
-    ids: list[str | None]
-    titles: list[str]
-    prompts: dict[int, str]  # offset in window -> prompt, for rows that go to the engine
-    status: dict[int, str]  # offset -> error/skipped, decided before generation
-    errors: list[dict[str, Any]]
-    seconds_read: float
-    seconds_prompt: float
-    originals: list[str | None] = field(default_factory=list)
-    reused: dict[int, dict[str, Any]] = field(default_factory=dict)  # offset -> old result (incremental)
-
-
-def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:
-    s = job.sampling
-    d = spec.sampling
-
-    def pick(name: str) -> Any:
-        value = getattr(s, name)
-        return value if value is not None else d[name]
-
-    return Sampling(
-        temperature=float(pick("temperature")),
-        top_p=float(pick("top_p")),
-        max_new_tokens=int(pick("max_new_tokens")),
-        repetition_penalty=float(pick("repetition_penalty")),
-        seed=s.seed,
-    )
-
-
-def plan_run(job: JobConfig, on_event: Event = _noop) -> Plan:
-    """Resolve paths, model, engine, template and sampling; compute the run's fingerprint."""
-    from enrich.engines import cuda_available
-
-    output = Path(job.output.path)
-    out_fmt = io.file_format(str(output), job.output.format)
-    gpu = cuda_available()
-    spec = resolve_model(job.model.ref, gpu=gpu)
-    engine_name = pick_engine(job.ray.engine if job.model.engine == "ray" else job.model.engine)  # ray: the workers'
-    if job.model.engine == "auto":
-        on_event("info", {"message": f"engine: {engine_name} ({'GPU' if gpu else 'no GPU'})"})
-    try:
-        template = get_template(job.prompt.template or spec.template)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    sampling = _resolve_sampling(job, spec)
-    on_gpu = engine_name == "vllm"
-    batch_size = job.batch.batch_size or (256 if on_gpu else 16)
-    window_rows = job.batch.window_rows or (8192 if on_gpu else 4 * batch_size)
-    context = {
-        "model": spec.identity,
-        "template": template.name,
-        "sampling": sampling.__dict__,
-        "engine": engine_name,
-    }
-    context_key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
-    details = {
-        "input": str(Path(job.input.path).resolve()),
-        "input_identity": io.input_identity(job.input.path),
-        "columns": job.input.columns.model_dump(),
-        "context": context,
-        "window_rows": window_rows,
-        "batch_size": batch_size,
-        "limit": job.run.limit,
-        "policies": job.policies.model_dump(),
-        "generated_column": job.output.generated_column,
-    }
-    fingerprint = hashlib.sha256(json.dumps(details, sort_keys=True).encode()).hexdigest()[:16]
-    return Plan(
-        job=job,
-        output=output,
-        output_format=out_fmt,
-        errors_path=Path(job.output.errors or f"{output}.errors.jsonl"),
-        report_path=Path(job.output.report or f"{output}.report.json"),
-        state_dir=Path(job.run.state_dir or f"{output}.enrich"),
-        spec=spec,
-        engine_name=engine_name,
-        template=template,
-        sampling=sampling,
-        window_rows=window_rows,
-        batch_size=batch_size,
-        fingerprint=fingerprint,
-        details=details,
-        context_key=context_key,
-    )
-
-
-def settle_columns(job: JobConfig, lf: Any, on_event: Event = _noop) -> tuple[JobConfig, list[str]]:
-    """Check the column mapping against the input; id and content left at their defaults are optional."""
-    cols = job.input.columns
-    names: list[str] = lf.collect_schema().names()
-    update: dict[str, Any] = {}
-    for role in ("id", "content"):
-        name = getattr(cols, role)
-        if name is not None and name not in names and role not in cols.model_fields_set:
-            update[role] = None
-            on_event("info", {"message": f"no {name!r} column: " + ("ids are row positions" if role == "id" else "no original descriptions")})
-    if update:
-        cols = cols.model_copy(update=update)
-        job = job.model_copy(update={"input": job.input.model_copy(update={"columns": cols})})
-    io.require_columns(lf, job.input.path, {"id": cols.id, "title": cols.title, "content": cols.content})
-    io.require_text(lf, job.input.path, cols.title, "--title-col")
-    return job, names
-
-
-def _cut(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value)
-    return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + "…"
-
-
-def _error(row: int, row_id: str | None, stage: str, reason: str, value: Any) -> dict[str, Any]:
-    return {"id": row_id, "row": row, "stage": stage, "reason": reason, "value": _cut(value)}
-
-
-def prepare_window(
-    index: int,
-    start: int,
-    columns: dict[str, list[Any]],
-    plan: Plan,
-    duplicates: dict[int, int],
-    render_chat: Any,
-    token_count: Callable[[str], int] | None,
-    max_prompt_tokens: int,
-    input_path: str,
-) -> Window:
-    """Normalize a window's rows and build prompts; bad rows become error records, never exceptions."""
-    cols = plan.job.input.columns
-    pol = plan.job.policies
-    raw_titles = columns[cols.title]
-    n = len(raw_titles)
-    raw_ids = columns[cols.id] if cols.id else [None] * n
-    status: dict[int, str] = {}
-    errors: list[dict[str, Any]] = []
-    ids: list[str | None] = []
-    titles: list[str] = []
-    invalid = "skipped" if pol.invalid_row == "skip" else "error"
-    for off in range(n):
-        row = start + off
-        rid = raw_ids[off]
-        rid = str(rid) if rid is not None else (None if cols.id else str(row))
-        ids.append(rid)
-        title = raw_titles[off]
-        title = title.strip() if isinstance(title, str) else title
-        titles.append(title if isinstance(title, str) else "")
-        problem = None
-        if cols.id and (rid is None or not rid.strip()):
-            problem = f"{cols.id} is null or empty"
-        elif title is None:
-            problem = f"{cols.title} is null"
-        elif not isinstance(title, str):
-            problem = f"{cols.title} is not text ({type(title).__name__})"
-        elif not title:
-            problem = f"{cols.title} is empty"
-        if problem:
-            status[off] = invalid
-            if invalid == "error":
-                errors.append(_error(row, rid, "validate", f"{input_path} row {row}: {problem}", raw_titles[off]))
-            continue
-        if len(title) > pol.max_title_chars:
-            if pol.long_title == "error":
-                status[off] = "error"
-                reason = f"{input_path} row {row}: {cols.title} has {len(title)} characters, over {pol.max_title_chars}"
-                errors.append(_error(row, rid, "validate", reason + "; raise policies.max_title_chars", title))
-                continue
-            titles[off] = title[: pol.max_title_chars]
-        if row in duplicates and pol.duplicate_id != "keep":
-            status[off] = "skipped" if pol.duplicate_id == "skip" else "error"
-            if pol.duplicate_id == "error":
-                reason = f"{input_path} row {row}: duplicate {cols.id} {rid!r} (first at row {duplicates[row]})"
-                errors.append(_error(row, rid, "validate", reason, rid))
-    todo = [off for off in range(n) if off not in status]
-    prompts = build_prompts([titles[off] for off in todo], plan.template, render_chat)
-    ready: dict[int, str] = {}
-    for off, prompt in zip(todo, prompts, strict=True):
-        # A prompt of B bytes has at most B tokens (byte-level BPE), so most rows skip the tokenizer here.
-        if token_count is not None and len(prompt.encode()) > max_prompt_tokens:
-            n_tokens = token_count(prompt)
-            if n_tokens > max_prompt_tokens:
-                status[off] = "error"
-                reason = (
-                    f"{input_path} row {start + off}: prompt has {n_tokens} tokens, over the {max_prompt_tokens} "
-                    "that fit with max_new_tokens; shorten the title or lower policies.max_title_chars"
-                )
-                errors.append(_error(start + off, ids[off], "prompt", reason, titles[off]))
-                continue
-        ready[off] = prompt
-    return Window(index, list(range(start, start + n)), ids, titles, ready, status, errors, 0.0, 0.0)
-
-
-def row_key(context_key: str, row_id: str | None, title: str) -> str:
-    """The content key: same id, title, model, template and sampling give the same key."""
-    return hashlib.sha256(f"{context_key}\x1f{row_id}\x1f{title}".encode()).hexdigest()[:32]
-
-
-def finish_window(
-    window: Window, results: dict[int, Generation], plan: Plan
-) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """Postprocess: clean text, flags, status per policy; the part's columns and the window's stats."""
-    pol = plan.job.policies
-    stop = tuple(s for s in (*plan.spec.stop, plan.spec.eos or "") if s)
-    out: dict[str, list[Any]] = {name: [] for name in ("__row", *OUTPUT_COLUMNS)}
-    counts: Counter[str] = Counter()
-    flag_counts: Counter[str] = Counter()
-    tokens_in = tokens_out = 0
-    for off, row in enumerate(window.rows):
-        text = None
-        finish = None
-        flags: list[str] = []
-        n_out = None
-        status = window.status.get(off)
-        if status is None:
-            gen = results[off]
-            tokens_in += gen.prompt_tokens
-            tokens_out += gen.output_tokens
-            n_out = gen.output_tokens
-            finish = gen.finish_reason
-            text = clean_output(gen.text, stop)
-            flags = quality_flags(text, finish, window.titles[off], plan.template.markers)
-            flag_counts.update(flags)
-            failing = [f for f in flags if getattr(pol, f) == "error"]
-            if failing:
-                status = "error"
-                reason = f"{plan.job.input.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
-                window.errors.append(_error(row, window.ids[off], "postprocess", reason, text))
-                text = None
-            else:
-                status = "flagged" if any(getattr(pol, f) == "flag" for f in flags) else "ok"
-            counts["generated"] += 1
-        counts[status] += 1
-        out["__row"].append(row)
-        out["generated_description"].append(text)
-        out["enrich_status"].append(status)
-        out["enrich_finish_reason"].append(finish)
-        out["enrich_flags"].append(flags)
-        out["enrich_output_tokens"].append(n_out)
-        out["enrich_key"].append(row_key(plan.context_key, window.ids[off], window.titles[off]))
-    stats = {
-        "counts": {k: counts.get(k, 0) for k in ("ok", "flagged", "error", "skipped", "generated", "copied")},
-        "tokens": {"input": tokens_in, "output": tokens_out},
-        "flags": dict(flag_counts),
-    }
-    return out, stats
+from enrich.engines import Engine, Sampling, make_engine
+from enrich.errors import ConfigError, EnrichError, Interrupted
+from enrich.evaluate import FLAGS
+from enrich.models import versions
+from enrich.plan import Event, Plan, no_events, plan_run, settle_columns
+from enrich.rows import Window, tokenizer_hooks, finish_window, prepare_window
 
 
 @dataclass
@@ -368,16 +88,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _tokenizer_hooks(engine: Engine, plan: Plan) -> tuple[Any, Callable[[str], int] | None, int]:
-    tok = engine.tokenizer
-    render = getattr(tok, "apply_chat_template", None) if tok is not None else None
-    if plan.template.prompt is None and (render is None or not getattr(tok, "chat_template", None)):
-        raise ConfigError(f"model {plan.spec.ref!r} has no chat template; use --template alpaca")
-    count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
-    return render, count, engine.max_model_len - plan.sampling.max_new_tokens
-
-
-def run(job: JobConfig, on_event: Event = _noop, engine: Engine | None = None) -> RunReport:
+def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = None) -> RunReport:
     """Run a job to the end (or to an interrupt), resuming from its state; returns the report."""
     started = _now()
     t0 = time.perf_counter()
@@ -515,7 +226,7 @@ def _run_locked(
                 on_event("info", {"message": f"model {plan.spec.name} loaded in {time.perf_counter() - t:.1f}s"})
             if pending:
                 assert engine is not None
-                render, count, max_prompt = _tokenizer_hooks(engine, plan)
+                render, count, max_prompt = tokenizer_hooks(engine, plan)
                 needed = [c for c in (cols.id, cols.title) if c]
                 source = _windows(plan, lf, needed, set(pending), duplicates, render, count, max_prompt, reuse)
                 prefetch = _Prefetch(source)
@@ -645,75 +356,3 @@ def _report(
     )
 
 
-@dataclass(frozen=True)
-class DryRun:
-    """What a dry run shows: sample rows with their generations, and the measured speed."""
-
-    rows: list[dict[str, Any]]
-    total_rows: int
-    rows_per_s: float
-    output_tokens_per_s: float
-    forecast_s: float
-    engine: str
-    model: str
-
-
-def dry_run(job: JobConfig, sample: int, on_event: Event = _noop, engine: Engine | None = None) -> DryRun:
-    """Generate for a seeded random sample and forecast the full run; writes nothing."""
-    lf = io.scan(job.input.path, job.input.format)
-    job, _ = settle_columns(job, lf, on_event)
-    plan = plan_run(job, on_event)
-    cols = job.input.columns
-    total = io.count_rows(lf, job.input.path, job.input.format)
-    if job.run.limit is not None:
-        total = min(total, job.run.limit)
-    chosen = sorted(random.Random(job.sampling.seed).sample(range(total), min(sample, total)))
-    needed = [c for c in (cols.id, cols.title, cols.content) if c]
-    picked: dict[str, list[Any]] = {c: [] for c in needed}
-    wanted = iter(chosen)
-    nxt = next(wanted, None)
-    for index, columns in enumerate(io.iter_window_lists(lf, needed, 65536, job.input.path, job.run.limit)):
-        start = index * 65536
-        while nxt is not None and nxt < start + len(columns[needed[0]]):
-            for c in needed:
-                picked[c].append(columns[c][nxt - start])
-            nxt = next(wanted, None)
-    own = engine is None
-    if engine is None:
-        engine = make_engine(plan.engine_name, plan.spec, job.model, plan.batch_size)
-    try:
-        render, count, max_prompt = _tokenizer_hooks(engine, plan)
-        window = prepare_window(0, 0, picked, plan, {}, render, count, max_prompt, job.input.path)
-        offs = list(window.prompts)
-        t = time.perf_counter()
-        gens = engine.generate([window.prompts[o] for o in offs], plan.sampling) if offs else []
-        elapsed = max(time.perf_counter() - t, 1e-9)
-    finally:
-        if own:
-            engine.close()
-    part, _ = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
-    originals = picked[cols.content] if cols.content else [None] * len(chosen)
-    rows = [
-        {
-            "row": chosen[i],
-            "id": window.ids[i],
-            "title": window.titles[i],
-            "original": originals[i],
-            "generated": part["generated_description"][i],
-            "status": part["enrich_status"][i],
-            "flags": part["enrich_flags"][i],
-        }
-        for i in range(len(chosen))
-    ]
-    rate = len(offs) / elapsed
-    if not offs:
-        raise EngineError("no sampled row could be prompted; see the error reasons with a real run")
-    return DryRun(
-        rows=rows,
-        total_rows=total,
-        rows_per_s=rate,
-        output_tokens_per_s=sum(g.output_tokens for g in gens) / elapsed,
-        forecast_s=total / rate,
-        engine=engine.name,
-        model=plan.spec.name,
-    )

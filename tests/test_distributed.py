@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from _support import REPO, call, make_greedy_model, start
 
-from enrich import pipeline
+from enrich import pipeline, plan
 from enrich.config import build_job
 from enrich.errors import ConfigError
 
@@ -118,8 +118,8 @@ def test_ray_options_build_the_job_and_keep_the_local_fingerprint(
     )
     local = job.model_copy(update={"model": job.model.model_copy(update={"engine": "transformers"})})
     # Same fingerprint and content keys as a local run: a killed Ray run may be resumed with or without Ray.
-    assert pipeline.plan_run(job).fingerprint == pipeline.plan_run(local).fingerprint
-    assert pipeline.plan_run(job).engine_name == "transformers"
+    assert plan.plan_run(job).fingerprint == plan.plan_run(local).fingerprint
+    assert plan.plan_run(job).engine_name == "transformers"
 
 
 @pytest.mark.slow
@@ -245,4 +245,4 @@ def test_incremental_is_refused_with_ray(source: Path, greedy_model: Path, tmp_p
 
     job = ray_job(source, tmp_path / "out.parquet", greedy_model)
     with pytest.raises(ConfigError, match="incremental runs are not spread over Ray"):
-        distributed.run_windows(pipeline.plan_run(job), None, 0, [0], {}, tmp_path, None, None, 0.0)  # type: ignore[arg-type]
+        distributed.run_windows(plan.plan_run(job), None, 0, [0], {}, tmp_path, None, None, 0.0)  # type: ignore[arg-type]

@@ -1,0 +1,142 @@
+"""Resolve a job into a run plan: paths, model, engine, template, sampling and the fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enrich import io
+from enrich.config import JobConfig
+from enrich.engines import Sampling, pick_engine
+from enrich.errors import ConfigError
+from enrich.models import ModelSpec, resolve_model
+from enrich.prompts import Template, get_template
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+
+def no_events(kind: str, data: dict[str, Any]) -> None:
+    del kind, data
+
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs, resolved once from the job config."""
+
+    job: JobConfig
+    output: Path
+    output_format: str
+    errors_path: Path
+    report_path: Path
+    state_dir: Path
+    spec: ModelSpec
+    engine_name: str
+    template: Template
+    sampling: Sampling
+    window_rows: int
+    batch_size: int
+    fingerprint: str
+    details: dict[str, Any]
+    context_key: str  # model + template + sampling: part of every row's content key
+
+
+
+def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:
+    s = job.sampling
+    d = spec.sampling
+
+    def pick(name: str) -> Any:
+        value = getattr(s, name)
+        return value if value is not None else d[name]
+
+    return Sampling(
+        temperature=float(pick("temperature")),
+        top_p=float(pick("top_p")),
+        max_new_tokens=int(pick("max_new_tokens")),
+        repetition_penalty=float(pick("repetition_penalty")),
+        seed=s.seed,
+    )
+
+
+
+def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
+    """Resolve paths, model, engine, template and sampling; compute the run's fingerprint."""
+    from enrich.engines import cuda_available
+
+    output = Path(job.output.path)
+    out_fmt = io.file_format(str(output), job.output.format)
+    gpu = cuda_available()
+    spec = resolve_model(job.model.ref, gpu=gpu)
+    engine_name = pick_engine(job.ray.engine if job.model.engine == "ray" else job.model.engine)  # ray: the workers'
+    if job.model.engine == "auto":
+        on_event("info", {"message": f"engine: {engine_name} ({'GPU' if gpu else 'no GPU'})"})
+    try:
+        template = get_template(job.prompt.template or spec.template)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    sampling = _resolve_sampling(job, spec)
+    on_gpu = engine_name == "vllm"
+    batch_size = job.batch.batch_size or (256 if on_gpu else 16)
+    window_rows = job.batch.window_rows or (8192 if on_gpu else 4 * batch_size)
+    context = {
+        "model": spec.identity,
+        "template": template.name,
+        "sampling": sampling.__dict__,
+        "engine": engine_name,
+    }
+    context_key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
+    details = {
+        "input": str(Path(job.input.path).resolve()),
+        "input_identity": io.input_identity(job.input.path),
+        "columns": job.input.columns.model_dump(),
+        "context": context,
+        "window_rows": window_rows,
+        "batch_size": batch_size,
+        "limit": job.run.limit,
+        "policies": job.policies.model_dump(),
+        "generated_column": job.output.generated_column,
+    }
+    fingerprint = hashlib.sha256(json.dumps(details, sort_keys=True).encode()).hexdigest()[:16]
+    return Plan(
+        job=job,
+        output=output,
+        output_format=out_fmt,
+        errors_path=Path(job.output.errors or f"{output}.errors.jsonl"),
+        report_path=Path(job.output.report or f"{output}.report.json"),
+        state_dir=Path(job.run.state_dir or f"{output}.enrich"),
+        spec=spec,
+        engine_name=engine_name,
+        template=template,
+        sampling=sampling,
+        window_rows=window_rows,
+        batch_size=batch_size,
+        fingerprint=fingerprint,
+        details=details,
+        context_key=context_key,
+    )
+
+
+
+def settle_columns(job: JobConfig, lf: Any, on_event: Event = no_events) -> tuple[JobConfig, list[str]]:
+    """Check the column mapping against the input; id and content left at their defaults are optional."""
+    cols = job.input.columns
+    names: list[str] = lf.collect_schema().names()
+    update: dict[str, Any] = {}
+    for role in ("id", "content"):
+        name = getattr(cols, role)
+        if name is not None and name not in names and role not in cols.model_fields_set:
+            update[role] = None
+            on_event("info", {"message": f"no {name!r} column: " + ("ids are row positions" if role == "id" else "no original descriptions")})
+    if update:
+        cols = cols.model_copy(update=update)
+        job = job.model_copy(update={"input": job.input.model_copy(update={"columns": cols})})
+    io.require_columns(lf, job.input.path, {"id": cols.id, "title": cols.title, "content": cols.content})
+    io.require_text(lf, job.input.path, cols.title, "--title-col")
+    return job, names
+
