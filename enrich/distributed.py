@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 from enrich import io
 from enrich.engines import Sampling, make_engine
 from enrich.errors import ConfigError, EngineError, EnrichError, InputError, Interrupted
+from enrich.state import RunState
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -264,7 +265,7 @@ def _dataset(plan: Plan, total: int, pending: list[int], duplicates: dict[int, i
 
 def run_windows(
     plan: Plan,
-    state: io.RunState,
+    state: RunState,
     total: int,
     pending: list[int],
     duplicates: dict[int, int],

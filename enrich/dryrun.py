@@ -12,7 +12,7 @@ from enrich.config import JobConfig
 from enrich.engines import Engine, make_engine
 from enrich.errors import EngineError
 from enrich.plan import Event, no_events, plan_run, settle_columns
-from enrich.rows import tokenizer_hooks, finish_window, prepare_window
+from enrich.rows import finish_window, prepare_window, tokenizer_hooks
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enrich import io
 from enrich.config import Counts, RunReport, Seconds, Tokens
 from enrich.errors import EnrichError, Interrupted
 from enrich.evaluate import FLAGS
 from enrich.models import versions
+from enrich.state import JOURNAL, write_json
 
 if TYPE_CHECKING:
     from enrich.plan import Plan
@@ -32,7 +32,7 @@ def keep(history_dir: str | None, report: RunReport) -> Path | None:
     stamp = report.started.replace("-", "").replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
     # The pid tells apart two runs started in the same second (a locked run beside the one holding the lock).
     path = folder / f"{stamp}-{os.getpid()}-{report.status}.json"
-    io.write_json(path, report.model_dump())
+    write_json(path, report.model_dump())
     return path
 
 
@@ -50,7 +50,7 @@ def _saved_counts(state_dir: Path) -> tuple[Counter[str], Counter[str], Counter[
     counts: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
     flags: Counter[str] = Counter()
-    journal = state_dir / io.JOURNAL
+    journal = state_dir / JOURNAL
     try:
         lines = journal.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:

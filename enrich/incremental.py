@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from enrich import io
 from enrich.errors import ConfigError, InputError
+from enrich.state import RunState, sha256_file, write_json
 
 if TYPE_CHECKING:
     from enrich.plan import Event, Plan
@@ -48,7 +49,7 @@ def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
 
 
 def prepare(
-    plan: Plan, lf: Any, state: io.RunState, total: int, pending: list[int], on_event: Event
+    plan: Plan, lf: Any, state: RunState, total: int, pending: list[int], on_event: Event
 ) -> Path | None:
     """Build (or, on resume, reuse) the reuse file for this run; None when there is nothing to copy from."""
     previous = plan.output
@@ -66,7 +67,7 @@ def prepare(
         if (
             meta["fingerprint"] == state.fingerprint
             and meta["rows"] == total
-            and io.sha256_file(reuse) == meta["sha256"]
+            and sha256_file(reuse) == meta["sha256"]
         ):
             return reuse
     except (OSError, ValueError, KeyError, TypeError):
@@ -90,10 +91,10 @@ def prepare(
     meta = {
         "fingerprint": state.fingerprint,
         "rows": total,
-        "sha256": io.sha256_file(reuse),
+        "sha256": sha256_file(reuse),
         "matched": matched,
     }
-    io.write_json(meta_path, meta)
+    write_json(meta_path, meta)
     on_event(
         "info",
         {

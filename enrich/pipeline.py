@@ -24,7 +24,8 @@ from enrich.errors import ConfigError, EnrichError, Interrupted
 from enrich.evaluate import FLAGS
 from enrich.models import versions
 from enrich.plan import Event, Plan, no_events, plan_run, settle_columns
-from enrich.rows import Window, tokenizer_hooks, finish_window, prepare_window
+from enrich.rows import Window, finish_window, prepare_window, tokenizer_hooks
+from enrich.state import LOCK, Lock, RunState, acquire_lock, open_state, read_manifest, write_json
 
 
 @dataclass
@@ -131,7 +132,7 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
 class _Locks:
     """The locks a run holds, released together."""
 
-    held: list[io.Lock]
+    held: list[Lock]
 
     def release(self) -> None:
         for lock in reversed(self.held):
@@ -141,15 +142,15 @@ class _Locks:
 def _lock_run(plan: Plan) -> tuple[_Locks, str | None]:
     """Lock the state folder and, where the state lives elsewhere (--state-dir), the output's default one too:
     one writer per state and one per output, whatever state folders two runs were given."""
-    paths = [plan.state_dir / io.LOCK]
-    beside = Path(f"{plan.output}.enrich") / io.LOCK
+    paths = [plan.state_dir / LOCK]
+    beside = Path(f"{plan.output}.enrich") / LOCK
     if beside.resolve() != paths[0].resolve():
         paths.append(beside)
-    held: list[io.Lock] = []
+    held: list[Lock] = []
     warnings: list[str] = []
     try:
         for path in paths:
-            lock, warning = io.acquire_lock(path, str(plan.output))
+            lock, warning = acquire_lock(path, str(plan.output))
             held.append(lock)
             warnings += [warning] if warning else []
     except BaseException:
@@ -186,7 +187,7 @@ def _run_locked(
     plan: Plan, lf: Any, total: int, started: str, t0: float, on_event: Event, engine: Engine | None
 ) -> RunReport:
     job = plan.job
-    manifest = io.read_manifest(plan.state_dir)
+    manifest = read_manifest(plan.state_dir)
     same = manifest.get("fingerprint") == plan.fingerprint
     if plan.output.exists() and same and manifest.get("complete") and not job.run.restart:
         on_event("info", {"message": f"{plan.output} is complete and up to date; nothing to do"})
@@ -196,7 +197,7 @@ def _run_locked(
             f"{plan.output}: exists and was not written by this run; pass --overwrite to replace it"
         )
     restart = job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
-    state = io.open_state(plan.state_dir, plan.fingerprint, plan.details, restart)
+    state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart)
     for w in state.warnings:
         on_event("warning", {"message": w})
     n_windows = (total + plan.window_rows - 1) // plan.window_rows
@@ -281,7 +282,7 @@ def _run_locked(
     report = _report(plan, state, started, seconds, total, fresh_rows, fresh_out_tokens, n_errors)
     if ray_workers is not None:
         report = report.model_copy(update={"workers": ray_workers})
-    io.write_json(plan.report_path, report.model_dump())
+    write_json(plan.report_path, report.model_dump())
     state.mark_complete(report.model_dump())
     shutil.rmtree(state.parts_dir, ignore_errors=True)
     return report
@@ -317,7 +318,7 @@ def _windows(
 
 def _report(
     plan: Plan,
-    state: io.RunState,
+    state: RunState,
     started: str,
     seconds: Counter[str],
     total: int,
