@@ -34,7 +34,7 @@ def test_merged16_export_verifies_and_runs(adapter: Path, tiny_model: Path, cata
     merged = tmp_path / "merged"
     r = enrich("export", adapter, "-o", merged, "--format", "merged16", "--log-format", "json")
     assert r.exit_code == 0, r.output
-    assert f"tolerance {TOLERANCE['bfloat16']:g}" in r.output
+    assert f"tolerance {TOLERANCE['bfloat16']:g} x max |logit|" in r.output
     config = json.loads((merged / "config.json").read_text())
     assert config["dtype"] == "bfloat16" and "quantization_config" not in config
     assert not (merged / "adapter_config.json").exists()
@@ -48,7 +48,7 @@ def test_merged16_export_verifies_and_runs(adapter: Path, tiny_model: Path, cata
     AutoModelForCausalLM.from_pretrained(merged)
 
     # The verification can fail: the base alone is not base + adapter.
-    assert not verify(resolve_model(str(adapter)), resolve_model(str(tiny_model)), 1e-6).passed
+    assert not verify(resolve_model(str(adapter)), resolve_model(str(tiny_model)), 1e-9).passed
     assert verify(resolve_model(str(adapter)), resolve_model(str(merged)), TOLERANCE["bfloat16"]).passed
 
     # enrich run takes the merged directory and the adapter directory, prompting as enrich.json says.
