@@ -11,7 +11,7 @@ from typing import Any
 from enrich.config import OUTPUT_COLUMNS
 from enrich.engines import Engine, Generation
 from enrich.errors import ConfigError
-from enrich.evaluate import quality_flags
+from enrich.evaluate import FLAGS, quality_flags
 from enrich.plan import Plan
 from enrich.prompts import build_prompts, clean_output
 
@@ -142,6 +142,7 @@ def finish_window(
     counts: Counter[str] = Counter()
     flag_counts: Counter[str] = Counter()
     tokens_in = tokens_out = 0
+    policy = {f: getattr(pol, f) for f in FLAGS}  # looked up once per window, not per row and flag
     for off, row in enumerate(window.rows):
         text = None
         finish = None
@@ -156,15 +157,16 @@ def finish_window(
             finish = gen.finish_reason
             text = clean_output(gen.text, stop)
             flags = quality_flags(text, finish, window.titles[off], plan.template.markers)
-            flag_counts.update(flags)
-            failing = [f for f in flags if getattr(pol, f) == "error"]
+            if flags:
+                flag_counts.update(flags)
+            failing = [f for f in flags if policy[f] == "error"]
             if failing:
                 status = "error"
                 reason = f"{plan.job.input.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
                 window.errors.append(_error(row, window.ids[off], "postprocess", reason, text))
                 text = None
             else:
-                status = "flagged" if any(getattr(pol, f) == "flag" for f in flags) else "ok"
+                status = "flagged" if any(policy[f] == "flag" for f in flags) else "ok"
             counts["generated"] += 1
         counts[status] += 1
         out["__row"].append(row)
