@@ -73,3 +73,21 @@ def catalog(tmp_path: Path) -> Path:
     dst = tmp_path / "catalog.parquet"
     shutil.copy(REPO / "examples" / "catalog.parquet", dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def greedy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with untied embeddings, whose greedy output is varied words (see tests/_support.py)."""
+    from _support import make_greedy_model
+
+    return make_greedy_model(tiny_model, tmp_path_factory.mktemp("greedy") / "model")
+
+
+@pytest.fixture(scope="session")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 64 rows of the bundled catalog (read-only: tests write their outputs elsewhere)."""
+    import polars as pl
+
+    src = tmp_path_factory.mktemp("src") / "catalog.parquet"
+    pl.read_parquet(REPO / "examples" / "catalog.parquet").head(64).write_parquet(src)
+    return src

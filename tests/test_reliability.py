@@ -67,7 +67,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from _support import REPO, call, make_greedy_model, start
+from _support import REPO, call, greedy_run_args, start
 from click.testing import CliRunner
 
 from enrich.cli import main
@@ -77,39 +77,9 @@ WINDOW = 8
 GUARD_S = 300  # only against a hung test; no assertion depends on time
 
 
-@pytest.fixture(scope="module")
-def greedy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_greedy_model(tiny_model, tmp_path_factory.mktemp("greedy") / "model")
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("src") / "catalog.parquet"
-    pl.read_parquet(REPO / "examples" / "catalog.parquet").head(ROWS).write_parquet(src)
-    return src
-
-
 def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:
-    """Greedy decoding and a fixed seed: a re-run must reproduce an uninterrupted run exactly."""
-    return [
-        "run",
-        src,
-        "-o",
-        out,
-        "--model",
-        model,
-        "--max-new-tokens",
-        "16",
-        "--window-rows",
-        str(WINDOW),
-        "--batch-size",
-        "2",
-        "--temperature",
-        "0",
-        "--seed",
-        "11",
-        *extra,
-    ]
+    """Greedy decoding and a fixed seed, this module's window: runs compared here must match exactly."""
+    return greedy_run_args(src, out, model, WINDOW, *extra)
 
 
 @pytest.fixture(scope="module")
