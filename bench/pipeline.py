@@ -58,9 +58,19 @@ def child(catalog: str, out: str, window_rows: int) -> None:
     report = run(job)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss_mb = usage.ru_maxrss / 1024
-    cpu_s = usage.ru_utime + usage.ru_stime - cpu0  # CPU time of the run itself, whatever else the machine does
-    print(json.dumps({"seconds": report.seconds.model_dump(), "rows": report.counts.rows, "rss_mb": rss_mb,
-                      "cpu_s": cpu_s}))
+    cpu_s = (
+        usage.ru_utime + usage.ru_stime - cpu0
+    )  # CPU time of the run itself, whatever else the machine does
+    print(
+        json.dumps(
+            {
+                "seconds": report.seconds.model_dump(),
+                "rows": report.counts.rows,
+                "rss_mb": rss_mb,
+                "cpu_s": cpu_s,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -125,9 +135,18 @@ def main() -> None:
 
     out = HERE / "results" / "pipeline.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
-                               "load_average": os.getloadavg(), "window_rows": args.window_rows,
-                               "results": results}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": platform.machine(),
+                "load_average": os.getloadavg(),
+                "window_rows": args.window_rows,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -51,15 +51,27 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-model-len", "model.max_model_len", {"type": int}),
     ("--tensor-parallel-size", "model.tensor_parallel_size", {"type": int}),
     ("--quantization", "model.quantization", {"help": "vLLM quantization, e.g. fp8."}),
-    ("--workers", "ray.workers", {"type": int, "help": "--engine ray: engines in the actor pool (one per GPU)."}),
+    (
+        "--workers",
+        "ray.workers",
+        {"type": int, "help": "--engine ray: engines in the actor pool (one per GPU)."},
+    ),
     ("--worker-engine", "ray.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo"])}),
     ("--gpus-per-worker", "ray.gpus_per_worker", {"type": float, "help": "--engine ray: GPUs per worker."}),
     ("--ray-address", "ray.address", {"help": "--engine ray: cluster to join (auto, ray://HOST:10001)."}),
 ]
 FLAG_OPTIONS: list[tuple[str, str, str]] = [
-    ("--restart", "run.restart", "Discard any saved resume state (needed when the settings or input changed)."),
+    (
+        "--restart",
+        "run.restart",
+        "Discard any saved resume state (needed when the settings or input changed).",
+    ),
     ("--overwrite", "output.overwrite", "Replace an existing OUTPUT that this run did not write."),
-    ("--incremental", "run.incremental", "Copy unchanged rows from the existing OUTPUT; generate only new ones."),
+    (
+        "--incremental",
+        "run.incremental",
+        "Copy unchanged rows from the existing OUTPUT; generate only new ones.",
+    ),
 ]
 
 
@@ -131,7 +143,9 @@ def _term_as_interrupt() -> Any:
     return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
-@click.group(cls=EnrichGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=EnrichGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(package_name="enrich")
 def main() -> None:
     """enrich: fine-tune a Llama on your catalog, then write product descriptions for every row.
@@ -158,7 +172,9 @@ def _quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
 
 
-def _execute(job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = False, sample: int = 20) -> None:
+def _execute(
+    job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = False, sample: int = 20
+) -> None:
     from enrich import dryrun, pipeline
     from enrich.report import Reporter, print_dry_run, print_report, use_json
 
@@ -174,18 +190,30 @@ def _execute(job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = F
         reporter.close()
     print_report(report, log_format)
     if report.exit_code == PartialFailure.exit_code:
-        raise PartialFailure(f"{report.counts.error} rows went to {report.errors_file}; the rest is in {report.output}")
+        raise PartialFailure(
+            f"{report.counts.error} rows went to {report.errors_file}; the rest is in {report.output}"
+        )
 
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (.parquet or .csv).")
-@click.option("--dry-run", is_flag=True, help="Generate for a sample, print it with a forecast; write nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Generate for a sample, print it with a forecast; write nothing."
+)
 @click.option("--sample", type=int, default=20, show_default=True, help="Rows in a dry run's sample.")
 @run_options
 @log_options
-def run(input_path: str, output: str | None, dry_run: bool, sample: int, log_format: str, quiet: bool,
-        verbose: int, **params: Any) -> None:
+def run(
+    input_path: str,
+    output: str | None,
+    dry_run: bool,
+    sample: int,
+    log_format: str,
+    quiet: bool,
+    verbose: int,
+    **params: Any,
+) -> None:
     """Stream INPUT (Parquet or CSV) through the model into OUTPUT, resuming after a crash.
 
     OUTPUT keeps every input row and column in input order and adds generated_description,
@@ -257,7 +285,10 @@ def jobs() -> None:
 def set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--set DOTTED=VALUE: any job-file field, for those that have no option of their own."""
     return click.option(
-        "--set", "sets", multiple=True, metavar="KEY=VALUE",
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
         help="Override any job field, e.g. --set policies.empty=flag --set output.path=out.parquet.",
     )(fn)
 
@@ -315,7 +346,9 @@ def jobs_show(file: str, fmt: str, sets: tuple[str, ...], **params: Any) -> None
     from enrich.jobs import dump_toml, load_job
 
     job = load_job(Path(file), _job_overrides(params, sets))
-    click.echo(json.dumps(job.model_dump(), indent=2) if fmt == "json" else dump_toml(job.model_dump()), nl=False)
+    click.echo(
+        json.dumps(job.model_dump(), indent=2) if fmt == "json" else dump_toml(job.model_dump()), nl=False
+    )
 
 
 @jobs.command("run")
@@ -325,8 +358,16 @@ def jobs_show(file: str, fmt: str, sets: tuple[str, ...], **params: Any) -> None
 @set_option
 @run_options
 @log_options
-def jobs_run(file: str, dry_run: bool | None, sample: int | None, sets: tuple[str, ...], log_format: str,
-             quiet: bool, verbose: int, **params: Any) -> None:
+def jobs_run(
+    file: str,
+    dry_run: bool | None,
+    sample: int | None,
+    sets: tuple[str, ...],
+    log_format: str,
+    quiet: bool,
+    verbose: int,
+    **params: Any,
+) -> None:
     """Run a job file; options given here override the file. This is what cron calls.
 
     Exit codes: 0 ok, 2 bad job file, 3 bad input, 4 another run holds the lock, 5 engine,
@@ -364,14 +405,22 @@ FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--lora-r", "r", {"type": int, "help": "LoRA rank."}),
     ("--lora-alpha", "alpha", {"type": int}),
     ("--lora-dropout", "dropout", {"type": float}),
-    ("--target-modules", "target_modules", {"help": "Comma-separated module names (default: the 7 projections)."}),
+    (
+        "--target-modules",
+        "target_modules",
+        {"help": "Comma-separated module names (default: the 7 projections)."},
+    ),
     ("--lora-layers", "lora_layers", {"type": int, "help": "LoRA on the top N layers only (default: all)."}),
     ("--epochs", "epochs", {"type": float}),
     ("--max-steps", "max_steps", {"type": int, "help": "Stop after N optimizer steps (wins over --epochs)."}),
     ("--batch-size", "batch_size", {"type": int}),
     ("--grad-accum", "grad_accum", {"type": int}),
     ("--lr", "lr", {"type": float, "help": "Peak learning rate."}),
-    ("--scheduler", "scheduler", {"type": click.Choice(["constant_with_warmup", "linear", "cosine", "constant"])}),
+    (
+        "--scheduler",
+        "scheduler",
+        {"type": click.Choice(["constant_with_warmup", "linear", "cosine", "constant"])},
+    ),
     ("--warmup-ratio", "warmup_ratio", {"type": float}),
     ("--weight-decay", "weight_decay", {"type": float}),
     ("--max-grad-norm", "max_grad_norm", {"type": float}),
@@ -386,9 +435,17 @@ FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--save-total-limit", "save_total_limit", {"type": int}),
 ]
 FINETUNE_SWITCHES: list[tuple[str, str, str]] = [
-    ("--train-on-prompt/--response-only", "train_on_prompt", "Loss on prompt and response (reference recipe)."),
+    (
+        "--train-on-prompt/--response-only",
+        "train_on_prompt",
+        "Loss on prompt and response (reference recipe).",
+    ),
     ("--packing/--no-packing", "packing", "Pack several rows per sequence."),
-    ("--gradient-checkpointing/--no-gradient-checkpointing", "gradient_checkpointing", "Save memory, cost time."),
+    (
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        "gradient_checkpointing",
+        "Save memory, cost time.",
+    ),
     ("--4bit/--no-4bit", "load_in_4bit", "On a GPU, load the base in 4 bits."),
     ("--resume", "resume", "Continue from the last checkpoint in -o DIR."),
 ]
@@ -405,10 +462,16 @@ def _event_printer(log_format: str, quiet: bool, verbose: int) -> Any:
             reporter.log(kind, data["message"])
         elif kind == "progress" and data.get("loss") is not None:
             eta = data["eta_s"]
-            reporter.log("info", f"step {data['step']}/{data['steps']} loss {data['loss']:.4f} "
-                         f"{data['tokens_per_s']:.0f} tok/s ETA {eta // 60:.0f}m{eta % 60:02.0f}s", **data)
+            reporter.log(
+                "info",
+                f"step {data['step']}/{data['steps']} loss {data['loss']:.4f} "
+                f"{data['tokens_per_s']:.0f} tok/s ETA {eta // 60:.0f}m{eta % 60:02.0f}s",
+                **data,
+            )
         elif kind == "progress" and data.get("eval_loss") is not None:
-            reporter.log("info", f"step {data['step']}/{data['steps']} validation loss {data['eval_loss']:.4f}")
+            reporter.log(
+                "info", f"step {data['step']}/{data['steps']} validation loss {data['eval_loss']:.4f}"
+            )
 
     return on_event
 
@@ -424,14 +487,28 @@ def _finetune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @main.command()
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Adapter directory.")
-@click.option("--preset", type=click.Choice(["cpu-small", "reference"]), default="cpu-small", show_default=True,
-              help="cpu-small: SmolLM2-135M on CPU in < 30 min; reference: Llama 3.1 8B 4-bit recipe (GPU).")
+@click.option(
+    "--preset",
+    type=click.Choice(["cpu-small", "reference"]),
+    default="cpu-small",
+    show_default=True,
+    help="cpu-small: SmolLM2-135M on CPU in < 30 min; reference: Llama 3.1 8B 4-bit recipe (GPU).",
+)
 @click.option("--title-col", help="Title column (default: title).")
 @click.option("--content-col", help="Description column (default: content).")
 @_finetune_options
 @log_options
-def finetune(data: str, output: str, preset: str, title_col: str | None, content_col: str | None, log_format: str,
-             quiet: bool, verbose: int, **params: Any) -> None:
+def finetune(
+    data: str,
+    output: str,
+    preset: str,
+    title_col: str | None,
+    content_col: str | None,
+    log_format: str,
+    quiet: bool,
+    verbose: int,
+    **params: Any,
+) -> None:
     """LoRA fine-tuning on DATA (Parquet, CSV or JSONL with titles and descriptions) into an adapter directory.
 
     Cleans the data (empty, junk, duplicate and too-long rows dropped and counted), splits off a
@@ -457,7 +534,9 @@ def finetune(data: str, output: str, preset: str, title_col: str | None, content
     for _, field, _ in FINETUNE_SWITCHES:
         options[field] = params.get(field)
     if isinstance(options["target_modules"], str):
-        options["target_modules"] = tuple(m.strip() for m in options["target_modules"].split(",") if m.strip())
+        options["target_modules"] = tuple(
+            m.strip() for m in options["target_modules"].split(",") if m.strip()
+        )
     columns = {k: v for k, v in (("title", title_col), ("content", content_col)) if v}
     if columns:
         options["columns"] = columns
@@ -478,13 +557,25 @@ def finetune(data: str, output: str, preset: str, title_col: str | None, content
 @main.command("export")
 @click.argument("adapter_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Export directory.")
-@click.option("--format", "fmt", type=click.Choice(["adapter", "merged16", "gguf"]), default="merged16",
-              show_default=True, help="adapter: PEFT; merged16: base + adapter in 16 bits; gguf: llama.cpp.")
-@click.option("--dtype", type=click.Choice(["bfloat16", "float16"]), default="bfloat16", show_default=True,
-              help="Weights' dtype of merged16 and gguf exports.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["adapter", "merged16", "gguf"]),
+    default="merged16",
+    show_default=True,
+    help="adapter: PEFT; merged16: base + adapter in 16 bits; gguf: llama.cpp.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["bfloat16", "float16"]),
+    default="bfloat16",
+    show_default=True,
+    help="Weights' dtype of merged16 and gguf exports.",
+)
 @log_options
-def export_cmd(adapter_dir: str, output: str, fmt: str, dtype: str, log_format: str, quiet: bool,
-               verbose: int) -> None:
+def export_cmd(
+    adapter_dir: str, output: str, fmt: str, dtype: str, log_format: str, quiet: bool, verbose: int
+) -> None:
     """Write a deployable model from a fine-tuned ADAPTER_DIR and verify it against base + adapter.
 
     The export's logits and greedy outputs on fixed prompts must match base + adapter within a
@@ -513,11 +604,17 @@ def export_cmd(adapter_dir: str, output: str, fmt: str, dtype: str, log_format: 
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report directory.")
 @click.option("--baseline", help="Model scored beside MODEL on the same rows (e.g. the base preset).")
-@click.option("--sample", type=int, default=200, show_default=True, help="Rows scored (seeded random sample).")
+@click.option(
+    "--sample", type=int, default=200, show_default=True, help="Rows scored (seeded random sample)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and of sampling.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "csv", "jsonl"]), default="auto")
-@click.option("--engine", type=click.Choice(["auto", "transformers", "vllm"]), default="auto", show_default=True)
-@click.option("--template", type=click.Choice(["alpaca", "alpaca-pt", "chat"]), help="Default: each model's own.")
+@click.option(
+    "--engine", type=click.Choice(["auto", "transformers", "vllm"]), default="auto", show_default=True
+)
+@click.option(
+    "--template", type=click.Choice(["alpaca", "alpaca-pt", "chat"]), help="Default: each model's own."
+)
 @click.option("--id-col", help="Id column (default: id).")
 @click.option("--title-col", help="Title column (default: title).")
 @click.option("--content-col", help="Real description column (default: content).")
@@ -528,9 +625,24 @@ def export_cmd(adapter_dir: str, output: str, fmt: str, dtype: str, log_format: 
 @click.option("--batch-size", type=int, help="Prompts per generate call (transformers).")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
 @log_options
-def eval_cmd(model: str, data: str, output: str, baseline: str | None, sample: int, seed: int, fmt: str, engine: str,
-             template: str | None, id_col: str | None, title_col: str | None, content_col: str | None,
-             log_format: str, quiet: bool, verbose: int, **sampling: Any) -> None:
+def eval_cmd(
+    model: str,
+    data: str,
+    output: str,
+    baseline: str | None,
+    sample: int,
+    seed: int,
+    fmt: str,
+    engine: str,
+    template: str | None,
+    id_col: str | None,
+    title_col: str | None,
+    content_col: str | None,
+    log_format: str,
+    quiet: bool,
+    verbose: int,
+    **sampling: Any,
+) -> None:
     """Score MODEL's generations on held-out rows of DATA against their real descriptions (and a baseline).
 
     Writes OUT/eval_report.json (per model: rouge_l, chrf, bleu, length_ratio, eos_rate, flag rates),
@@ -551,14 +663,24 @@ def eval_cmd(model: str, data: str, output: str, baseline: str | None, sample: i
     dtype = sampling.pop("dtype")
     columns = {k: v for k, v in (("id", id_col), ("title", title_col), ("content", content_col)) if v}
     try:
-        config = EvalConfig.model_validate({
-            "model": {"ref": model, "engine": engine, "dtype": dtype}, "baseline": baseline, "data": data,
-            "format": fmt, "columns": columns, "template": template, "sample": sample, "seed": seed,
-            "sampling": {**{k: v for k, v in sampling.items() if v is not None}, "seed": seed},
-            "batch_size": batch_size,
-        })
+        config = EvalConfig.model_validate(
+            {
+                "model": {"ref": model, "engine": engine, "dtype": dtype},
+                "baseline": baseline,
+                "data": data,
+                "format": fmt,
+                "columns": columns,
+                "template": template,
+                "sample": sample,
+                "seed": seed,
+                "sampling": {**{k: v for k, v in sampling.items() if v is not None}, "seed": seed},
+                "batch_size": batch_size,
+            }
+        )
     except ValidationError as err:
-        raise ConfigError("\n".join(f"eval: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+        raise ConfigError(
+            "\n".join(f"eval: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        ) from None
     report = evaluate(config, Path(output), _event_printer(log_format, quiet, verbose))
     from rich.console import Console
     from rich.table import Table

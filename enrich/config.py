@@ -43,9 +43,13 @@ class InputConfig(_Model):
 
 
 class OutputConfig(_Model):
-    path: str = Field(description="Output file; Parquet or CSV by suffix. Every input row and column is kept.")
+    path: str = Field(
+        description="Output file; Parquet or CSV by suffix. Every input row and column is kept."
+    )
     format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
-    errors: str | None = Field(None, description="Error file (JSONL or Parquet); default OUTPUT.errors.jsonl.")
+    errors: str | None = Field(
+        None, description="Error file (JSONL or Parquet); default OUTPUT.errors.jsonl."
+    )
     report: str | None = Field(None, description="Run report JSON; default OUTPUT.report.json.")
     overwrite: bool = Field(False, description="Replace an existing output that this run did not write.")
     generated_column: str = Field(
@@ -71,7 +75,9 @@ class ModelConfig(_Model):
     max_num_batched_tokens: int | None = Field(None, ge=1, description="vLLM: tokens per scheduler step.")
     max_model_len: int | None = Field(None, ge=16, description="Context length; default the model's.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one model is split over.")
-    enable_prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of the shared prompt prefix.")
+    enable_prefix_caching: bool = Field(
+        True, description="vLLM: reuse the KV cache of the shared prompt prefix."
+    )
     quantization: str | None = Field(None, description="vLLM: quantization method (e.g. fp8), or none.")
 
 
@@ -82,10 +88,18 @@ class PromptConfig(_Model):
 
 
 class SamplingConfig(_Model):
-    temperature: float | None = Field(None, ge=0, le=5, description="0 is greedy; default from the preset (0.7).")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling; default from the preset (0.9).")
-    max_new_tokens: int | None = Field(None, ge=1, le=32768, description="Default from the preset (256 on GPU).")
-    repetition_penalty: float | None = Field(None, ge=1, le=3, description="1 is none; default from the preset.")
+    temperature: float | None = Field(
+        None, ge=0, le=5, description="0 is greedy; default from the preset (0.7)."
+    )
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="Nucleus sampling; default from the preset (0.9)."
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=32768, description="Default from the preset (256 on GPU)."
+    )
+    repetition_penalty: float | None = Field(
+        None, ge=1, le=3, description="1 is none; default from the preset."
+    )
     seed: int = Field(0, ge=0, description="Seed; with the same seed a run is reproducible.")
 
 
@@ -99,9 +113,13 @@ class PolicyConfig(_Model):
     empty: FlagPolicy = Field("error", description="Nothing generated.")
     repetition: FlagPolicy = Field("flag", description="Repeated n-grams above the threshold.")
     template_leak: FlagPolicy = Field("flag", description="Prompt markers in the output.")
-    unsupported_numbers: FlagPolicy = Field("flag", description="Numbers in the output that are not in the input.")
+    unsupported_numbers: FlagPolicy = Field(
+        "flag", description="Numbers in the output that are not in the input."
+    )
     max_title_chars: int = Field(2000, ge=1, description="Longest title accepted.")
-    long_title: Literal["truncate", "error"] = Field("truncate", description="What to do with a longer title.")
+    long_title: Literal["truncate", "error"] = Field(
+        "truncate", description="What to do with a longer title."
+    )
     invalid_row: Literal["error", "skip"] = Field(
         "error", description="A row with a null or empty title or id: to the error file, or skipped."
     )
@@ -112,27 +130,42 @@ class PolicyConfig(_Model):
 
 class RunConfig(_Model):
     state_dir: str | None = Field(None, description="Resume state; default OUTPUT.enrich/ beside the output.")
-    restart: bool = Field(False, description="Discard any saved resume state and start over (needed when settings or input changed).")
+    restart: bool = Field(
+        False,
+        description="Discard any saved resume state and start over (needed when settings or input changed).",
+    )
     limit: int | None = Field(None, ge=1, description="Process only the first N rows.")
-    incremental: bool = Field(False, description="Copy rows whose content key is unchanged from the previous output.")
+    incremental: bool = Field(
+        False, description="Copy rows whose content key is unchanged from the previous output."
+    )
     log_format: Literal["auto", "text", "json"] = Field("auto", description="auto: json when not a terminal.")
     log_every_s: float = Field(10.0, gt=0, description="Seconds between JSON progress lines.")
     history_dir: str | None = Field(None, description="Folder keeping one report per run (cron history).")
-    dry_run: bool = Field(False, description="Generate for a sample, print it with a forecast; write nothing.")
+    dry_run: bool = Field(
+        False, description="Generate for a sample, print it with a forecast; write nothing."
+    )
     sample: int = Field(20, ge=1, description="Rows in a dry run's seeded random sample.")
 
 
 class RayConfig(_Model):
-    workers: int = Field(1, ge=1, description="Engines in the actor pool (model.engine = ray): one per GPU or CPU worker.")
+    workers: int = Field(
+        1, ge=1, description="Engines in the actor pool (model.engine = ray): one per GPU or CPU worker."
+    )
     engine: Literal["auto", "transformers", "vllm", "echo"] = Field(
-        "auto", description="The engine each worker runs; auto as in model.engine (set vllm where the driver has no GPU)."
+        "auto",
+        description="The engine each worker runs; auto as in model.engine (set vllm where the driver has no GPU).",
     )
     gpus_per_worker: float | None = Field(
-        None, ge=0, description="GPUs each worker holds; default 1 with vllm (tensor_parallel_size with it), else 0."
+        None,
+        ge=0,
+        description="GPUs each worker holds; default 1 with vllm (tensor_parallel_size with it), else 0.",
     )
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds (torch threads on CPU workers).")
+    cpus_per_worker: float = Field(
+        1.0, gt=0, description="CPUs each worker holds (torch threads on CPU workers)."
+    )
     address: str | None = Field(
-        None, description="Ray cluster to join (auto, or ray://host:10001); default: start a local Ray on this machine."
+        None,
+        description="Ray cluster to join (auto, or ray://host:10001); default: start a local Ray on this machine.",
     )
 
 
@@ -145,7 +178,9 @@ class JobConfig(_Model):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     policies: PolicyConfig = Field(default_factory=PolicyConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-    ray: RayConfig = Field(default_factory=RayConfig, description="Scale-out on Ray Data (model.engine = ray).")
+    ray: RayConfig = Field(
+        default_factory=RayConfig, description="Scale-out on Ray Data (model.engine = ray)."
+    )
 
 
 class ErrorRecord(_Model):
@@ -186,7 +221,9 @@ class RunReport(_Model):
     """The run report written beside the output (OUTPUT.report.json)."""
 
     status: Literal["ok", "partial", "interrupted", "failed"]
-    exit_code: int = Field(description="The process's exit code (DESIGN.md): 0 ok, 6 partial, 130 interrupted...")
+    exit_code: int = Field(
+        description="The process's exit code (DESIGN.md): 0 ok, 6 partial, 130 interrupted..."
+    )
     error: str | None = Field(None, description="Why the run did not finish (failed or interrupted runs).")
     started: str = Field(description="ISO 8601 UTC.")
     finished: str = Field(description="ISO 8601 UTC.")
@@ -225,7 +262,9 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[leaf] = value
 
 
-def build_job(data: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options") -> JobConfig:
+def build_job(
+    data: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options"
+) -> JobConfig:
     """Merge dotted-path overrides (the command line) over a job table and validate it once."""
     merged: dict[str, Any] = _deep_copy(data)
     for dotted, value in (overrides or {}).items():
@@ -246,7 +285,14 @@ def read_job_table(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     base = path.resolve().parent
-    for dotted in ("input.path", "output.path", "output.errors", "output.report", "run.state_dir", "run.history_dir"):
+    for dotted in (
+        "input.path",
+        "output.path",
+        "output.errors",
+        "output.report",
+        "run.state_dir",
+        "run.history_dir",
+    ):
         section, _, key = dotted.partition(".")
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str) and not Path(table[key]).is_absolute():

@@ -28,7 +28,6 @@ class DryRun:
     model: str
 
 
-
 def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: Engine | None = None) -> DryRun:
     """Generate for a seeded random sample and forecast the full run; writes nothing."""
     lf = io.scan(job.input.path, job.input.format)
@@ -88,4 +87,3 @@ def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: En
         engine=engine.name,
         model=plan.spec.name,
     )
-

@@ -85,12 +85,16 @@ def load_hf(spec: ModelSpec, dtype: str = "auto", device: str | None = None) -> 
             spec.path, dtype=_torch_dtype(dtype, device), use_safetensors=True
         )
     except OSError as err:
-        raise EngineError(f"model {spec.ref!r}: cannot load weights from {spec.path}: {err}".splitlines()[0]) from None
+        raise EngineError(
+            f"model {spec.ref!r}: cannot load weights from {spec.path}: {err}".splitlines()[0]
+        ) from None
     if spec.adapter:
         try:
             from peft import PeftModel
         except ImportError:
-            raise EngineError("serving an adapter with transformers needs peft: pip install 'enrich[train]'") from None
+            raise EngineError(
+                "serving an adapter with transformers needs peft: pip install 'enrich[train]'"
+            ) from None
         model = PeftModel.from_pretrained(model, spec.adapter)
     model.to(device).eval()
     if tokenizer.pad_token is None:
@@ -362,7 +366,9 @@ def make_engine(name: str, spec: ModelSpec, config: ModelConfig, batch_size: int
     if name not in ENGINES:
         raise ConfigError(f"unknown engine {name!r}; choose one of auto, {', '.join(ENGINES)}")
     if spec.needs_gpu and name != "echo" and not cuda_available():
-        raise EngineError(f"model {spec.ref!r} needs a GPU and none is present; use --model smollm2-135m on CPU")
+        raise EngineError(
+            f"model {spec.ref!r} needs a GPU and none is present; use --model smollm2-135m on CPU"
+        )
     return ENGINES[name](spec, config, batch_size)
 
 

@@ -45,4 +45,13 @@ class Interrupted(EnrichError):
     exit_code = 130
 
 
-EXIT_NAMES = {0: "ok", 1: "crash", 2: "config_error", 3: "input_error", 4: "locked", 5: "engine_error", 6: "partial", 130: "interrupted"}
+EXIT_NAMES = {
+    0: "ok",
+    1: "crash",
+    2: "config_error",
+    3: "input_error",
+    4: "locked",
+    5: "engine_error",
+    6: "partial",
+    130: "interrupted",
+}

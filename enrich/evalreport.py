@@ -36,15 +36,25 @@ def _decoding(s: dict[str, Any]) -> str:
 
 
 def write_outputs(
-    out_dir: Path, report: dict[str, Any], rows: dict[str, list[Any]], refs: list[str], gens: dict[str, dict[str, Any]]
+    out_dir: Path,
+    report: dict[str, Any],
+    rows: dict[str, list[Any]],
+    refs: list[str],
+    gens: dict[str, dict[str, Any]],
 ) -> None:
     """Write the report, every generation, the plot and the markdown summary into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / "eval_report.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     with (out_dir / "generations.jsonl").open("w", encoding="utf-8") as f:
         for i, ref in enumerate(refs):
-            line: dict[str, Any] = {"row": rows["row"][i], "id": rows.get("id", [None] * len(refs))[i],
-                                    "title": rows["title"][i], "reference": ref}
+            line: dict[str, Any] = {
+                "row": rows["row"][i],
+                "id": rows.get("id", [None] * len(refs))[i],
+                "title": rows["title"][i],
+                "reference": ref,
+            }
             for role, gen in gens.items():
                 line[role] = {"text": gen["texts"][i], "finish": gen["finish"][i], "flags": gen["flags"][i]}
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -64,9 +74,17 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     models = list(report["models"].items())
     width = 0.8 / max(len(models), 1)
     for k, (role, m) in enumerate(models):
-        values = [m["rouge_l"], m["chrf"] / 100, m["bleu"] / 100, m["eos_rate"], *[m["flag_rates"][f] for f in FLAGS]]
+        values = [
+            m["rouge_l"],
+            m["chrf"] / 100,
+            m["bleu"] / 100,
+            m["eos_rate"],
+            *[m["flag_rates"][f] for f in FLAGS],
+        ]
         ax.bar([i + k * width for i in range(len(labels))], values, width, label=f"{role}: {m['name']}")
-    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(labels))], labels, rotation=30, ha="right")
+    ax.set_xticks(
+        [i + width * (len(models) - 1) / 2 for i in range(len(labels))], labels, rotation=30, ha="right"
+    )
     ax.set_ylim(0, 1)
     ax.set_title(f"enrich eval on {report['rows']} held-out rows (flags: lower is better)")
     ax.legend()
@@ -76,7 +94,11 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
 
 def _summary(
-    report: dict[str, Any], path: Path, rows: dict[str, list[Any]], refs: list[str], gens: dict[str, dict[str, Any]]
+    report: dict[str, Any],
+    path: Path,
+    rows: dict[str, list[Any]],
+    refs: list[str],
+    gens: dict[str, dict[str, Any]],
 ) -> None:
     roles = list(report["models"])
     lines = [f"# enrich eval: {report['rows']} rows of {report['data']}", ""]
@@ -85,9 +107,12 @@ def _summary(
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in table_rows(report)]
     if {"model", "baseline"} <= set(roles):
         m, b = report["models"]["model"], report["models"]["baseline"]
-        lines += ["", "Relative to the baseline: " + ", ".join(
-            f"{k} {(m[k] - b[k]) / b[k]:+.1%}" for k in ("rouge_l", "chrf", "bleu") if b[k]
-        ) + "."]
+        lines += [
+            "",
+            "Relative to the baseline: "
+            + ", ".join(f"{k} {(m[k] - b[k]) / b[k]:+.1%}" for k in ("rouge_l", "chrf", "bleu") if b[k])
+            + ".",
+        ]
     lines += ["", "## Examples", ""]
     for i in range(min(3, len(refs))):
         lines += [f"**{rows['title'][i]}**", "", f"- real: {_short(refs[i])}"]

@@ -74,20 +74,25 @@ class EvalConfig(BaseModel):
     model: ModelConfig = Field(description="The model under test and its engine settings.")
     baseline: str | None = Field(None, description="Model reference scored beside it with the same rows.")
     data: str = Field(description="Held-out catalog (Parquet, CSV or JSONL) with titles and descriptions.")
-    format: Literal["auto", "parquet", "csv", "jsonl"] = Field("auto", description="File format; auto by suffix.")
-    columns: Columns = Field(default_factory=Columns, description="Which columns hold id, title and description.")
+    format: Literal["auto", "parquet", "csv", "jsonl"] = Field(
+        "auto", description="File format; auto by suffix."
+    )
+    columns: Columns = Field(
+        default_factory=Columns, description="Which columns hold id, title and description."
+    )
     template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
         None, description="Prompt template for both models; default each model's own (enrich.json or preset)."
     )
     sampling: SamplingConfig = Field(
-        default_factory=SamplingConfig, description="Decoding for both models; unset fields take each model's own."
+        default_factory=SamplingConfig,
+        description="Decoding for both models; unset fields take each model's own.",
     )
     sample: int = Field(200, ge=1, description="Rows scored (a seeded random sample; all rows when fewer).")
     seed: int = Field(0, ge=0, description="Seed of the sample.")
     batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
 
 
-def _noop(kind: str, data: dict[str, Any]) -> None:
+def no_events(kind: str, data: dict[str, Any]) -> None:
     del kind, data
 
 
@@ -95,18 +100,28 @@ def _sampling(config: EvalConfig, spec: Any) -> Any:
     from enrich.engines import Sampling
 
     s, d = config.sampling, spec.sampling
-    pick = {k: getattr(s, k) if getattr(s, k) is not None else d[k] for k in
-            ("temperature", "top_p", "max_new_tokens", "repetition_penalty")}
-    return Sampling(float(pick["temperature"]), float(pick["top_p"]), int(pick["max_new_tokens"]),
-                    float(pick["repetition_penalty"]), s.seed)
+    pick = {
+        k: getattr(s, k) if getattr(s, k) is not None else d[k]
+        for k in ("temperature", "top_p", "max_new_tokens", "repetition_penalty")
+    }
+    return Sampling(
+        float(pick["temperature"]),
+        float(pick["top_p"]),
+        int(pick["max_new_tokens"]),
+        float(pick["repetition_penalty"]),
+        s.seed,
+    )
 
 
 def _rows(config: EvalConfig) -> dict[str, list[Any]]:
     from enrich.traindata import read_rows
 
     data = read_rows(config.data, config.format, config.columns, with_id=True)
-    keep = [i for i, (t, c) in enumerate(zip(data["title"], data["content"], strict=True))
-            if isinstance(t, str) and t.strip() and isinstance(c, str) and c.strip()]
+    keep = [
+        i
+        for i, (t, c) in enumerate(zip(data["title"], data["content"], strict=True))
+        if isinstance(t, str) and t.strip() and isinstance(c, str) and c.strip()
+    ]
     if not keep:
         raise InputError(f"{config.data}: no row has both a title and a description to score against")
     chosen = sorted(random.Random(config.seed).sample(keep, min(config.sample, len(keep))))
@@ -115,7 +130,9 @@ def _rows(config: EvalConfig) -> dict[str, list[Any]]:
     return out
 
 
-def generate_for(config: EvalConfig, ref: str, titles: list[str], on_event: Event = _noop) -> dict[str, Any]:
+def generate_for(
+    config: EvalConfig, ref: str, titles: list[str], on_event: Event = no_events
+) -> dict[str, Any]:
     """One model's cleaned generations, finish reasons, flags and token counts for the titles."""
     from enrich.engines import make_engine, pick_engine
     from enrich.models import resolve_model
@@ -150,14 +167,16 @@ def generate_for(config: EvalConfig, ref: str, titles: list[str], on_event: Even
         "engine": engine.name,
         "texts": texts,
         "finish": [g.finish_reason for g in gens],
-        "flags": [quality_flags(t, g.finish_reason, title, template.markers)
-                  for t, g, title in zip(texts, gens, titles, strict=True)],
+        "flags": [
+            quality_flags(t, g.finish_reason, title, template.markers)
+            for t, g, title in zip(texts, gens, titles, strict=True)
+        ],
         "output_tokens": [g.output_tokens for g in gens],
         "seconds": round(seconds, 1),
     }
 
 
-def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = _noop) -> dict[str, Any]:
+def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> dict[str, Any]:
     """Generate for held-out rows with the model (and baseline), score both, write report, plot and summary."""
     from enrich import metrics
     from enrich.evalreport import write_outputs
@@ -172,7 +191,10 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = _noop) -> dict
             continue
         gen = generate_for(config, ref, titles, on_event)
         scores = metrics.score(gen["texts"], refs, gen["finish"], gen["flags"], gen["output_tokens"])
-        results[role] = {**{k: gen[k] for k in ("ref", "name", "template", "sampling", "engine", "seconds")}, **scores}
+        results[role] = {
+            **{k: gen[k] for k in ("ref", "name", "template", "sampling", "engine", "seconds")},
+            **scores,
+        }
         results[role]["_gen"] = gen
     report = {
         "data": str(Path(config.data).resolve()),

@@ -48,7 +48,9 @@ def no_events(kind: str, data: dict[str, Any]) -> None:
     del kind, data
 
 
-def export(adapter_dir: Path, out_dir: Path, fmt: str, dtype: str = "bfloat16", on_event: Event = no_events) -> Verification:
+def export(
+    adapter_dir: Path, out_dir: Path, fmt: str, dtype: str = "bfloat16", on_event: Event = no_events
+) -> Verification:
     """Write the export of adapter_dir into out_dir and verify it; raises EngineError when it does not match."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -56,7 +58,9 @@ def export(adapter_dir: Path, out_dir: Path, fmt: str, dtype: str = "bfloat16", 
         raise ConfigError(f"--dtype {dtype}: merged exports are 16-bit; choose bfloat16 or float16")
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter_dir}: not an adapter directory (no adapter_config.json); give finetune's -o DIR")
+        raise ConfigError(
+            f"{adapter_dir}: not an adapter directory (no adapter_config.json); give finetune's -o DIR"
+        )
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir}: exists and is not empty; choose another -o")
@@ -68,7 +72,9 @@ def export(adapter_dir: Path, out_dir: Path, fmt: str, dtype: str = "bfloat16", 
     try:
         if fmt == "adapter":
             for p in adapter_dir.iterdir():
-                if p.is_file():  # everything but the checkpoints: adapter, tokenizer, enrich.json, report, plot
+                if (
+                    p.is_file()
+                ):  # everything but the checkpoints: adapter, tokenizer, enrich.json, report, plot
                     shutil.copy2(p, tmp / p.name)
             write_enrich_json(tmp, {**info, "kind": "adapter", "exported_from": str(adapter_dir.resolve())})
             candidate = resolve_model(str(tmp))
@@ -78,7 +84,10 @@ def export(adapter_dir: Path, out_dir: Path, fmt: str, dtype: str = "bfloat16", 
             write_enrich_json(tmp, {**_merged_info(info, spec), "kind": "merged16", "dtype": dtype})
             candidate = resolve_model(str(tmp))
             tol = TOLERANCE[dtype]
-        on_event("info", {"message": f"verifying on {len(CHECK_TITLES)} fixed prompts (tolerance {tol:g} x max |logit|)"})
+        on_event(
+            "info",
+            {"message": f"verifying on {len(CHECK_TITLES)} fixed prompts (tolerance {tol:g} x max |logit|)"},
+        )
         result = verify(spec, candidate, tol)
         if fmt == "gguf":
             result = _to_gguf(converter, tmp, dtype, spec, on_event)
@@ -150,10 +159,18 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
     with torch.inference_mode():
         for p in prompts:
             ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            out = ref_model.generate(ids, max_new_tokens=CHECK_TOKENS, do_sample=False, eos_token_id=eos or None,
-                                     pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+            out = ref_model.generate(
+                ids,
+                max_new_tokens=CHECK_TOKENS,
+                do_sample=False,
+                eos_token_id=eos or None,
+                pad_token_id=tok.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
             sequences.append(out)
-            ref_greedy.append(out[0, ids.shape[1]:].tolist())
+            ref_greedy.append(out[0, ids.shape[1] :].tolist())
             ref_logits.append(ref_model(out).logits[0, ids.shape[1] - 1 :].float())
     del ref_model
     tolerance = relative * max(1.0, max(float(r.abs().max()) for r in ref_logits))
@@ -171,14 +188,26 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
             total += len(same)
             unexplained += int((~same & (margin > 2 * tolerance)).sum())
             prompt_len = seq.shape[1] - len(greedy)
-            out = cand_model.generate(seq[:, :prompt_len], max_new_tokens=CHECK_TOKENS, do_sample=False,
-                                      eos_token_id=eos or None, pad_token_id=tok.pad_token_id,
-                                      temperature=None, top_p=None, top_k=None)
+            out = cand_model.generate(
+                seq[:, :prompt_len],
+                max_new_tokens=CHECK_TOKENS,
+                do_sample=False,
+                eos_token_id=eos or None,
+                pad_token_id=tok.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
             identical += int(out[0, prompt_len:].tolist() == greedy)
     return Verification(
-        prompts=len(prompts), tokens=total, max_abs_logit_diff=round(max_diff, 6), tolerance=round(tolerance, 6),
-        argmax_agreement=round(agree / max(total, 1), 4), unexplained_disagreements=unexplained,
-        greedy_identical=identical, passed=max_diff <= tolerance and unexplained == 0,
+        prompts=len(prompts),
+        tokens=total,
+        max_abs_logit_diff=round(max_diff, 6),
+        tolerance=round(tolerance, 6),
+        argmax_agreement=round(agree / max(total, 1), 4),
+        unexplained_disagreements=unexplained,
+        greedy_identical=identical,
+        passed=max_diff <= tolerance and unexplained == 0,
     )
 
 
@@ -206,7 +235,9 @@ def _to_gguf(converter: Path, merged: Path, dtype: str, spec: ModelSpec, on_even
     on_event("info", {"message": f"converting with {converter}"})
     proc = subprocess.run(
         [sys.executable, str(converter), str(merged), "--outfile", str(gguf), "--outtype", outtype],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -35,7 +35,9 @@ def file_format(path: str, fmt: str = "auto") -> str:
         return "parquet"
     if suffix in (".csv", ".txt"):
         return "csv"
-    raise ConfigError(f"{path}: cannot tell the format from the suffix {suffix!r}; use .parquet or .csv, or --format")
+    raise ConfigError(
+        f"{path}: cannot tell the format from the suffix {suffix!r}; use .parquet or .csv, or --format"
+    )
 
 
 def _polars_error(path: str, err: Exception) -> InputError:
@@ -74,7 +76,9 @@ def _refuse_parquet_as_csv(path: str) -> None:
     for p in _expand(path):
         with p.open("rb") as f:
             if f.read(4) == b"PAR1":
-                raise InputError(f"{p}: is a Parquet file named like a CSV; rename it .parquet or pass --input-format parquet")
+                raise InputError(
+                    f"{p}: is a Parquet file named like a CSV; rename it .parquet or pass --input-format parquet"
+                )
 
 
 def _refuse_repeated_header(path: str, names: list[str]) -> None:
@@ -90,7 +94,9 @@ def require_text(lf: pl.LazyFrame, path: str, column: str, option: str) -> None:
     """The title column must hold text: a whole column of numbers or lists is a mapping mistake, not row errors."""
     dtype = lf.collect_schema()[column]
     if dtype not in (pl.String, pl.Categorical, pl.Null) and not isinstance(dtype, pl.Enum | pl.Categorical):
-        raise InputError(f"{path}: column {column!r} holds {dtype}, not text; map a text column with {option}")
+        raise InputError(
+            f"{path}: column {column!r} holds {dtype}, not text; map a text column with {option}"
+        )
 
 
 def _expand(path: str) -> Iterator[Path]:
@@ -182,7 +188,9 @@ def iter_windows(
 _BUCKET_ROWS = 1 << 18  # ids per bucket file of the duplicate check: 4 MiB of (hash, row) pairs
 
 
-def duplicate_rows(lf: pl.LazyFrame, id_col: str, limit: int | None, path: str, scratch: Path) -> dict[int, int]:
+def duplicate_rows(
+    lf: pl.LazyFrame, id_col: str, limit: int | None, path: str, scratch: Path
+) -> dict[int, int]:
     """Rows whose id repeats an earlier row's: {row: first row}.
 
     Constant memory whatever the catalog's size: id hashes are spread over bucket files on disk by hash,
@@ -300,7 +308,13 @@ def assemble_errors(state: RunState, n_windows: int, path: Path) -> int:
         out.flush()
     if path.suffix == ".parquet":
         records = [json.loads(line) for chunk in lines for line in chunk.splitlines() if line.strip()]
-        schema = {"id": pl.String, "row": pl.Int64, "stage": pl.String, "reason": pl.String, "value": pl.String}
+        schema = {
+            "id": pl.String,
+            "row": pl.Int64,
+            "stage": pl.String,
+            "reason": pl.String,
+            "value": pl.String,
+        }
         pl.DataFrame(records, schema=schema).write_parquet(tmp)
     os.replace(tmp, path)
     return count
@@ -332,7 +346,13 @@ def part_frame(columns: dict[str, list[Any]], generated_column: str) -> pa.Table
 
 # Incremental runs: the previous output's results, joined to the input by content key, in input order.
 
-REUSE_COLUMNS = ("enrich_key", "enrich_status", "enrich_finish_reason", "enrich_flags", "enrich_output_tokens")
+REUSE_COLUMNS = (
+    "enrich_key",
+    "enrich_status",
+    "enrich_finish_reason",
+    "enrich_flags",
+    "enrich_output_tokens",
+)
 
 
 def write_keys(path: Path, windows: Iterator[list[str]]) -> int:
@@ -344,7 +364,9 @@ def write_keys(path: Path, windows: Iterator[list[str]]) -> int:
     try:
         writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         for keys in windows:
-            table = pa.table({"__row": pa.array(range(rows, rows + len(keys)), pa.int64()), "enrich_key": keys})
+            table = pa.table(
+                {"__row": pa.array(range(rows, rows + len(keys)), pa.int64()), "enrich_key": keys}
+            )
             writer.write_table(table, row_group_size=max(len(keys), 1))
             rows += len(keys)
         writer.close()
@@ -375,12 +397,18 @@ def build_reuse(keys: Path, previous: Path, fmt: str, generated_column: str, des
         if kind == "csv":  # CSV holds text only: restore the list and integer columns
             flags = pl.col("enrich_flags")
             prev = prev.with_columns(
-                pl.when(flags.is_null() | (flags == "")).then(pl.lit([], pl.List(pl.String)))
-                .otherwise(flags.str.split(";")).alias("enrich_flags"),
+                pl.when(flags.is_null() | (flags == ""))
+                .then(pl.lit([], pl.List(pl.String)))
+                .otherwise(flags.str.split(";"))
+                .alias("enrich_flags"),
                 pl.col("enrich_output_tokens").cast(pl.Int32, strict=False),
             )
-        prev = prev.filter(pl.col("enrich_status").is_in(["ok", "flagged"]) & pl.col("enrich_key").is_not_null())
-        prev = prev.unique("enrich_key", keep="any")  # the same content twice (duplicate ids kept): one result
+        prev = prev.filter(
+            pl.col("enrich_status").is_in(["ok", "flagged"]) & pl.col("enrich_key").is_not_null()
+        )
+        prev = prev.unique(
+            "enrich_key", keep="any"
+        )  # the same content twice (duplicate ids kept): one result
         joined = pl.scan_parquet(keys).join(prev, on="enrich_key", how="left", maintain_order="left")
         joined = joined.with_columns(pl.col("enrich_status").is_not_null().alias("__hit"))
         tmp = dest.with_name(f".{dest.name}.tmp")

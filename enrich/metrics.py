@@ -27,7 +27,10 @@ def rouge_l(hyps: Sequence[str], refs: Sequence[str]) -> float:
 
 
 def score(
-    hyps: Sequence[str], refs: Sequence[str], finish_reasons: Sequence[str], flags: Sequence[Sequence[str]],
+    hyps: Sequence[str],
+    refs: Sequence[str],
+    finish_reasons: Sequence[str],
+    flags: Sequence[Sequence[str]],
     output_tokens: Sequence[int],
 ) -> dict[str, Any]:
     """Every metric of one model's generations against the reference descriptions."""

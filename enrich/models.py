@@ -146,7 +146,9 @@ def _fingerprint_files(directory: Path) -> str:
 def _materialize_gguf(gguf: Path, fix_eos: str | None, pad: str | None) -> Path:
     """Convert a GGUF file once into a safetensors HF directory in the cache; later loads take a second."""
     st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}:{fix_eos}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}:{fix_eos}".encode()).hexdigest()[
+        :12
+    ]
     target = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
@@ -251,7 +253,11 @@ def _spec_from_dir(directory: Path, ref: str, default_template: str | None) -> M
         template = "chat" if _has_chat_template(directory) else "alpaca"
     eos = info.get("eos") or (base_preset.eos if base_preset else None)
     stop = tuple(info.get("stop") or (base_preset.stop if base_preset else (eos,) if eos else ()))
-    sampling = {**DEFAULT_SAMPLING, **(base_preset.sampling if base_preset else {}), **info.get("sampling", {})}
+    sampling = {
+        **DEFAULT_SAMPLING,
+        **(base_preset.sampling if base_preset else {}),
+        **info.get("sampling", {}),
+    }
     return ModelSpec(
         ref=ref,
         name=str(info.get("name") or directory.name),

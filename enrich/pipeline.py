@@ -165,13 +165,18 @@ def _ensure_writable(plan: Plan) -> None:
     configuration error (exit 2) before any work, not a traceback after hours of generation."""
     state_option = "--state-dir" if plan.job.run.state_dir else "-o"
     folders = [(plan.output.parent, "the output", "-o"), (plan.state_dir, "the run state", state_option)]
-    folders += [(plan.errors_path.parent, "the error file", "--errors"), (plan.report_path.parent, "the report", "--report")]
+    folders += [
+        (plan.errors_path.parent, "the error file", "--errors"),
+        (plan.report_path.parent, "the report", "--report"),
+    ]
     if plan.job.run.history_dir:
         folders.append((Path(plan.job.run.history_dir), "the report history", "--history-dir"))
     for folder, what, option in folders:
         blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if blocker is not None and not blocker.is_dir():
-            raise ConfigError(f"{blocker}: is a file, so {what} cannot be written under it; choose another {option}")
+            raise ConfigError(
+                f"{blocker}: is a file, so {what} cannot be written under it; choose another {option}"
+            )
         try:
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".enrich-write-test-{os.getpid()}"
@@ -196,7 +201,9 @@ def _run_locked(
         raise ConfigError(
             f"{plan.output}: exists and was not written by this run; pass --overwrite to replace it"
         )
-    restart = job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
+    restart = (
+        job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
+    )
     state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart)
     for w in state.warnings:
         on_event("warning", {"message": w})
@@ -205,7 +212,11 @@ def _run_locked(
         on_event("info", {"message": f"resuming: {len(state.parts)} of {n_windows} windows already done"})
     on_event("start", {"rows_total": total, "rows_done": sum(int(p["rows"]) for p in state.parts.values())})
     cols = job.input.columns
-    duplicates = io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch") if cols.id else {}
+    duplicates = (
+        io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch")
+        if cols.id
+        else {}
+    )
     pending = [k for k in range(n_windows) if k not in state.parts]
     own_engine = engine is None
     seconds: Counter[str] = Counter()
@@ -214,22 +225,38 @@ def _run_locked(
     ray_workers: list[dict[str, Any]] | None = [] if job.model.engine == "ray" else None
     try:
         with _sigterm_as_interrupt():
-            reuse = incremental.prepare(plan, lf, state, total, pending, on_event) if job.run.incremental else None
-            if pending and ray_workers is not None:  # issue 6: the windows go to a Ray Data actor pool instead
+            reuse = (
+                incremental.prepare(plan, lf, state, total, pending, on_event)
+                if job.run.incremental
+                else None
+            )
+            if (
+                pending and ray_workers is not None
+            ):  # issue 6: the windows go to a Ray Data actor pool instead
                 from enrich import distributed
 
-                spread = distributed.run_windows(plan, state, total, pending, duplicates, reuse, seconds, on_event, t0)
-                done_rows, fresh_rows, fresh_out_tokens = done_rows + spread.rows, spread.rows, spread.output_tokens
+                spread = distributed.run_windows(
+                    plan, state, total, pending, duplicates, reuse, seconds, on_event, t0
+                )
+                done_rows, fresh_rows, fresh_out_tokens = (
+                    done_rows + spread.rows,
+                    spread.rows,
+                    spread.output_tokens,
+                )
                 ray_workers, pending = spread.workers, []
             if pending and engine is None:
                 t = time.perf_counter()
                 engine = make_engine(plan.engine_name, plan.spec, job.model, plan.batch_size)
-                on_event("info", {"message": f"model {plan.spec.name} loaded in {time.perf_counter() - t:.1f}s"})
+                on_event(
+                    "info", {"message": f"model {plan.spec.name} loaded in {time.perf_counter() - t:.1f}s"}
+                )
             if pending:
                 assert engine is not None
                 render, count, max_prompt = tokenizer_hooks(engine, plan)
                 needed = [c for c in (cols.id, cols.title) if c]
-                source = _windows(plan, lf, needed, set(pending), duplicates, render, count, max_prompt, reuse)
+                source = _windows(
+                    plan, lf, needed, set(pending), duplicates, render, count, max_prompt, reuse
+                )
                 prefetch = _Prefetch(source)
                 prefetch.start()
                 try:
@@ -238,7 +265,9 @@ def _run_locked(
                         seconds["prompt"] += window.seconds_prompt
                         t = time.perf_counter()
                         offs = list(window.prompts)
-                        sampling = Sampling(**{**plan.sampling.__dict__, "seed": plan.sampling.seed + window.index})
+                        sampling = Sampling(
+                            **{**plan.sampling.__dict__, "seed": plan.sampling.seed + window.index}
+                        )
                         gens = engine.generate([window.prompts[o] for o in offs], sampling) if offs else []
                         seconds["generate"] += time.perf_counter() - t
                         t = time.perf_counter()
@@ -246,7 +275,12 @@ def _run_locked(
                         incremental.merge(window, part, stats)
                         seconds["postprocess"] += time.perf_counter() - t
                         t = time.perf_counter()
-                        state.record(window.index, io.part_frame(part, job.output.generated_column), window.errors, stats)
+                        state.record(
+                            window.index,
+                            io.part_frame(part, job.output.generated_column),
+                            window.errors,
+                            stats,
+                        )
                         seconds["write"] += time.perf_counter() - t
                         done_rows += len(window.rows)
                         fresh_rows += len(window.rows)
@@ -267,7 +301,14 @@ def _run_locked(
                     prefetch.stop.set()
             t = time.perf_counter()
             io.assemble_output(
-                lf, job.input.path, state, n_windows, plan.window_rows, plan.output, plan.output_format, job.run.limit
+                lf,
+                job.input.path,
+                state,
+                n_windows,
+                plan.window_rows,
+                plan.output,
+                plan.output_format,
+                job.run.limit,
             )
             n_errors = io.assemble_errors(state, n_windows, plan.errors_path)
             seconds["write"] += time.perf_counter() - t
@@ -302,13 +343,17 @@ def _windows(
     reused = incremental.windows(reuse, plan.window_rows)  # in step with the input's windows
     t = time.perf_counter()
     job = plan.job
-    for index, columns in enumerate(io.iter_window_lists(lf, needed, plan.window_rows, job.input.path, job.run.limit)):
+    for index, columns in enumerate(
+        io.iter_window_lists(lf, needed, plan.window_rows, job.input.path, job.run.limit)
+    ):
         old = next(reused)
         read = time.perf_counter() - t
         if index in pending:
             t = time.perf_counter()
             start = index * plan.window_rows
-            window = prepare_window(index, start, columns, plan, duplicates, render, count, max_prompt, job.input.path)
+            window = prepare_window(
+                index, start, columns, plan, duplicates, render, count, max_prompt, job.input.path
+            )
             incremental.apply(window, old, plan.context_key)
             window.seconds_read = read
             window.seconds_prompt = time.perf_counter() - t
@@ -345,15 +390,24 @@ def _report(
         errors_file=str(plan.errors_path),
         fingerprint=plan.fingerprint,
         resumed=state.resumed,
-        model={"ref": plan.spec.ref, "name": plan.spec.name, "engine": plan.engine_name, "template": plan.template.name},
+        model={
+            "ref": plan.spec.ref,
+            "name": plan.spec.name,
+            "engine": plan.engine_name,
+            "template": plan.template.name,
+        },
         versions=versions(),
         sampling={k: v for k, v in plan.sampling.__dict__.items() if k != "ignore_eos"},
-        counts={"rows": total, **{k: counts.get(k, 0) for k in ("ok", "flagged", "error", "skipped", "generated", "copied")}},
+        counts={
+            "rows": total,
+            **{k: counts.get(k, 0) for k in ("ok", "flagged", "error", "skipped", "generated", "copied")},
+        },
         tokens={"input": tokens.get("input", 0), "output": tokens.get("output", 0)},
-        seconds={k: round(seconds.get(k, 0.0), 4) for k in ("read", "prompt", "generate", "postprocess", "write", "total")},
+        seconds={
+            k: round(seconds.get(k, 0.0), 4)
+            for k in ("read", "prompt", "generate", "postprocess", "write", "total")
+        },
         flags={f: flags.get(f, 0) for f in FLAGS},
         rows_per_s=round(fresh_rows / elapsed, 3),
         output_tokens_per_s=round(fresh_out_tokens / elapsed, 3),
     )
-
-

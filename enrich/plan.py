@@ -19,10 +19,8 @@ from enrich.prompts import Template, get_template
 Event = Callable[[str, dict[str, Any]], None]
 
 
-
 def no_events(kind: str, data: dict[str, Any]) -> None:
     del kind, data
-
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,6 @@ class Plan:
     context_key: str  # model + template + sampling: part of every row's content key
 
 
-
 def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:
     s = job.sampling
     d = spec.sampling
@@ -64,7 +61,6 @@ def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:
     )
 
 
-
 def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     """Resolve paths, model, engine, template and sampling; compute the run's fingerprint."""
     from enrich.engines import cuda_available
@@ -73,7 +69,9 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     out_fmt = io.file_format(str(output), job.output.format)
     gpu = cuda_available()
     spec = resolve_model(job.model.ref, gpu=gpu)
-    engine_name = pick_engine(job.ray.engine if job.model.engine == "ray" else job.model.engine)  # ray: the workers'
+    engine_name = pick_engine(
+        job.ray.engine if job.model.engine == "ray" else job.model.engine
+    )  # ray: the workers'
     if job.model.engine == "auto":
         on_event("info", {"message": f"engine: {engine_name} ({'GPU' if gpu else 'no GPU'})"})
     try:
@@ -122,7 +120,6 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     )
 
 
-
 def settle_columns(job: JobConfig, lf: Any, on_event: Event = no_events) -> tuple[JobConfig, list[str]]:
     """Check the column mapping against the input; id and content left at their defaults are optional."""
     cols = job.input.columns
@@ -132,11 +129,16 @@ def settle_columns(job: JobConfig, lf: Any, on_event: Event = no_events) -> tupl
         name = getattr(cols, role)
         if name is not None and name not in names and role not in cols.model_fields_set:
             update[role] = None
-            on_event("info", {"message": f"no {name!r} column: " + ("ids are row positions" if role == "id" else "no original descriptions")})
+            on_event(
+                "info",
+                {
+                    "message": f"no {name!r} column: "
+                    + ("ids are row positions" if role == "id" else "no original descriptions")
+                },
+            )
     if update:
         cols = cols.model_copy(update=update)
         job = job.model_copy(update={"input": job.input.model_copy(update={"columns": cols})})
     io.require_columns(lf, job.input.path, {"id": cols.id, "title": cols.title, "content": cols.content})
     io.require_text(lf, job.input.path, cols.title, "--title-col")
     return job, names
-

@@ -77,7 +77,9 @@ def build_prompt(title: str, template: Template, render_chat: ChatRenderer | Non
     return render_chat(_chat_messages(title), tokenize=False, add_generation_prompt=True)
 
 
-def build_prompts(titles: Sequence[str], template: Template, render_chat: ChatRenderer | None = None) -> list[str]:
+def build_prompts(
+    titles: Sequence[str], template: Template, render_chat: ChatRenderer | None = None
+) -> list[str]:
     """Prompts for many titles (the run's hot path: one str.replace per row for text templates)."""
     if template.prompt is not None:
         head, _, tail = template.prompt.partition("{input}")

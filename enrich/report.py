@@ -63,7 +63,9 @@ class Reporter:
             TextColumn("[bold]enrich[/]"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.2f} rows/s · {task.fields[tps]:.0f} tok/s · {task.fields[errors]} errors"),
+            TextColumn(
+                "{task.fields[rate]:.2f} rows/s · {task.fields[tps]:.0f} tok/s · {task.fields[errors]} errors"
+            ),
             TimeRemainingColumn(),
             console=self.err,
             transient=False,
@@ -80,9 +82,13 @@ class Reporter:
                 tps=data["output_tokens_per_s"],
                 errors=data["errors"],
             )
-        elif self.json and (time.monotonic() - self.last_log >= self.every_s or data["rows_done"] == data["rows_total"]):
+        elif self.json and (
+            time.monotonic() - self.last_log >= self.every_s or data["rows_done"] == data["rows_total"]
+        ):
             self.last_log = time.monotonic()
-            self.log("info", "progress", **{k: round(v, 3) if isinstance(v, float) else v for k, v in data.items()})
+            self.log(
+                "info", "progress", **{k: round(v, 3) if isinstance(v, float) else v for k, v in data.items()}
+            )
 
     def close(self) -> None:
         if self.progress is not None:
@@ -93,7 +99,10 @@ class Reporter:
 def print_report(report: RunReport, log_format: str = "auto") -> None:
     """The end-of-run summary: a table on a terminal, the report as one JSON line otherwise."""
     if use_json(log_format):
-        print(json.dumps({"level": "info", "message": "run finished", "report": report.model_dump()}), file=sys.stderr)
+        print(
+            json.dumps({"level": "info", "message": "run finished", "report": report.model_dump()}),
+            file=sys.stderr,
+        )
         return
     c = report.counts
     table = Table(title=f"enrich run: {report.status}", show_header=False, title_justify="left")
@@ -108,10 +117,14 @@ def print_report(report: RunReport, log_format: str = "auto") -> None:
         "seconds",
         f"total {s.total:.1f} (read {s.read:.1f}, prompt {s.prompt:.1f}, generate {s.generate:.1f}, write {s.write:.1f})",
     )
-    table.add_row("speed", f"{report.rows_per_s:.2f} rows/s, {report.output_tokens_per_s:.1f} output tokens/s")
+    table.add_row(
+        "speed", f"{report.rows_per_s:.2f} rows/s, {report.output_tokens_per_s:.1f} output tokens/s"
+    )
     flags = ", ".join(f"{k} {v}" for k, v in report.flags.items() if v) or "none"
     table.add_row("quality flags", flags)
-    table.add_row("model", f"{report.model['name']} ({report.model['engine']}, template {report.model['template']})")
+    table.add_row(
+        "model", f"{report.model['name']} ({report.model['engine']}, template {report.model['template']})"
+    )
     if c.error:
         table.add_row("errors file", report.errors_file)
     Console().print(table)
@@ -122,7 +135,9 @@ def print_dry_run(result: Any, log_format: str = "auto") -> None:
     if use_json(log_format):
         print(json.dumps({"level": "info", "message": "dry run", **result.__dict__}, ensure_ascii=False))
         return
-    table = Table(title=f"dry run: {len(result.rows)} sampled rows ({result.model}, {result.engine})", show_lines=True)
+    table = Table(
+        title=f"dry run: {len(result.rows)} sampled rows ({result.model}, {result.engine})", show_lines=True
+    )
     table.add_column("row", justify="right")
     table.add_column("title", max_width=30)
     table.add_column("original", max_width=45)

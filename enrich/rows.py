@@ -18,7 +18,6 @@ from enrich.prompts import build_prompts, clean_output
 VALUE_CHARS = 200
 
 
-
 @dataclass
 class Window:
     """One window after normalize and prompt, ready for the engine."""
@@ -36,7 +35,6 @@ class Window:
     reused: dict[int, dict[str, Any]] = field(default_factory=dict)  # offset -> old result (incremental)
 
 
-
 def _cut(value: Any) -> str | None:
     if value is None:
         return None
@@ -44,10 +42,8 @@ def _cut(value: Any) -> str | None:
     return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + "…"
 
 
-
 def _error(row: int, row_id: str | None, stage: str, reason: str, value: Any) -> dict[str, Any]:
     return {"id": row_id, "row": row, "stage": stage, "reason": reason, "value": _cut(value)}
-
 
 
 def prepare_window(
@@ -92,19 +88,25 @@ def prepare_window(
         if problem:
             status[off] = invalid
             if invalid == "error":
-                errors.append(_error(row, rid, "validate", f"{input_path} row {row}: {problem}", raw_titles[off]))
+                errors.append(
+                    _error(row, rid, "validate", f"{input_path} row {row}: {problem}", raw_titles[off])
+                )
             continue
         if len(title) > pol.max_title_chars:
             if pol.long_title == "error":
                 status[off] = "error"
                 reason = f"{input_path} row {row}: {cols.title} has {len(title)} characters, over {pol.max_title_chars}"
-                errors.append(_error(row, rid, "validate", reason + "; raise policies.max_title_chars", title))
+                errors.append(
+                    _error(row, rid, "validate", reason + "; raise policies.max_title_chars", title)
+                )
                 continue
             titles[off] = title[: pol.max_title_chars]
         if row in duplicates and pol.duplicate_id != "keep":
             status[off] = "skipped" if pol.duplicate_id == "skip" else "error"
             if pol.duplicate_id == "error":
-                reason = f"{input_path} row {row}: duplicate {cols.id} {rid!r} (first at row {duplicates[row]})"
+                reason = (
+                    f"{input_path} row {row}: duplicate {cols.id} {rid!r} (first at row {duplicates[row]})"
+                )
                 errors.append(_error(row, rid, "validate", reason, rid))
     todo = [off for off in range(n) if off not in status]
     prompts = build_prompts([titles[off] for off in todo], plan.template, render_chat)
@@ -125,11 +127,9 @@ def prepare_window(
     return Window(index, list(range(start, start + n)), ids, titles, ready, status, errors, 0.0, 0.0)
 
 
-
 def row_key(context_key: str, row_id: str | None, title: str) -> str:
     """The content key: same id, title, model, template and sampling give the same key."""
     return hashlib.sha256(f"{context_key}\x1f{row_id}\x1f{title}".encode()).hexdigest()[:32]
-
 
 
 def finish_window(
@@ -184,7 +184,6 @@ def finish_window(
     return out, stats
 
 
-
 def tokenizer_hooks(engine: Engine, plan: Plan) -> tuple[Any, Callable[[str], int] | None, int]:
     tok = engine.tokenizer
     render = getattr(tok, "apply_chat_template", None) if tok is not None else None
@@ -192,4 +191,3 @@ def tokenizer_hooks(engine: Engine, plan: Plan) -> tuple[Any, Callable[[str], in
         raise ConfigError(f"model {plan.spec.ref!r} has no chat template; use --template alpaca")
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
     return render, count, engine.max_model_len - plan.sampling.max_new_tokens
-

@@ -93,7 +93,9 @@ class RunState:
     def errors_path(self, index: int) -> Path:
         return self.parts_dir / f"errors-{index:06d}.jsonl"
 
-    def record(self, index: int, frame: pa.Table, errors: list[dict[str, Any]], stats: dict[str, Any]) -> None:
+    def record(
+        self, index: int, frame: pa.Table, errors: list[dict[str, Any]], stats: dict[str, Any]
+    ) -> None:
         """Write a window's part and error files atomically, then journal them (the commit point)."""
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         err_bytes = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors).encode()
@@ -135,7 +137,11 @@ def open_state(directory: Path, fingerprint: str, details: dict[str, Any], resta
                 f"{manifest_path}: the resume manifest is damaged; re-run with --restart to start over"
             ) from None
         if old != fingerprint:
-            changed = [_SETTING_WORDS.get(k, k) for k, v in details.items() if manifest.get("details", {}).get(k) != v]
+            changed = [
+                _SETTING_WORDS.get(k, k)
+                for k, v in details.items()
+                if manifest.get("details", {}).get(k) != v
+            ]
             raise ConfigError(
                 f"{directory}: holds an unfinished run with other settings (changed since: "
                 f"{', '.join(changed) or 'unknown: the manifest was edited'}); its results cannot be mixed with "
@@ -186,12 +192,16 @@ def _load_journal(directory: Path, warnings: list[str]) -> dict[int, dict[str, A
             warnings.append(f"{journal}:{n}: unreadable journal line ignored; its window is redone")
             continue
         if entry.get("check") != _entry_check(entry):  # an edited count or checksum would mix into the report
-            warnings.append(f"{journal}:{n}: journal line altered since it was written; window {index} is redone")
+            warnings.append(
+                f"{journal}:{n}: journal line altered since it was written; window {index} is redone"
+            )
             continue
         part = directory / "parts" / f"part-{index:06d}.parquet"
         errs = directory / "parts" / f"errors-{index:06d}.jsonl"
-        if not (part.is_file() and errs.is_file()) or sha256_file(part) != entry.get("sha256") or (
-            sha256_file(errs) != entry.get("errors_sha256")
+        if (
+            not (part.is_file() and errs.is_file())
+            or sha256_file(part) != entry.get("sha256")
+            or (sha256_file(errs) != entry.get("errors_sha256"))
         ):
             warnings.append(f"{part}: missing or altered since it was written; window {index} is redone")
             continue
@@ -232,7 +242,11 @@ def acquire_lock(path: Path, what: str) -> tuple[Lock, str | None]:
             f"taking over the lock of a run that is gone (pid {previous['pid']} on {previous.get('host', '?')}, "
             f"started {previous.get('started', '?')})"
         )
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
     return Lock(path, fd), warning
@@ -244,4 +258,3 @@ def _read_holder(fd: int) -> dict[str, Any]:
         return dict(json.loads(data)) if data.strip() else {}
     except (OSError, json.JSONDecodeError, TypeError, ValueError):
         return {}
-

@@ -24,17 +24,26 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: str = Field(description="Training catalog: Parquet, CSV or JSONL with titles and descriptions.")
-    format: Literal["auto", "parquet", "csv", "jsonl"] = Field("auto", description="File format; auto by suffix.")
-    columns: Columns = Field(default_factory=Columns, description="Which columns hold the title and description.")
-    preset: Literal["reference", "cpu-small"] = Field("cpu-small", description="Recipe the defaults come from.")
+    format: Literal["auto", "parquet", "csv", "jsonl"] = Field(
+        "auto", description="File format; auto by suffix."
+    )
+    columns: Columns = Field(
+        default_factory=Columns, description="Which columns hold the title and description."
+    )
+    preset: Literal["reference", "cpu-small"] = Field(
+        "cpu-small", description="Recipe the defaults come from."
+    )
     base: str = Field(description="Base model: a preset name or a local HF directory.")
     template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
-        None, description="Prompt template; default the base model's. Recorded in enrich.json for run and eval."
+        None,
+        description="Prompt template; default the base model's. Recorded in enrich.json for run and eval.",
     )
     backend: Literal["auto", "unsloth", "peft"] = Field(
         "auto", description="auto: unsloth where it is installed and a GPU is present, else peft."
     )
-    load_in_4bit: bool = Field(True, description="On a GPU, load the base in 4 bits (bitsandbytes); never on CPU.")
+    load_in_4bit: bool = Field(
+        True, description="On a GPU, load the base in 4 bits (bitsandbytes); never on CPU."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU."
     )
@@ -43,7 +52,9 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
     target_modules: tuple[str, ...] = Field(PROJECTIONS, min_length=1, description="Modules that get LoRA.")
     lora_layers: int | None = Field(
-        None, ge=1, description="LoRA on the top N decoder layers only (backward stops there: faster on CPU); all if unset."
+        None,
+        ge=1,
+        description="LoRA on the top N decoder layers only (backward stops there: faster on CPU); all if unset.",
     )
     epochs: float = Field(3.0, gt=0, description="Passes over the training split (max_steps wins when set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
@@ -53,20 +64,34 @@ class TrainConfig(BaseModel):
     scheduler: Literal["constant_with_warmup", "linear", "cosine", "constant"] = Field(
         "constant_with_warmup", description="Learning-rate schedule."
     )
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
+    warmup_ratio: float = Field(
+        0.03, ge=0, lt=1, description="Share of steps spent warming the learning rate up."
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(0.3, gt=0, description="Gradient clipping norm.")
-    max_seq_length: int = Field(2048, ge=16, description="Rows whose prompt + description exceed this are dropped.")
-    packing: bool = Field(False, description="Pack several rows per sequence (off: each row is one sequence).")
-    train_on_prompt: bool = Field(False, description="Loss on prompt and response (reference); default response only.")
-    gradient_checkpointing: bool = Field(True, description="Trade compute for memory (unsloth: its own variant).")
+    max_seq_length: int = Field(
+        2048, ge=16, description="Rows whose prompt + description exceed this are dropped."
+    )
+    packing: bool = Field(
+        False, description="Pack several rows per sequence (off: each row is one sequence)."
+    )
+    train_on_prompt: bool = Field(
+        False, description="Loss on prompt and response (reference); default response only."
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Trade compute for memory (unsloth: its own variant)."
+    )
     val_size: float = Field(0.05, gt=0, description="Validation split: a share below 1, else a row count.")
     min_chars: int = Field(20, ge=0, description="Descriptions shorter than this are junk.")
     max_rows: int | None = Field(None, ge=2, description="Use only the first N clean rows (quick runs).")
     seed: int = Field(3407, ge=0, description="Seed of the split, LoRA init and data order.")
     logging_steps: int = Field(5, ge=1, description="Steps between train-loss log entries.")
-    eval_steps: int | None = Field(None, ge=1, description="Steps between validation losses; default about 10 a run.")
-    save_steps: int | None = Field(None, ge=1, description="Steps between checkpoints; default as eval_steps.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Steps between validation losses; default about 10 a run."
+    )
+    save_steps: int | None = Field(
+        None, ge=1, description="Steps between checkpoints; default as eval_steps."
+    )
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
     resume: bool = Field(False, description="Continue from the last checkpoint in OUT/checkpoints.")
     sampling: dict[str, float | int] = Field(
@@ -137,7 +162,9 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     if backend == "unsloth":
         # unsloth patches transformers, trl and peft at import, so it must come before them.
         if importlib.util.find_spec("unsloth") is None:
-            raise EngineError("backend 'unsloth' needs the unsloth package: pip install 'enrich[gpu]' on a GPU machine")
+            raise EngineError(
+                "backend 'unsloth' needs the unsloth package: pip install 'enrich[gpu]' on a GPU machine"
+            )
         import unsloth  # noqa: F401
     import torch
 
@@ -152,13 +179,17 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     if spec.adapter:
         raise ConfigError(f"base {config.base!r} is an adapter; give the full model it was trained on")
     if spec.needs_gpu and not gpu:
-        raise EngineError(f"base {config.base!r} needs a GPU and none is present; use --preset cpu-small on CPU")
+        raise EngineError(
+            f"base {config.base!r} needs a GPU and none is present; use --preset cpu-small on CPU"
+        )
     checkpoints = Path(out_dir) / "checkpoints"
     last = _last_checkpoint(checkpoints)
     if config.resume and last is None:
         raise ConfigError(f"{checkpoints}: no checkpoint to resume from; run without --resume")
     if not config.resume and (last is not None or (Path(out_dir) / "adapter_config.json").is_file()):
-        raise ConfigError(f"{out_dir}: holds an earlier run; pass --resume to continue it or choose another -o")
+        raise ConfigError(
+            f"{out_dir}: holds an earlier run; pass --resume to continue it or choose another -o"
+        )
     from enrich.prompts import get_template
 
     template = get_template(config.template or spec.template)
@@ -167,7 +198,9 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     from enrich import traindata
 
     t0 = time.perf_counter()
-    rows = traindata.read_rows(config.data, config.format, config.columns)  # bad data fails before the model loads
+    rows = traindata.read_rows(
+        config.data, config.format, config.columns
+    )  # bad data fails before the model loads
     if backend == "unsloth":
         model, tokenizer = _load_unsloth(spec.path, config)
     else:
@@ -178,8 +211,16 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
         # Padding with EOS would mask the EOS labels out of the loss in some collators: the model would never stop.
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     data = traindata.prepare(
-        rows, config.data, tokenizer, template, eos, config.max_seq_length,
-        config.val_size, config.seed, config.min_chars, config.max_rows,
+        rows,
+        config.data,
+        tokenizer,
+        template,
+        eos,
+        config.max_seq_length,
+        config.val_size,
+        config.seed,
+        config.min_chars,
+        config.max_rows,
     )
     on_event("info", {"message": f"data: {json.dumps(data.counts)}"})
     trainer = _trainer(model, tokenizer, data, config, checkpoints, precision, gpu, on_event)
@@ -208,7 +249,11 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
             "eos": eos,
             "stop": list(dict.fromkeys([eos, *spec.stop])),
             "sampling": {**spec.sampling, **config.sampling},
-            "data": {"path": str(Path(config.data).resolve()), "fingerprint": data.fingerprint, **data.counts},
+            "data": {
+                "path": str(Path(config.data).resolve()),
+                "fingerprint": data.fingerprint,
+                **data.counts,
+            },
             "training": config.model_dump(mode="json"),
         },
     )
@@ -287,7 +332,10 @@ def _load_peft(path: str, config: TrainConfig, gpu: bool, precision: str) -> tup
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
         )
         kwargs["device_map"] = {"": 0}
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -302,19 +350,31 @@ def _load_peft(path: str, config: TrainConfig, gpu: bool, precision: str) -> tup
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # type: ignore[no-untyped-call]
-    missing = [m for m in config.target_modules if not any(n.endswith("." + m) for n, _ in model.named_modules())]
+    missing = [
+        m for m in config.target_modules if not any(n.endswith("." + m) for n, _ in model.named_modules())
+    ]
     if missing:
         raise ConfigError(f"target_modules: {', '.join(missing)} not found in {path}; check --target-modules")
     lora = LoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM",
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
         layers_to_transform=_top_layers(model, config.lora_layers),
     )
     return get_peft_model(model, lora), tokenizer
 
 
 def _trainer(
-    model: Any, tokenizer: Any, data: Any, config: TrainConfig, checkpoints: Path, precision: str, gpu: bool,
+    model: Any,
+    tokenizer: Any,
+    data: Any,
+    config: TrainConfig,
+    checkpoints: Path,
+    precision: str,
+    gpu: bool,
     on_event: Event,
 ) -> Any:
     from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
@@ -383,7 +443,9 @@ def _progress_callback(on_event: Event, total: int) -> Any:
             self.start_step = state.global_step
             self.start_tokens = state.num_input_tokens_seen
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any
+        ) -> None:
             elapsed = time.perf_counter() - self.t0
             done = max(state.global_step - self.start_step, 1)
             left = max(state.max_steps or total, state.global_step) - state.global_step

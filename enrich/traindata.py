@@ -15,7 +15,17 @@ from enrich.errors import ConfigError, InputError
 from enrich.prompts import ChatRenderer, Template, build_training_text
 
 # Placeholders that vendors put where a description should be; training on them teaches the model to emit them.
-_PLACEHOLDERS = {"value not found", "n/a", "na", "none", "null", "nan", "tbd", "see description", "no description"}
+_PLACEHOLDERS = {
+    "value not found",
+    "n/a",
+    "na",
+    "none",
+    "null",
+    "nan",
+    "tbd",
+    "see description",
+    "no description",
+}
 _LETTER = re.compile(r"[^\W\d_]")
 _CODE = re.compile(r"^[A-Za-z0-9\-_]{6,}$")  # a lone code: an ASIN, a SKU, a keyboard mash (DFGGHFHHFFG)
 
@@ -46,7 +56,9 @@ def read_rows(path: str, fmt: str, columns: Columns, with_id: bool = False) -> d
 
     if columns.content is None:
         raise ConfigError("this command needs a description column: pass --content-col")
-    kind = fmt if fmt != "auto" else ("jsonl" if Path(path).suffix.lower() in (".jsonl", ".ndjson") else "auto")
+    kind = (
+        fmt if fmt != "auto" else ("jsonl" if Path(path).suffix.lower() in (".jsonl", ".ndjson") else "auto")
+    )
     lf = _scan_jsonl(path) if kind == "jsonl" else io.scan(path, kind)
     roles = {"title": columns.title, "content": columns.content}
     if with_id and columns.id:
@@ -91,7 +103,9 @@ def junk_reason(title: str, text: str, min_chars: int) -> str | None:
     return None
 
 
-def clean(titles: list[Any], texts: list[Any], min_chars: int, max_rows: int | None) -> tuple[list[Example], Counter[str]]:
+def clean(
+    titles: list[Any], texts: list[Any], min_chars: int, max_rows: int | None
+) -> tuple[list[Example], Counter[str]]:
     """Drop empty, junk and duplicate descriptions; a repeated description keeps its first row only."""
     dropped: Counter[str] = Counter()
     seen: set[str] = set()
@@ -132,14 +146,18 @@ def tokenize(
             too_long += 1
             continue
         # The completion starts where the two tokenizations diverge (a merge across the boundary moves it left).
-        start = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids, strict=False)) if a != b), len(prompt_ids))
+        start = next(
+            (i for i, (a, b) in enumerate(zip(prompt_ids, full_ids, strict=False)) if a != b), len(prompt_ids)
+        )
         ex.input_ids = full_ids
         ex.completion_mask = [0] * start + [1] * (len(full_ids) - start)
         kept.append(ex)
     return kept, too_long
 
 
-def split(examples: list[Example], val_size: float, seed: int, path: str) -> tuple[list[Example], list[Example]]:
+def split(
+    examples: list[Example], val_size: float, seed: int, path: str
+) -> tuple[list[Example], list[Example]]:
     """A seeded train/validation split; val_size below 1 is a share, else a row count."""
     n_val = round(len(examples) * val_size) if val_size < 1 else int(val_size)
     n_val = max(1, min(n_val, len(examples) - 1))
@@ -167,7 +185,10 @@ def to_dataset(examples: list[Example]) -> Any:
     from datasets import Dataset
 
     return Dataset.from_dict(
-        {"input_ids": [e.input_ids for e in examples], "completion_mask": [e.completion_mask for e in examples]}
+        {
+            "input_ids": [e.input_ids for e in examples],
+            "completion_mask": [e.completion_mask for e in examples],
+        }
     )
 
 

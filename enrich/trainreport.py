@@ -21,8 +21,15 @@ def _peak_memory_mb(gpu: bool) -> dict[str, float]:
 
 
 def build(
-    trainer: Any, counts: dict[str, Any], config: Any, backend: str, precision: str, gpu: bool,
-    initial: float, final: float, wall: float,
+    trainer: Any,
+    counts: dict[str, Any],
+    config: Any,
+    backend: str,
+    precision: str,
+    gpu: bool,
+    initial: float,
+    final: float,
+    wall: float,
 ) -> dict[str, Any]:
     """The training report: data counts, steps, losses, throughput, memory, time and the config."""
     state = trainer.state
@@ -30,7 +37,11 @@ def build(
     train_loss = [[h["step"], h["loss"]] for h in history if "loss" in h]
     # One point per step: the evaluation after training repeats the last scheduled one.
     # trainer.train() starts a fresh log history, so the evaluation before training is added here.
-    points = {0: initial, **{h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}, state.global_step: final}
+    points = {
+        0: initial,
+        **{h["step"]: h["eval_loss"] for h in history if "eval_loss" in h},
+        state.global_step: final,
+    }
     val_loss = [[s, v] for s, v in sorted(points.items())]
     train_s = next((h["train_runtime"] for h in history if "train_runtime" in h), wall)
     return {
@@ -65,8 +76,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         points = report[key]
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if key == "val_loss" else None,
-                    label=label)
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="o" if key == "val_loss" else None,
+                label=label,
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(f"fine-tuning loss ({report['backend']}, {report['steps']} steps)")

@@ -91,6 +91,21 @@ def results(path: Path) -> pl.DataFrame:
 def greedy_run_args(src: Path, out: Path, model: Path, window: int, *extra: str) -> list[str | Path]:
     """`enrich run` arguments with greedy decoding and a fixed seed: a re-run must reproduce a run exactly."""
     return [
-        "run", src, "-o", out, "--model", model, "--max-new-tokens", "16", "--window-rows", str(window),
-        "--batch-size", "2", "--temperature", "0", "--seed", "11", *extra,
+        "run",
+        src,
+        "-o",
+        out,
+        "--model",
+        model,
+        "--max-new-tokens",
+        "16",
+        "--window-rows",
+        str(window),
+        "--batch-size",
+        "2",
+        "--temperature",
+        "0",
+        "--seed",
+        "11",
+        *extra,
     ]

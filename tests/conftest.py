@@ -62,7 +62,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> 
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     (out / "enrich.json").write_text(
-        json.dumps({"name": "tiny-llama", "template": "chat", "eos": "<|im_end|>", "stop": ["<|im_end|>", "<|endoftext|>"]})
+        json.dumps(
+            {
+                "name": "tiny-llama",
+                "template": "chat",
+                "eos": "<|im_end|>",
+                "stop": ["<|im_end|>", "<|endoftext|>"],
+            }
+        )
     )
     return out
 

@@ -40,14 +40,41 @@ def test_eval_writes_report_plot_and_summary(tiny_model: Path, tmp_path: Path) -
     csv = tmp_path / "holdout.csv"
     pl.read_parquet(CATALOG).head(12).rename({"title": "name", "content": "body", "id": "sku"}).write_csv(csv)
     out = tmp_path / "eval"
-    r = enrich("eval", tiny_model, csv, "-o", out, "--title-col", "name", "--content-col", "body", "--id-col", "sku",
-               "--sample", "5", "--seed", "3", "--max-new-tokens", "6", "--temperature", "0", "--log-format", "json")
+    r = enrich(
+        "eval",
+        tiny_model,
+        csv,
+        "-o",
+        out,
+        "--title-col",
+        "name",
+        "--content-col",
+        "body",
+        "--id-col",
+        "sku",
+        "--sample",
+        "5",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--log-format",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     report = json.loads((out / "eval_report.json").read_text())
     m = report["models"]["model"]
     for key in ("rouge_l", "chrf", "bleu", "eos_rate", "length_ratio"):
         assert isinstance(m[key], float), key
-    assert set(m["flag_rates"]) == {"truncated", "empty", "repetition", "template_leak", "unsupported_numbers"}
+    assert set(m["flag_rates"]) == {
+        "truncated",
+        "empty",
+        "repetition",
+        "template_leak",
+        "unsupported_numbers",
+    }
     assert m["sampling"]["temperature"] == 0.0 and m["sampling"]["max_new_tokens"] == 6
     lines = (out / "generations.jsonl").read_text().splitlines()
     assert len(lines) == 5 and json.loads(lines[0])["id"].startswith("amz18-")

@@ -24,13 +24,33 @@ def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter on the tiny Llama, trained hard enough (lr 0.05) that it moves the logits."""
     out = tmp_path_factory.mktemp("ft") / "adapter"
     catalog = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
-    r = enrich("finetune", catalog, "-o", out, "--base", tiny_model, "--template", "chat", "--max-steps", "3",
-               "--max-rows", "24", "--val-size", "4", "--lr", "0.05", "--log-format", "json")
+    r = enrich(
+        "finetune",
+        catalog,
+        "-o",
+        out,
+        "--base",
+        tiny_model,
+        "--template",
+        "chat",
+        "--max-steps",
+        "3",
+        "--max-rows",
+        "24",
+        "--val-size",
+        "4",
+        "--lr",
+        "0.05",
+        "--log-format",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     return out
 
 
-def test_merged16_export_verifies_and_runs(adapter: Path, tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+def test_merged16_export_verifies_and_runs(
+    adapter: Path, tiny_model: Path, catalog: Path, tmp_path: Path
+) -> None:
     merged = tmp_path / "merged"
     r = enrich("export", adapter, "-o", merged, "--format", "merged16", "--log-format", "json")
     assert r.exit_code == 0, r.output
@@ -54,17 +74,46 @@ def test_merged16_export_verifies_and_runs(adapter: Path, tiny_model: Path, cata
     # enrich run takes the merged directory and the adapter directory, prompting as enrich.json says.
     for model in (merged, adapter):
         out = tmp_path / f"{model.name}.parquet"
-        r = enrich("run", catalog, "-o", out, "--model", model, "--limit", "6", "--max-new-tokens", "4",
-                   "--temperature", "0.7", "--log-format", "json")
-        assert r.exit_code in (0, 6), r.output  # 6: random weights can write empty text, which the policy rejects
+        r = enrich(
+            "run",
+            catalog,
+            "-o",
+            out,
+            "--model",
+            model,
+            "--limit",
+            "6",
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "0.7",
+            "--log-format",
+            "json",
+        )
+        assert r.exit_code in (0, 6), (
+            r.output
+        )  # 6: random weights can write empty text, which the policy rejects
         report = json.loads(Path(f"{out}.report.json").read_text())
         assert report["counts"]["rows"] == 6 and report["model"]["template"] == "chat"
         assert pl.read_parquet(out).height == 6
 
     # enrich eval scores the export against the base on held-out rows.
     ev = tmp_path / "eval"
-    r = enrich("eval", merged, catalog, "-o", ev, "--baseline", tiny_model, "--sample", "6", "--max-new-tokens", "4",
-               "--log-format", "json")
+    r = enrich(
+        "eval",
+        merged,
+        catalog,
+        "-o",
+        ev,
+        "--baseline",
+        tiny_model,
+        "--sample",
+        "6",
+        "--max-new-tokens",
+        "4",
+        "--log-format",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     report = json.loads((ev / "eval_report.json").read_text())
     assert set(report["models"]) == {"model", "baseline"} and report["rows"] == 6

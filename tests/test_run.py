@@ -30,8 +30,19 @@ def tiny_args(model: Path) -> list[str]:
 
 def test_messy_csv_with_other_column_names(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "shop.out.csv"
-    r = enrich("run", DATA / "shop_messy.csv", "-o", out, "--id-col", "sku", "--title-col", "name",
-               "--content-col", "body", *tiny_args(tiny_model))
+    r = enrich(
+        "run",
+        DATA / "shop_messy.csv",
+        "-o",
+        out,
+        "--id-col",
+        "sku",
+        "--title-col",
+        "name",
+        "--content-col",
+        "body",
+        *tiny_args(tiny_model),
+    )
     assert r.exit_code == 6, r.output  # two rows with a null or blank title go to the error file
     assert "2 rows went to" in r.output
     src = pl.read_csv(DATA / "shop_messy.csv", infer_schema=False)
@@ -74,13 +85,36 @@ def test_seeded_runs_are_reproducible(tiny_model: Path, catalog: Path, tmp_path:
     texts = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.parquet"
-        r = enrich("run", catalog, "-o", out, "--limit", "12", "--seed", "7", "--temperature", "0.9",
-                   *tiny_args(tiny_model))
+        r = enrich(
+            "run",
+            catalog,
+            "-o",
+            out,
+            "--limit",
+            "12",
+            "--seed",
+            "7",
+            "--temperature",
+            "0.9",
+            *tiny_args(tiny_model),
+        )
         assert r.exit_code == 0, r.output
         texts.append(pl.read_parquet(out)["generated_description"].to_list())
     assert texts[0] == texts[1]
     out = tmp_path / "c.parquet"
-    enrich("run", catalog, "-o", out, "--limit", "12", "--seed", "8", "--temperature", "0.9", *tiny_args(tiny_model))
+    enrich(
+        "run",
+        catalog,
+        "-o",
+        out,
+        "--limit",
+        "12",
+        "--seed",
+        "8",
+        "--temperature",
+        "0.9",
+        *tiny_args(tiny_model),
+    )
     assert pl.read_parquet(out)["generated_description"].to_list() != texts[0]
 
 
@@ -113,8 +147,17 @@ def test_null_empty_long_titles_and_duplicate_ids(tiny_model: Path, bad_titles: 
 
 def test_long_title_truncated_by_default(tiny_model: Path, bad_titles: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    r = enrich("run", bad_titles, "-o", out, "--duplicate-id", "keep", "--invalid-row", "skip",
-               *tiny_args(tiny_model))
+    r = enrich(
+        "run",
+        bad_titles,
+        "-o",
+        out,
+        "--duplicate-id",
+        "keep",
+        "--invalid-row",
+        "skip",
+        *tiny_args(tiny_model),
+    )
     assert r.exit_code == 0, r.output
     statuses = pl.read_parquet(out)["enrich_status"].to_list()
     assert statuses == ["flagged", "skipped", "skipped", "flagged", "flagged", "flagged"]
@@ -123,7 +166,11 @@ def test_long_title_truncated_by_default(tiny_model: Path, bad_titles: Path, tmp
 @pytest.mark.parametrize(
     ("make", "code", "message"),
     [
-        (lambda p: pl.DataFrame({"id": ["1"], "name": ["x"]}).write_parquet(p / "in.parquet"), 3, "no column 'title'"),
+        (
+            lambda p: pl.DataFrame({"id": ["1"], "name": ["x"]}).write_parquet(p / "in.parquet"),
+            3,
+            "no column 'title'",
+        ),
         (lambda p: (p / "in.csv").write_bytes(b""), 3, "the file is empty"),
         (lambda p: (p / "in.parquet").write_bytes(b"PAR1 this is not parquet PAR1"), 3, "cannot read it"),
         (lambda p: (p / "in.csv").write_bytes("id,title\n1,Caf\xe9 table\n".encode("latin-1")), 3, "UTF-8"),
@@ -168,8 +215,19 @@ def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_mo
 
 def test_dry_run_writes_nothing(tiny_model: Path, catalog: Path) -> None:
     before = sorted(p.name for p in catalog.parent.iterdir())
-    r = enrich("run", catalog, "--dry-run", "--sample", "5", "--model", tiny_model, "--max-new-tokens", "4",
-               "--log-format", "text")
+    r = enrich(
+        "run",
+        catalog,
+        "--dry-run",
+        "--sample",
+        "5",
+        "--model",
+        tiny_model,
+        "--max-new-tokens",
+        "4",
+        "--log-format",
+        "text",
+    )
     assert r.exit_code == 0, r.output
     assert "forecast for 200 rows" in r.output and "rows/s" in r.output
     assert sorted(p.name for p in catalog.parent.iterdir()) == before
@@ -177,23 +235,48 @@ def test_dry_run_writes_nothing(tiny_model: Path, catalog: Path) -> None:
 
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "enrich.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "enrich.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _big_catalog(tmp_path: Path, catalog: Path, rows: int) -> Path:
     df = pl.read_parquet(catalog)
-    big = pl.concat([df.with_columns(pl.col("id") + f"-{i}") for i in range(-(-rows // df.height))]).head(rows)
+    big = pl.concat([df.with_columns(pl.col("id") + f"-{i}") for i in range(-(-rows // df.height))]).head(
+        rows
+    )
     path = tmp_path / "big.parquet"
     big.write_parquet(path)
     return path
 
 
-def test_kill_9_then_resume_gives_one_row_per_input_row(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+def test_kill_9_then_resume_gives_one_row_per_input_row(
+    tiny_model: Path, catalog: Path, tmp_path: Path
+) -> None:
     src = _big_catalog(tmp_path, catalog, rows=120)
     out = tmp_path / "out.parquet"
-    args = ["run", str(src), "-o", str(out), "--model", str(tiny_model), "--max-new-tokens", "6",
-            "--window-rows", "8", "--temperature", "0.8", "--seed", "5", "--log-format", "json"]
+    args = [
+        "run",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model),
+        "--max-new-tokens",
+        "6",
+        "--window-rows",
+        "8",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "5",
+        "--log-format",
+        "json",
+    ]
     proc = _spawn(args, tmp_path)
     journal = Path(f"{out}.enrich/parts.jsonl")
     deadline = time.monotonic() + 120
@@ -252,12 +335,25 @@ def test_every_command_has_help() -> None:
 @pytest.mark.slow
 def test_real_embedded_model(catalog: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    r = enrich("run", catalog, "-o", out, "--limit", "8", "--max-new-tokens", "48", "--seed", "1",
-               "--log-format", "json")
+    r = enrich(
+        "run",
+        catalog,
+        "-o",
+        out,
+        "--limit",
+        "8",
+        "--max-new-tokens",
+        "48",
+        "--seed",
+        "1",
+        "--log-format",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     got = pl.read_parquet(out)
     texts = got["generated_description"].to_list()
     assert all(t and len(t.split()) >= 10 for t in texts)
+
     # a real model writes about the product: most texts share a content word with their title
     def overlap(title: str, text: str) -> bool:
         words = {w.lower().strip(",.()") for w in title.split() if len(w) > 3}

@@ -10,8 +10,22 @@ def test_run_tiny_model_end_to_end(tiny_model: Path, catalog: Path, tmp_path: Pa
     out = tmp_path / "out.parquet"
     result = CliRunner().invoke(
         main,
-        ["run", str(catalog), "-o", str(out), "--model", str(tiny_model), "--max-new-tokens", "4", "--limit", "30",
-         "--window-rows", "8", "--log-format", "json"],
+        [
+            "run",
+            str(catalog),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--max-new-tokens",
+            "4",
+            "--limit",
+            "30",
+            "--window-rows",
+            "8",
+            "--log-format",
+            "json",
+        ],
     )
     assert result.exit_code == 0, result.output
     df = pl.read_parquet(out)

@@ -23,8 +23,27 @@ def enrich(*args: str | Path) -> Result:
 
 
 def tiny_finetune(model: Path, data: Path, out: Path, *extra: str) -> Result:
-    return enrich("finetune", data, "-o", out, "--base", model, "--template", "chat", "--max-steps", "2",
-                  "--max-rows", "24", "--val-size", "4", "--logging-steps", "1", "--log-format", "json", *extra)
+    return enrich(
+        "finetune",
+        data,
+        "-o",
+        out,
+        "--base",
+        model,
+        "--template",
+        "chat",
+        "--max-steps",
+        "2",
+        "--max-rows",
+        "24",
+        "--val-size",
+        "4",
+        "--logging-steps",
+        "1",
+        "--log-format",
+        "json",
+        *extra,
+    )
 
 
 def test_cleaning_counts_every_drop(catalog: Path) -> None:
@@ -58,7 +77,9 @@ def test_response_mask_covers_the_description_and_eos(tiny_model: Path) -> None:
 
 def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "adapter"
-    r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body")
+    r = tiny_finetune(
+        tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body"
+    )
     assert r.exit_code == 0, r.output
     for name in ("adapter_config.json", "adapter_model.safetensors", "enrich.json", "training_report.json"):
         assert (out / name).is_file(), name
@@ -76,11 +97,25 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     assert report["val_loss"][0][0] == 0 and report["val_loss"][-1][0] == 2
     assert report["tokens_seen"] > 0
     # A second run into the same directory must not mix with the first ...
-    r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body")
+    r = tiny_finetune(
+        tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body"
+    )
     assert r.exit_code == 2 and "--resume" in r.output
     # ... and --resume continues from the last checkpoint.
-    r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body",
-                      "--resume", "--max-steps", "3", "--save-steps", "1")
+    r = tiny_finetune(
+        tiny_model,
+        DATA / "shop_messy.csv",
+        out,
+        "--title-col",
+        "name",
+        "--content-col",
+        "body",
+        "--resume",
+        "--max-steps",
+        "3",
+        "--save-steps",
+        "1",
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((out / "training_report.json").read_text())["steps"] == 3
 
@@ -96,8 +131,9 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
         (["--precision", "fp16"], "fp16 needs a GPU"),
     ],
 )
-def test_bad_hyper_parameters_exit_2(tiny_model: Path, catalog: Path, tmp_path: Path, args: list[str],
-                                     message: str) -> None:
+def test_bad_hyper_parameters_exit_2(
+    tiny_model: Path, catalog: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
     r = tiny_finetune(tiny_model, catalog, tmp_path / "a", *args)
     assert r.exit_code == 2, r.output
     assert message in r.output
@@ -107,8 +143,9 @@ def test_bad_data_exit_3(tiny_model: Path, catalog: Path, tmp_path: Path) -> Non
     r = tiny_finetune(tiny_model, catalog, tmp_path / "a", "--content-col", "description")
     assert r.exit_code == 3 and "no column 'description'" in r.output
     junk = tmp_path / "junk.jsonl"
-    pl.DataFrame({"title": ["Acme bolt", "Acme nut", "Acme gear"], "content": ["", "n/a", "Value not found"]}
-                 ).write_ndjson(junk)
+    pl.DataFrame(
+        {"title": ["Acme bolt", "Acme nut", "Acme gear"], "content": ["", "n/a", "Value not found"]}
+    ).write_ndjson(junk)
     r = tiny_finetune(tiny_model, junk, tmp_path / "b")
     assert r.exit_code == 3 and "0 usable rows after cleaning" in r.output
     r = tiny_finetune(tiny_model, catalog, tmp_path / "c", "--max-seq-length", "16")
@@ -119,10 +156,26 @@ def test_bad_data_exit_3(tiny_model: Path, catalog: Path, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_real_model_validation_loss_falls(embedded_dir: Path, tmp_path: Path) -> None:
-    data = SHARED if SHARED.is_file() else Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
+    data = (
+        SHARED if SHARED.is_file() else Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
+    )
     out = tmp_path / "adapter"
-    r = enrich("finetune", data, "-o", out, "--max-steps", "12", "--max-rows", "400", "--val-size", "8",
-               "--eval-steps", "12", "--log-format", "json")
+    r = enrich(
+        "finetune",
+        data,
+        "-o",
+        out,
+        "--max-steps",
+        "12",
+        "--max-rows",
+        "400",
+        "--val-size",
+        "8",
+        "--eval-steps",
+        "12",
+        "--log-format",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     report = json.loads((out / "training_report.json").read_text())
     assert report["final_val_loss"] < report["initial_val_loss"] - 0.05, report["val_loss"]
