@@ -168,8 +168,8 @@ def _quiet_libraries() -> None:
     if "transformers" in sys.modules:  # already imported (a test session, an embedding program)
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _execute(

@@ -57,7 +57,7 @@ from enrich.errors import ConfigError, EngineError, EnrichError, InputError, Int
 from enrich.state import RunState
 
 if TYPE_CHECKING:
-    from collections import Counter
+    from collections.abc import MutableMapping
 
     from enrich.plan import Event, Plan
 
@@ -270,7 +270,7 @@ def run_windows(
     pending: list[int],
     duplicates: dict[int, int],
     reuse: Path | None,
-    seconds: Counter[str],
+    seconds: MutableMapping[str, float],
     on_event: Event,
     t0: float,
 ) -> Spread:
@@ -303,7 +303,7 @@ def run_windows(
             t = time.perf_counter()
             busy = stats.pop("seconds")
             state.record(index, table, json.loads(answer["errors"]), stats)
-            seconds["write"] += time.perf_counter() - t  # type: ignore[assignment]  # Counter of seconds, as in pipeline
+            seconds["write"] += time.perf_counter() - t
             for stage, s in busy.items():  # summed over workers: the cost of each stage, not wall time
                 seconds[stage] += s
             _tally(workers, worker, table.num_rows, stats, sum(busy.values()))

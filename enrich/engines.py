@@ -95,8 +95,8 @@ def load_hf(spec: ModelSpec, dtype: str = "auto", device: str | None = None) -> 
             raise EngineError(
                 "serving an adapter with transformers needs peft: pip install 'enrich[train]'"
             ) from None
-        model = PeftModel.from_pretrained(model, spec.adapter)
-    model.to(device).eval()
+        model = PeftModel.from_pretrained(model, spec.adapter)  # type: ignore[assignment]
+    model.to(device).eval()  # type: ignore[arg-type]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

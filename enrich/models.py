@@ -162,7 +162,7 @@ def _materialize_gguf(gguf: Path, fix_eos: str | None, pad: str | None) -> Path:
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the GGUF weights are dequantized: this is a plain float32 model now
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     model.load_state_dict(loaded.state_dict(), assign=True)
     model.tie_weights()
     # The GGUF metadata of SmolLM2 names <|im_start|> as EOS; its chat turns end with <|im_end|>.

@@ -9,7 +9,7 @@ import shutil
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -219,7 +219,7 @@ def _run_locked(
     )
     pending = [k for k in range(n_windows) if k not in state.parts]
     own_engine = engine is None
-    seconds: Counter[str] = Counter()
+    seconds: defaultdict[str, float] = defaultdict(float)
     done_rows = sum(int(p["rows"]) for p in state.parts.values())
     fresh_rows = fresh_out_tokens = 0
     ray_workers: list[dict[str, Any]] | None = [] if job.model.engine == "ray" else None
@@ -365,7 +365,7 @@ def _report(
     plan: Plan,
     state: RunState,
     started: str,
-    seconds: Counter[str],
+    seconds: defaultdict[str, float],
     total: int,
     fresh_rows: int,
     fresh_out_tokens: int,
