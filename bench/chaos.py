@@ -33,42 +33,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def build_tiny_model(dest: Path) -> Path:
-    """A 2-layer random Llama with the embedded tokenizer and untied embeddings (varied greedy output)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """The tests' greedy tiny Llama (untied embeddings, varied greedy words), built once."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from _support import build_tiny_llama
 
     from enrich.models import resolve_model
 
-    if (dest / "config.json").is_file():
-        return dest
-    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").path)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(3)
-    LlamaForCausalLM(config).save_pretrained(dest)
-    tok.save_pretrained(dest)
-    (dest / "enrich.json").write_text(
-        json.dumps(
-            {
-                "name": "tiny-llama",
-                "template": "chat",
-                "eos": "<|im_end|>",
-                "stop": ["<|im_end|>", "<|endoftext|>"],
-            }
-        )
-    )
-    return dest
+    return build_tiny_llama(Path(resolve_model("smollm2-135m").path), dest, tied=False, seed=3)
 
 
 def env() -> dict[str, str]:

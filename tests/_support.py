@@ -20,21 +20,48 @@ RESULT_COLUMNS = [
 ]
 
 
-def make_greedy_model(tiny_model: Path, out: Path) -> Path:
-    """The tiny Llama with untied embeddings: its greedy output is varied words, not the tied model's newlines."""
-    import shutil
+def build_tiny_llama(tokenizer_dir: Path, dest: Path, tied: bool = True, seed: int = 0) -> Path:
+    """A 2-layer, width-32 Llama with random weights, the embedded model's tokenizer and an enrich.json.
+
+    Untied embeddings (seed 3) give varied greedy words; the tied model's greedy output is newlines.
+    """
+    import json
 
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    if (out / "config.json").is_file():
-        return out
-    shutil.copytree(tiny_model, out, dirs_exist_ok=True)
-    config = LlamaConfig.from_pretrained(tiny_model)
-    config.tie_word_embeddings = False
-    torch.manual_seed(3)  # a seed whose greedy continuations differ from title to title
-    LlamaForCausalLM(config).save_pretrained(out)
-    return out
+    if (dest / "config.json").is_file():
+        return dest
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=tied,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(dest)
+    tok.save_pretrained(dest)
+    info = {
+        "name": "tiny-llama",
+        "template": "chat",
+        "eos": "<|im_end|>",
+        "stop": ["<|im_end|>", "<|endoftext|>"],
+    }
+    (dest / "enrich.json").write_text(json.dumps(info))
+    return dest
+
+
+def make_greedy_model(tiny_model: Path, out: Path) -> Path:
+    """The tiny Llama with untied embeddings: its greedy output is varied words, not the tied model's newlines."""
+    return build_tiny_llama(tiny_model, out, tied=False, seed=3)
 
 
 def cron_env(**extra: str) -> dict[str, str]:

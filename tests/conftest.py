@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -40,38 +39,9 @@ def embedded_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
     """A 2-layer, width-32 Llama with random weights and the embedded model's tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from _support import build_tiny_llama
 
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(embedded_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    (out / "enrich.json").write_text(
-        json.dumps(
-            {
-                "name": "tiny-llama",
-                "template": "chat",
-                "eos": "<|im_end|>",
-                "stop": ["<|im_end|>", "<|endoftext|>"],
-            }
-        )
-    )
-    return out
+    return build_tiny_llama(embedded_dir, tmp_path_factory.mktemp("tiny-llama") / "model")
 
 
 @pytest.fixture()
