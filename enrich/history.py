@@ -30,10 +30,19 @@ def keep(history_dir: str | None, report: RunReport) -> Path | None:
     folder = Path(history_dir)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = report.started.replace("-", "").replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
-    # The pid tells apart two runs started in the same second (a locked run beside the one holding the lock).
-    path = folder / f"{stamp}-{os.getpid()}-{report.status}.json"
-    write_json(path, report.model_dump())
-    return path
+    # The pid tells apart two processes started in the same second (a locked run beside the one holding the
+    # lock); the counter tells apart two runs of one process in the same second. A report is never replaced.
+    base = f"{stamp}-{os.getpid()}"
+    for n in range(1000):
+        path = folder / f"{base}{f'.{n}' if n else ''}-{report.status}.json"
+        try:
+            with path.open("x", encoding="utf-8"):
+                pass  # claim the name; write_json then fills it atomically
+        except FileExistsError:
+            continue
+        write_json(path, report.model_dump())
+        return path
+    raise OSError(f"{folder}: no free name for the run report {base}; clean the history folder")
 
 
 def exit_code_of(err: BaseException) -> int:

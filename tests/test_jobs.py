@@ -14,7 +14,8 @@ from _support import REPO, make_greedy_model
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
-from enrich.config import JobConfig
+from enrich import history
+from enrich.config import JobConfig, RunReport
 from enrich.jobs import load_job
 
 JOB_FILES = sorted((REPO / "jobs").glob("*.toml"))
@@ -93,7 +94,12 @@ def test_hourly_incremental_job_runs_twice(sandbox: Path, greedy_model: Path) ->
     after = pl.read_parquet(out)
     same = [i for i in range(30) if i not in (3, 17)]
     assert after[same].equals(before[same])
-    assert len(list((sandbox / "out" / "hourly" / "history").glob("*.json"))) == 2
+    history_dir = sandbox / "out" / "hourly" / "history"
+    assert len(list(history_dir.glob("*.json"))) == 2
+    # Two runs of one process in the same second (CliRunner, a fast machine) keep two reports, in start order.
+    kept = [history.keep(str(history_dir), RunReport.model_validate(report)) for _ in range(2)]
+    assert kept[0] != kept[1] and sorted(history_dir.glob("*.json"))[-2:] == kept
+    assert json.loads(kept[1].read_text())["counts"] == report["counts"]
 
 
 def test_dry_run_job_prints_and_writes_nothing(sandbox: Path, tiny_model: Path) -> None:
