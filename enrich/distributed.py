@@ -59,7 +59,8 @@ from enrich.state import RunState
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
-    from enrich.plan import Event, Plan
+    from enrich.events import Event
+    from enrich.plan import Plan
 
 TASK_RETRIES = 3  # a window that kills its worker this many more times fails the run instead of looping
 # Windows and parts are a few MB each; Ray's default object store (30% of RAM) would be far too much.

@@ -11,7 +11,8 @@ from enrich import io
 from enrich.config import JobConfig
 from enrich.engines import Engine, make_engine
 from enrich.errors import EngineError
-from enrich.plan import Event, no_events, plan_run, settle_columns
+from enrich.events import Event, no_events
+from enrich.plan import plan_run, settle_columns
 from enrich.rows import finish_window, prepare_window, tokenizer_hooks
 
 

@@ -70,8 +70,15 @@ def _torch_dtype(name: str, device: str) -> Any:
     return getattr(torch, name)
 
 
-def load_hf(spec: ModelSpec, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
-    """Load tokenizer and model (with the adapter on top, unmerged) from a local directory, safetensors only."""
+def load_hf(
+    spec: ModelSpec, dtype: str = "auto", device: str | None = None, merge_adapter: bool = False
+) -> tuple[Any, Any]:
+    """Load tokenizer and model (with the adapter on top) from a local directory, safetensors only.
+
+    merge_adapter folds the adapter into the base's weights in memory: the same model, without the LoRA
+    matmuls of every layer at every step (generation on CPU ran several times slower unmerged).
+    The export check keeps it unmerged: that is the reference a merged export is compared with.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -96,6 +103,9 @@ def load_hf(spec: ModelSpec, dtype: str = "auto", device: str | None = None) -> 
                 "serving an adapter with transformers needs peft: pip install 'enrich[train]'"
             ) from None
         model = PeftModel.from_pretrained(model, spec.adapter)  # type: ignore[assignment]
+        # Never into quantized (4-bit) weights: that merge rounds the adapter away.
+        if merge_adapter and getattr(model.config, "quantization_config", None) is None:
+            model = model.merge_and_unload()  # type: ignore[operator]
     model.to(device).eval()  # type: ignore[arg-type]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -109,7 +119,7 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int) -> None:
-        self.tokenizer, self.model = load_hf(spec, config.dtype, config.device)
+        self.tokenizer, self.model = load_hf(spec, config.dtype, config.device, merge_adapter=True)
         self.batch_size = batch_size
         self.device = self.model.device
         self.max_model_len = config.max_model_len or int(

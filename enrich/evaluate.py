@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from enrich.config import Columns, ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, InputError
+from enrich.events import Event, no_events
 
 FLAGS = ("truncated", "empty", "repetition", "template_leak", "unsupported_numbers")
 REPETITION_THRESHOLD = 0.3  # share of word 4-grams that repeat an earlier one
@@ -63,8 +63,6 @@ def quality_flags(text: str, finish_reason: str, source: str, markers: tuple[str
 
 # ---- `enrich eval`: generate for held-out rows and score against their real descriptions ----
 
-Event = Callable[[str, dict[str, Any]], None]
-
 
 class EvalConfig(BaseModel):
     """One evaluation: a model (and a baseline) on a sample of rows with real descriptions."""
@@ -90,10 +88,6 @@ class EvalConfig(BaseModel):
     sample: int = Field(200, ge=1, description="Rows scored (a seeded random sample; all rows when fewer).")
     seed: int = Field(0, ge=0, description="Seed of the sample.")
     batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
-
-
-def no_events(kind: str, data: dict[str, Any]) -> None:
-    del kind, data
 
 
 def _sampling(config: EvalConfig, spec: Any) -> Any:

@@ -7,15 +7,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from enrich.errors import ConfigError, EngineError
+from enrich.events import Event, no_events
 from enrich.models import ENRICH_JSON, ModelSpec, read_enrich_json, resolve_model, write_enrich_json
 
-Event = Callable[[str, dict[str, Any]], None]
 FORMATS = ("adapter", "merged16", "gguf")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 # Fixed titles the export is checked on: short and long, units and numbers, non-ASCII.
@@ -42,10 +41,6 @@ class Verification:
     unexplained_disagreements: int  # argmax differs where base + adapter's top-2 margin exceeds 2 x tolerance
     greedy_identical: int  # prompts whose greedy continuation is the same token for token
     passed: bool
-
-
-def no_events(kind: str, data: dict[str, Any]) -> None:
-    del kind, data
 
 
 def export(

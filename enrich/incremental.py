@@ -18,7 +18,8 @@ from enrich.errors import ConfigError, InputError
 from enrich.state import RunState, sha256_file, write_json
 
 if TYPE_CHECKING:
-    from enrich.plan import Event, Plan
+    from enrich.events import Event
+    from enrich.plan import Plan
     from enrich.rows import Window
 
 REUSE = "reuse.parquet"

@@ -22,8 +22,9 @@ from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport
 from enrich.engines import Engine, Sampling, make_engine
 from enrich.errors import ConfigError, EnrichError, Interrupted
 from enrich.evaluate import FLAGS
+from enrich.events import Event, no_events
 from enrich.models import versions
-from enrich.plan import Event, Plan, no_events, plan_run, settle_columns
+from enrich.plan import Plan, plan_run, settle_columns
 from enrich.rows import Window, finish_window, prepare_window, tokenizer_hooks
 from enrich.state import LOCK, Lock, RunState, acquire_lock, open_state, read_manifest, write_json
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,9 @@ from enrich import io
 from enrich.config import JobConfig
 from enrich.engines import Sampling, pick_engine
 from enrich.errors import ConfigError
+from enrich.events import Event, no_events
 from enrich.models import ModelSpec, resolve_model
 from enrich.prompts import Template, get_template
-
-Event = Callable[[str, dict[str, Any]], None]
-
-
-def no_events(kind: str, data: dict[str, Any]) -> None:
-    del kind, data
 
 
 @dataclass(frozen=True)

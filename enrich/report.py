@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -13,8 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from enrich.config import RunReport
-
-Event = Callable[[str, dict[str, Any]], None]
 
 
 def use_json(log_format: str) -> bool:

@@ -43,7 +43,10 @@ def build(
         state.global_step: final,
     }
     val_loss = [[s, v] for s, v in sorted(points.items())]
-    train_s = next((h["train_runtime"] for h in history if "train_runtime" in h), wall)
+    # The trainer's closing entry (the one with train_loss) holds the run's time; with trl the step logs carry
+    # a running train_runtime too, so the first entry that has one is only the time to the first log.
+    summary = [h for h in history if "train_loss" in h and "train_runtime" in h]
+    train_s = summary[-1]["train_runtime"] if summary else wall
     return {
         "backend": backend,
         "device": "cuda" if gpu else "cpu",

@@ -1,0 +1,219 @@
+"""What every command shares: the per-run options and their job-config paths, logging options, the error
+and signal handling of the command group, and the call into a run."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from enrich.errors import EnrichError, Interrupted, PartialFailure
+
+# option name -> dotted path in the job config; every job-file field that makes sense per run is here.
+RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--model", "model.ref", {"help": "Preset, HF directory, GGUF file, adapter or export directory."}),
+    ("--engine", "model.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo", "ray"])}),
+    ("--template", "prompt.template", {"type": click.Choice(["alpaca", "alpaca-pt", "chat"])}),
+    ("--id-col", "input.columns.id", {"help": "Id column (default: id)."}),
+    ("--title-col", "input.columns.title", {"help": "Title column (default: title)."}),
+    ("--content-col", "input.columns.content", {"help": "Existing description column (default: content)."}),
+    ("--input-format", "input.format", {"type": click.Choice(["auto", "parquet", "csv"])}),
+    ("--output-format", "output.format", {"type": click.Choice(["auto", "parquet", "csv"])}),
+    ("--errors", "output.errors", {"help": "Error file (default OUTPUT.errors.jsonl; .parquet works too)."}),
+    ("--report", "output.report", {"help": "Report file (default OUTPUT.report.json)."}),
+    ("--generated-column", "output.generated_column", {"help": "Name of the generated column."}),
+    ("--temperature", "sampling.temperature", {"type": float}),
+    ("--top-p", "sampling.top_p", {"type": float}),
+    ("--max-new-tokens", "sampling.max_new_tokens", {"type": int}),
+    ("--repetition-penalty", "sampling.repetition_penalty", {"type": float}),
+    ("--seed", "sampling.seed", {"type": int}),
+    ("--window-rows", "batch.window_rows", {"type": int, "help": "Rows per window (read, prompt, write)."}),
+    ("--batch-size", "batch.batch_size", {"type": int, "help": "Prompts per generate call (transformers)."}),
+    ("--max-title-chars", "policies.max_title_chars", {"type": int, "help": "Longest title accepted."}),
+    ("--long-title", "policies.long_title", {"type": click.Choice(["truncate", "error"])}),
+    ("--invalid-row", "policies.invalid_row", {"type": click.Choice(["error", "skip"])}),
+    ("--duplicate-id", "policies.duplicate_id", {"type": click.Choice(["error", "skip", "keep"])}),
+    ("--limit", "run.limit", {"type": int, "help": "Process only the first N rows."}),
+    ("--state-dir", "run.state_dir", {"help": "Resume state (default OUTPUT.enrich/)."}),
+    ("--history-dir", "run.history_dir", {"help": "Keep one report per run in this folder."}),
+    ("--dtype", "model.dtype", {"type": click.Choice(["auto", "float32", "bfloat16", "float16"])}),
+    ("--device", "model.device", {"help": "Torch device for the transformers engine."}),
+    ("--gpu-memory-utilization", "model.gpu_memory_utilization", {"type": float}),
+    ("--max-num-seqs", "model.max_num_seqs", {"type": int}),
+    ("--max-num-batched-tokens", "model.max_num_batched_tokens", {"type": int}),
+    ("--max-model-len", "model.max_model_len", {"type": int}),
+    ("--tensor-parallel-size", "model.tensor_parallel_size", {"type": int}),
+    ("--quantization", "model.quantization", {"help": "vLLM quantization, e.g. fp8."}),
+    (
+        "--workers",
+        "ray.workers",
+        {"type": int, "help": "--engine ray: engines in the actor pool (one per GPU)."},
+    ),
+    ("--worker-engine", "ray.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo"])}),
+    ("--gpus-per-worker", "ray.gpus_per_worker", {"type": float, "help": "--engine ray: GPUs per worker."}),
+    ("--ray-address", "ray.address", {"help": "--engine ray: cluster to join (auto, ray://HOST:10001)."}),
+]
+FLAG_OPTIONS: list[tuple[str, str, str]] = [
+    (
+        "--restart",
+        "run.restart",
+        "Discard any saved resume state (needed when the settings or input changed).",
+    ),
+    ("--overwrite", "output.overwrite", "Replace an existing OUTPUT that this run did not write."),
+    (
+        "--incremental",
+        "run.incremental",
+        "Copy unchanged rows from the existing OUTPUT; generate only new ones.",
+    ),
+]
+
+
+def param_name(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Attach every per-run option; each maps to one job-config field."""
+    for flag, _, extra in reversed(RUN_OPTIONS):
+        fn = click.option(flag, default=None, **extra)(fn)
+    for flag, _, help_text in reversed(FLAG_OPTIONS):
+        fn = click.option(flag, is_flag=True, default=None, help=help_text)(fn)
+    return fn
+
+
+def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--log-format, -q and -v, on every command."""
+    fn = click.option("-v", "--verbose", count=True, help="More log lines.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")(fn)
+    return click.option(
+        "--log-format",
+        type=click.Choice(["auto", "text", "json"]),
+        default="auto",
+        show_default=True,
+        help="auto: json when not on a terminal.",
+    )(fn)
+
+
+def overrides_from(params: dict[str, Any]) -> dict[str, Any]:
+    """Dotted-path overrides from the options given (unset options are None and leave the job alone)."""
+    out = {dotted: params.get(param_name(flag)) for flag, dotted, _ in RUN_OPTIONS}
+    out.update({dotted: True if params.get(param_name(flag)) else None for flag, dotted, _ in FLAG_OPTIONS})
+    if params.get("log_format") not in (None, "auto"):
+        out["run.log_format"] = params["log_format"]
+    return out
+
+
+class EnrichGroup(click.Group):
+    """Maps EnrichError to its exit code once, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        previous = _term_as_interrupt()
+        try:
+            return super().invoke(ctx)
+        except EnrichError as err:
+            for line in str(err).splitlines() or [type(err).__name__]:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(Interrupted.exit_code)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _term_as_interrupt() -> Any:
+    """SIGTERM (cron's timeout, systemd stop) acts as Ctrl-C from a command's first instant: exit 130, not -15.
+
+    Returns the previous handler, or None off the main thread where handlers cannot be set.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def quiet_libraries() -> None:
+    """Keep JSON logs pure JSON: no library progress bars or advisories in the lines that cron keeps."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported (a test session, an embedding program)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def execute(
+    job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = False, sample: int = 20
+) -> None:
+    from enrich import dryrun, pipeline
+    from enrich.report import Reporter, print_dry_run, print_report, use_json
+
+    if use_json(log_format):
+        quiet_libraries()
+    reporter = Reporter(log_format, -1 if quiet else verbose, job.run.log_every_s)
+    try:
+        if dry:
+            print_dry_run(dryrun.dry_run(job, sample, reporter), log_format)
+            return
+        report = pipeline.run(job, reporter)
+    finally:
+        reporter.close()
+    print_report(report, log_format)
+    if report.exit_code == PartialFailure.exit_code:
+        raise PartialFailure(
+            f"{report.counts.error} rows went to {report.errors_file}; the rest is in {report.output}"
+        )
+
+
+def set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--set DOTTED=VALUE: any job-file field, for those that have no option of their own."""
+    return click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override any job field, e.g. --set policies.empty=flag --set output.path=out.parquet.",
+    )(fn)
+
+
+def job_overrides(params: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
+    from enrich.jobs import parse_sets
+
+    # --set first, then the named options: both are the command line; a named option is the more specific.
+    return {**parse_sets(sets), **{k: v for k, v in overrides_from(params).items() if v is not None}}
+
+
+def event_printer(log_format: str, quiet: bool, verbose: int) -> Any:
+    """A progress callback for finetune, export and eval: log lines (text or JSON) on stderr."""
+    from enrich.report import Reporter
+
+    reporter = Reporter(log_format, -1 if quiet else verbose)
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind in ("info", "warning"):
+            reporter.log(kind, data["message"])
+        elif kind == "progress" and data.get("loss") is not None:
+            eta = data["eta_s"]
+            reporter.log(
+                "info",
+                f"step {data['step']}/{data['steps']} loss {data['loss']:.4f} "
+                f"{data['tokens_per_s']:.0f} tok/s ETA {eta // 60:.0f}m{eta % 60:02.0f}s",
+                **data,
+            )
+        elif kind == "progress" and data.get("eval_loss") is not None:
+            reporter.log(
+                "info", f"step {data['step']}/{data['steps']} validation loss {data['eval_loss']:.4f}"
+            )
+
+    return on_event

@@ -1,0 +1,285 @@
+"""`enrich finetune`, `enrich export` and `enrich eval`: the model side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from enrich.cli.common import event_printer, log_options, param_name
+
+# option -> TrainConfig field; unset options keep the preset's value.
+FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--base", "base", {"help": "Base model: preset or local HF directory (default: the preset's)."}),
+    ("--template", "template", {"type": click.Choice(["alpaca", "alpaca-pt", "chat"])}),
+    ("--backend", "backend", {"type": click.Choice(["auto", "unsloth", "peft"])}),
+    ("--format", "format", {"type": click.Choice(["auto", "parquet", "csv", "jsonl"])}),
+    ("--precision", "precision", {"type": click.Choice(["auto", "fp32", "bf16", "fp16"])}),
+    ("--lora-r", "r", {"type": int, "help": "LoRA rank."}),
+    ("--lora-alpha", "alpha", {"type": int}),
+    ("--lora-dropout", "dropout", {"type": float}),
+    (
+        "--target-modules",
+        "target_modules",
+        {"help": "Comma-separated module names (default: the 7 projections)."},
+    ),
+    ("--lora-layers", "lora_layers", {"type": int, "help": "LoRA on the top N layers only (default: all)."}),
+    ("--epochs", "epochs", {"type": float}),
+    ("--max-steps", "max_steps", {"type": int, "help": "Stop after N optimizer steps (wins over --epochs)."}),
+    ("--batch-size", "batch_size", {"type": int}),
+    ("--grad-accum", "grad_accum", {"type": int}),
+    ("--lr", "lr", {"type": float, "help": "Peak learning rate."}),
+    (
+        "--scheduler",
+        "scheduler",
+        {"type": click.Choice(["constant_with_warmup", "linear", "cosine", "constant"])},
+    ),
+    ("--warmup-ratio", "warmup_ratio", {"type": float}),
+    ("--weight-decay", "weight_decay", {"type": float}),
+    ("--max-grad-norm", "max_grad_norm", {"type": float}),
+    ("--max-seq-length", "max_seq_length", {"type": int, "help": "Longer rows are dropped (and counted)."}),
+    ("--val-size", "val_size", {"type": float, "help": "Validation rows: a share below 1, else a count."}),
+    ("--min-chars", "min_chars", {"type": int, "help": "Shorter descriptions are junk."}),
+    ("--max-rows", "max_rows", {"type": int, "help": "Use only the first N clean rows."}),
+    ("--seed", "seed", {"type": int}),
+    ("--logging-steps", "logging_steps", {"type": int}),
+    ("--eval-steps", "eval_steps", {"type": int}),
+    ("--save-steps", "save_steps", {"type": int}),
+    ("--save-total-limit", "save_total_limit", {"type": int}),
+]
+FINETUNE_SWITCHES: list[tuple[str, str, str]] = [
+    (
+        "--train-on-prompt/--response-only",
+        "train_on_prompt",
+        "Loss on prompt and response (reference recipe).",
+    ),
+    ("--packing/--no-packing", "packing", "Pack several rows per sequence."),
+    (
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        "gradient_checkpointing",
+        "Save memory, cost time.",
+    ),
+    ("--4bit/--no-4bit", "load_in_4bit", "On a GPU, load the base in 4 bits."),
+    ("--resume", "resume", "Continue from the last checkpoint in -o DIR."),
+]
+
+
+def _finetune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, _, extra in reversed(FINETUNE_OPTIONS):
+        fn = click.option(flag, param_name(flag), default=None, **extra)(fn)
+    for flags, field, help_text in reversed(FINETUNE_SWITCHES):
+        fn = click.option(flags, field, is_flag=True, default=None, help=help_text)(fn)
+    return fn
+
+
+@click.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Adapter directory.")
+@click.option(
+    "--preset",
+    type=click.Choice(["cpu-small", "reference"]),
+    default="cpu-small",
+    show_default=True,
+    help="cpu-small: SmolLM2-135M on CPU in < 30 min; reference: Llama 3.1 8B 4-bit recipe (GPU).",
+)
+@click.option("--title-col", help="Title column (default: title).")
+@click.option("--content-col", help="Description column (default: content).")
+@_finetune_options
+@log_options
+def finetune(
+    data: str,
+    output: str,
+    preset: str,
+    title_col: str | None,
+    content_col: str | None,
+    log_format: str,
+    quiet: bool,
+    verbose: int,
+    **params: Any,
+) -> None:
+    """LoRA fine-tuning on DATA (Parquet, CSV or JSONL with titles and descriptions) into an adapter directory.
+
+    Cleans the data (empty, junk, duplicate and too-long rows dropped and counted), splits off a
+    seeded validation set, trains with trl's SFTTrainer (loss on the response only by default) and
+    writes the adapter, checkpoints, enrich.json, training_report.json and loss.png.
+
+    \b
+    Examples:
+      enrich finetune shop.parquet -o adapters/shop
+      enrich finetune shop.csv -o adapters/shop --title-col name --content-col body --max-steps 200
+      enrich finetune shop.parquet -o adapters/shop --preset reference --backend unsloth
+      enrich finetune shop.parquet -o adapters/shop --resume
+    \b
+    Exit codes: 0 ok, 2 bad option or hyper-parameter, 3 bad data, 5 engine (no GPU, out of memory).
+    """
+    import json
+
+    from enrich.train import train
+    from enrich.trainconfig import build_train_config
+
+    options: dict[str, Any] = {"data": data, "preset": preset}
+    for flag, field, _ in FINETUNE_OPTIONS:
+        options[field] = params.get(param_name(flag))
+    for _, field, _ in FINETUNE_SWITCHES:
+        options[field] = params.get(field)
+    if isinstance(options["target_modules"], str):
+        options["target_modules"] = tuple(
+            m.strip() for m in options["target_modules"].split(",") if m.strip()
+        )
+    columns = {k: v for k, v in (("title", title_col), ("content", content_col)) if v}
+    if columns:
+        options["columns"] = columns
+    config = build_train_config(options)
+    on_event = event_printer(log_format, quiet, verbose)
+    out = train(config, Path(output), on_event)
+    report = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+    d = report["data"]
+    click.echo(
+        f"adapter: {out}\n"
+        f"data: {d['rows']} rows, kept {d['kept']} (train {d['train']}, val {d['val']}); dropped {d['dropped']}\n"
+        f"steps {report['steps']}, validation loss {report['initial_val_loss']:.4f} -> {report['final_val_loss']:.4f}, "
+        f"{report['tokens_per_s']:.0f} tokens/s, {report['wall_seconds'] / 60:.1f} min ({report['backend']}, "
+        f"{report['device']})"
+    )
+
+
+@click.command("export")
+@click.argument("adapter_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Export directory.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["adapter", "merged16", "gguf"]),
+    default="merged16",
+    show_default=True,
+    help="adapter: PEFT; merged16: base + adapter in 16 bits; gguf: llama.cpp.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["bfloat16", "float16"]),
+    default="bfloat16",
+    show_default=True,
+    help="Weights' dtype of merged16 and gguf exports.",
+)
+@log_options
+def export_cmd(
+    adapter_dir: str, output: str, fmt: str, dtype: str, log_format: str, quiet: bool, verbose: int
+) -> None:
+    """Write a deployable model from a fine-tuned ADAPTER_DIR and verify it against base + adapter.
+
+    The export's logits and greedy outputs on fixed prompts must match base + adapter within a
+    tolerance that is printed; otherwise nothing is written. merged16 dequantizes a 4-bit base to
+    16 bits before merging. Every export carries enrich.json, so `enrich run --model OUT` works.
+
+    \b
+    Examples:
+      enrich export adapters/shop -o models/shop --format merged16
+      enrich export adapters/shop -o models/shop-lora --format adapter
+      LLAMA_CPP_DIR=~/llama.cpp enrich export adapters/shop -o models/shop-gguf --format gguf
+    """
+    from enrich.export import export
+
+    result = export(Path(adapter_dir), Path(output), fmt, dtype, event_printer(log_format, quiet, verbose))
+    click.echo(
+        f"export ({fmt}) verified: {output}\n"
+        f"max |logit diff| {result.max_abs_logit_diff:.3g} <= tolerance {result.tolerance:g} on {result.prompts} "
+        f"prompts, {result.tokens} positions; argmax agreement {result.argmax_agreement:.1%}; "
+        f"greedy outputs identical {result.greedy_identical}/{result.prompts}"
+    )
+
+
+@click.command("eval")
+@click.argument("model")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report directory.")
+@click.option("--baseline", help="Model scored beside MODEL on the same rows (e.g. the base preset).")
+@click.option(
+    "--sample", type=int, default=200, show_default=True, help="Rows scored (seeded random sample)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and of sampling.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "csv", "jsonl"]), default="auto")
+@click.option(
+    "--engine", type=click.Choice(["auto", "transformers", "vllm"]), default="auto", show_default=True
+)
+@click.option(
+    "--template", type=click.Choice(["alpaca", "alpaca-pt", "chat"]), help="Default: each model's own."
+)
+@click.option("--id-col", help="Id column (default: id).")
+@click.option("--title-col", help="Title column (default: title).")
+@click.option("--content-col", help="Real description column (default: content).")
+@click.option("--temperature", type=float, help="For both models (default: each model's own).")
+@click.option("--top-p", type=float)
+@click.option("--max-new-tokens", type=int)
+@click.option("--repetition-penalty", type=float)
+@click.option("--batch-size", type=int, help="Prompts per generate call (transformers).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
+@log_options
+def eval_cmd(
+    model: str,
+    data: str,
+    output: str,
+    baseline: str | None,
+    sample: int,
+    seed: int,
+    fmt: str,
+    engine: str,
+    template: str | None,
+    id_col: str | None,
+    title_col: str | None,
+    content_col: str | None,
+    log_format: str,
+    quiet: bool,
+    verbose: int,
+    **sampling: Any,
+) -> None:
+    """Score MODEL's generations on held-out rows of DATA against their real descriptions (and a baseline).
+
+    Writes OUT/eval_report.json (per model: rouge_l, chrf, bleu, length_ratio, eos_rate, flag rates),
+    OUT/generations.jsonl, OUT/eval.png and OUT/summary.md. Use rows the model was not trained on.
+
+    \b
+    Examples:
+      enrich eval adapters/shop holdout.parquet -o eval/shop --baseline smollm2-135m
+      enrich eval models/shop holdout.csv -o eval/shop --title-col name --content-col body --sample 100
+    """
+    from pydantic import ValidationError
+
+    from enrich.errors import ConfigError
+    from enrich.evalreport import table_rows
+    from enrich.evaluate import EvalConfig, evaluate
+
+    batch_size = sampling.pop("batch_size")
+    dtype = sampling.pop("dtype")
+    columns = {k: v for k, v in (("id", id_col), ("title", title_col), ("content", content_col)) if v}
+    try:
+        config = EvalConfig.model_validate(
+            {
+                "model": {"ref": model, "engine": engine, "dtype": dtype},
+                "baseline": baseline,
+                "data": data,
+                "format": fmt,
+                "columns": columns,
+                "template": template,
+                "sample": sample,
+                "seed": seed,
+                "sampling": {**{k: v for k, v in sampling.items() if v is not None}, "seed": seed},
+                "batch_size": batch_size,
+            }
+        )
+    except ValidationError as err:
+        raise ConfigError(
+            "\n".join(f"eval: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        ) from None
+    report = evaluate(config, Path(output), event_printer(log_format, quiet, verbose))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"enrich eval: {report['rows']} rows -> {output}")
+    table.add_column("metric")
+    for role in report["models"]:
+        table.add_column(role, justify="right")
+    for label, cells in table_rows(report):
+        table.add_row(label, *cells)
+    Console().print(table)

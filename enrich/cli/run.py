@@ -1,0 +1,84 @@
+"""`enrich run` and `enrich models`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from enrich.cli.common import execute, log_options, overrides_from, run_options
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (.parquet or .csv).")
+@click.option(
+    "--dry-run", is_flag=True, help="Generate for a sample, print it with a forecast; write nothing."
+)
+@click.option("--sample", type=int, default=20, show_default=True, help="Rows in a dry run's sample.")
+@run_options
+@log_options
+def run(
+    input_path: str,
+    output: str | None,
+    dry_run: bool,
+    sample: int,
+    log_format: str,
+    quiet: bool,
+    verbose: int,
+    **params: Any,
+) -> None:
+    """Stream INPUT (Parquet or CSV) through the model into OUTPUT, resuming after a crash.
+
+    OUTPUT keeps every input row and column in input order and adds generated_description,
+    enrich_status, enrich_finish_reason, enrich_flags, enrich_output_tokens and enrich_key.
+    Rows that fail go to OUTPUT.errors.jsonl; OUTPUT.report.json holds the run report.
+
+    \b
+    Examples:
+      enrich run examples/catalog.parquet -o out.parquet
+      enrich run shop.csv -o shop.out.csv --title-col name --id-col sku --content-col body
+      enrich run catalog.parquet --dry-run --sample 20
+      enrich run catalog.parquet -o out.parquet --model ./my-adapter --temperature 0 --limit 1000
+    \b
+    Exit codes: 0 ok, 2 usage, 3 bad input, 4 locked, 5 engine, 6 some rows failed, 130 interrupted.
+    """
+    from enrich.config import build_job
+    from enrich.errors import ConfigError
+
+    if not dry_run and not output:
+        raise ConfigError("missing -o OUTPUT (or use --dry-run)")
+    table = {"input": {"path": input_path}, "output": {"path": output or f"{input_path}.dry-run.parquet"}}
+    job = build_job(table, overrides_from({**params, "log_format": log_format}))
+    execute(job, log_format, quiet, verbose, dry_run, sample)
+
+
+@click.command()
+@log_options
+def models(log_format: str, quiet: bool, verbose: int) -> None:
+    """List model presets and what each needs.
+
+    \b
+    Examples:
+      enrich models
+      enrich run catalog.parquet -o out.parquet --model llama-3.1-8b-4bit
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from enrich.models import PRESETS
+    from enrich.report import use_json
+
+    if use_json(log_format):
+        click.echo(json.dumps([p.__dict__ for p in PRESETS.values()], indent=2))
+        return
+    table = Table(title="model presets")
+    for col in ("name", "needs", "template", "sampling", "what"):
+        table.add_column(col)
+    for p in PRESETS.values():
+        needs = ("GPU, " if p.needs_gpu else "CPU, ") + p.memory
+        sampling = ", ".join(f"{k}={v}" for k, v in p.sampling.items())
+        table.add_row(p.name, needs, p.template, sampling, p.description)
+    Console().print(table)

@@ -1,0 +1,137 @@
+"""The fine-tuning configuration: TrainConfig, the presets that fill its defaults, and how options override them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from enrich.config import Columns
+from enrich.errors import ConfigError
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainConfig(BaseModel):
+    """Everything one fine-tuning run needs; a preset fills the defaults, options override them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: str = Field(description="Training catalog: Parquet, CSV or JSONL with titles and descriptions.")
+    format: Literal["auto", "parquet", "csv", "jsonl"] = Field(
+        "auto", description="File format; auto by suffix."
+    )
+    columns: Columns = Field(
+        default_factory=Columns, description="Which columns hold the title and description."
+    )
+    preset: Literal["reference", "cpu-small"] = Field(
+        "cpu-small", description="Recipe the defaults come from."
+    )
+    base: str = Field(description="Base model: a preset name or a local HF directory.")
+    template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
+        None,
+        description="Prompt template; default the base model's. Recorded in enrich.json for run and eval.",
+    )
+    backend: Literal["auto", "unsloth", "peft"] = Field(
+        "auto", description="auto: unsloth where it is installed and a GPU is present, else peft."
+    )
+    load_in_4bit: bool = Field(
+        True, description="On a GPU, load the base in 4 bits (bitsandbytes); never on CPU."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU."
+    )
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: tuple[str, ...] = Field(PROJECTIONS, min_length=1, description="Modules that get LoRA.")
+    lora_layers: int | None = Field(
+        None,
+        ge=1,
+        description="LoRA on the top N decoder layers only (backward stops there: faster on CPU); all if unset.",
+    )
+    epochs: float = Field(3.0, gt=0, description="Passes over the training split (max_steps wins when set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(4, ge=1, description="Sequences per device step.")
+    grad_accum: int = Field(4, ge=1, description="Device steps per optimizer step.")
+    lr: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
+    scheduler: Literal["constant_with_warmup", "linear", "cosine", "constant"] = Field(
+        "constant_with_warmup", description="Learning-rate schedule."
+    )
+    warmup_ratio: float = Field(
+        0.03, ge=0, lt=1, description="Share of steps spent warming the learning rate up."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(0.3, gt=0, description="Gradient clipping norm.")
+    max_seq_length: int = Field(
+        2048, ge=16, description="Rows whose prompt + description exceed this are dropped."
+    )
+    packing: bool = Field(
+        False, description="Pack several rows per sequence (off: each row is one sequence)."
+    )
+    train_on_prompt: bool = Field(
+        False, description="Loss on prompt and response (reference); default response only."
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Trade compute for memory (unsloth: its own variant)."
+    )
+    val_size: float = Field(0.05, gt=0, description="Validation split: a share below 1, else a row count.")
+    min_chars: int = Field(20, ge=0, description="Descriptions shorter than this are junk.")
+    max_rows: int | None = Field(None, ge=2, description="Use only the first N clean rows (quick runs).")
+    seed: int = Field(3407, ge=0, description="Seed of the split, LoRA init and data order.")
+    logging_steps: int = Field(5, ge=1, description="Steps between train-loss log entries.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Steps between validation losses; default about 10 a run."
+    )
+    save_steps: int | None = Field(
+        None, ge=1, description="Steps between checkpoints; default as eval_steps."
+    )
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    resume: bool = Field(False, description="Continue from the last checkpoint in OUT/checkpoints.")
+    sampling: dict[str, float | int] = Field(
+        default_factory=dict, description="Recommended decoding written to enrich.json (run and eval use it)."
+    )
+
+
+# The reference recipe (DEVELOPERS.md); cpu-small holds the settings measured best on 2 CPU cores (bench/RESULTS.md).
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {"base": "llama-3.1-8b-4bit", "train_on_prompt": True},
+    "cpu-small": {
+        # Run A of bench/RESULTS.md "Fine-tuning on CPU (issue 3)": measured there at step 20 of a cosine-60 run
+        # (learning rate still 0.8-1e-3), which a constant rate after 1 warm-up step reproduces closely.
+        "base": "smollm2-135m",
+        # Alpaca wording: the prompt holds no <|im_end|>, so a repetition penalty at decoding cannot suppress EOS.
+        "template": "alpaca",
+        "alpha": 32,
+        "lora_layers": 10,  # backward stops at layer 20 of 30: ~1.6x faster steps on CPU
+        "epochs": 1.0,
+        "max_steps": 20,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "lr": 1e-3,
+        "scheduler": "constant_with_warmup",
+        "warmup_ratio": 0.05,
+        "max_grad_norm": 1.0,
+        "max_seq_length": 192,
+        "gradient_checkpointing": False,
+        "val_size": 16,
+        "eval_steps": 20,
+        "logging_steps": 5,
+        "save_steps": 10,
+        "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 128, "repetition_penalty": 1.15},
+    },
+}
+
+
+def build_train_config(options: dict[str, Any]) -> TrainConfig:
+    """Preset defaults, then the options that are set; validation problems are reported together."""
+    preset = options.get("preset") or "cpu-small"
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    data = {**PRESETS[preset], "preset": preset, **{k: v for k, v in options.items() if v is not None}}
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            "\n".join(f"finetune: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        ) from None
