@@ -283,7 +283,9 @@ def _trainer(
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    return SFTTrainer(
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=traindata.to_dataset(data.train),
@@ -291,6 +293,10 @@ def _trainer(
         processing_class=tokenizer,
         callbacks=[_progress_callback(on_event, total)],
     )
+    # Without tqdm the trainer prints every log dict on stdout; our progress events say it once, and JSON
+    # logs must stay JSON.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _progress_callback(on_event: Event, total: int) -> Any:

@@ -81,6 +81,7 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
         tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body"
     )
     assert r.exit_code == 0, r.output
+    assert "'train_runtime'" not in r.output  # the trainer's raw log dicts are not printed
     for name in ("adapter_config.json", "adapter_model.safetensors", "enrich.json", "training_report.json"):
         assert (out / name).is_file(), name
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
