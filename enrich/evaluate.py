@@ -43,6 +43,19 @@ def repetition_rate(text: str, n: int = 4) -> float:
     return (total - distinct) / total
 
 
+def _repetitive(text: str) -> bool:
+    """repetition_rate(text) > REPETITION_THRESHOLD, without building the n-grams when it cannot be.
+
+    A 4-gram that repeats an earlier one is made of words that occurred earlier, so the repeated 4-grams
+    are at most the repeated words: where those are few (most texts), a set of words settles it.
+    """
+    words = text.lower().split()
+    total = len(words) - 3
+    if total < 8 or len(words) - len(set(words)) <= REPETITION_THRESHOLD * total:
+        return False
+    return repetition_rate(text) > REPETITION_THRESHOLD
+
+
 def quality_flags(text: str, finish_reason: str, source: str, markers: tuple[str, ...]) -> list[str]:
     """Flags for one generation; source is the text the model was given (the title)."""
     flags = []
@@ -51,7 +64,7 @@ def quality_flags(text: str, finish_reason: str, source: str, markers: tuple[str
     if not text.strip():
         flags.append("empty")
         return flags
-    if repetition_rate(text) > REPETITION_THRESHOLD:
+    if _repetitive(text):
         flags.append("repetition")
     if any(m in text for m in markers):
         flags.append("template_leak")

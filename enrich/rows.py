@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrich.config import OUTPUT_COLUMNS
 from enrich.engines import Engine, Generation
 from enrich.errors import ConfigError
 from enrich.evaluate import FLAGS, quality_flags
@@ -135,47 +134,60 @@ def row_key(context_key: str, row_id: str | None, title: str) -> str:
 def finish_window(
     window: Window, results: dict[int, Generation], plan: Plan
 ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """Postprocess: clean text, flags, status per policy; the part's columns and the window's stats."""
+    """Postprocess: clean text, flags, status per policy; the part's columns and the window's stats.
+
+    This runs once per row of the catalog, so it fills preset columns by position and touches only
+    the generated rows in its loop (rows decided before generation keep their status).
+    """
     pol = plan.job.policies
     stop = tuple(s for s in (*plan.spec.stop, plan.spec.eos or "") if s)
-    out: dict[str, list[Any]] = {name: [] for name in ("__row", *OUTPUT_COLUMNS)}
-    counts: Counter[str] = Counter()
+    markers = plan.template.markers
+    n = len(window.rows)
+    texts: list[str | None] = [None] * n
+    finishes: list[str | None] = [None] * n
+    all_flags: list[list[str]] = [[] for _ in range(n)]
+    n_outs: list[int | None] = [None] * n
+    statuses: list[str | None] = [None] * n
+    for off, status in window.status.items():
+        statuses[off] = status
     flag_counts: Counter[str] = Counter()
     tokens_in = tokens_out = 0
     policy = {f: getattr(pol, f) for f in FLAGS}  # looked up once per window, not per row and flag
-    for off, row in enumerate(window.rows):
-        text = None
-        finish = None
-        flags: list[str] = []
-        n_out = None
-        status = window.status.get(off)
-        if status is None:
-            gen = results[off]
-            tokens_in += gen.prompt_tokens
-            tokens_out += gen.output_tokens
-            n_out = gen.output_tokens
-            finish = gen.finish_reason
-            text = clean_output(gen.text, stop)
-            flags = quality_flags(text, finish, window.titles[off], plan.template.markers)
-            if flags:
-                flag_counts.update(flags)
+    for off, gen in results.items():
+        tokens_in += gen.prompt_tokens
+        tokens_out += gen.output_tokens
+        n_outs[off] = gen.output_tokens
+        finish = finishes[off] = gen.finish_reason
+        text = clean_output(gen.text, stop)
+        flags = all_flags[off] = quality_flags(text, finish, window.titles[off], markers)
+        status = "ok"
+        if flags:
+            flag_counts.update(flags)
             failing = [f for f in flags if policy[f] == "error"]
             if failing:
                 status = "error"
+                row = window.rows[off]
                 reason = f"{plan.job.input.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
                 window.errors.append(_error(row, window.ids[off], "postprocess", reason, text))
                 text = None
-            else:
-                status = "flagged" if any(policy[f] == "flag" for f in flags) else "ok"
-            counts["generated"] += 1
-        counts[status] += 1
-        out["__row"].append(row)
-        out["generated_description"].append(text)
-        out["enrich_status"].append(status)
-        out["enrich_finish_reason"].append(finish)
-        out["enrich_flags"].append(flags)
-        out["enrich_output_tokens"].append(n_out)
-        out["enrich_key"].append(row_key(plan.context_key, window.ids[off], window.titles[off]))
+            elif any(policy[f] == "flag" for f in flags):
+                status = "flagged"
+        texts[off] = text
+        statuses[off] = status
+    if len(window.errors) > 1:  # the error file is in row order: validation errors came first
+        window.errors.sort(key=lambda e: int(e["row"]))
+    counts = Counter(statuses)
+    counts["generated"] = len(results)
+    context = plan.context_key
+    out: dict[str, list[Any]] = {
+        "__row": window.rows,
+        "generated_description": texts,
+        "enrich_status": statuses,
+        "enrich_finish_reason": finishes,
+        "enrich_flags": all_flags,
+        "enrich_output_tokens": n_outs,
+        "enrich_key": [row_key(context, i, t) for i, t in zip(window.ids, window.titles, strict=True)],
+    }
     stats = {
         "counts": {k: counts.get(k, 0) for k in ("ok", "flagged", "error", "skipped", "generated", "copied")},
         "tokens": {"input": tokens_in, "output": tokens_out},

@@ -13,8 +13,8 @@ import pytest
 from _support import REPO, make_greedy_model
 from click.testing import CliRunner, Result
 
-from enrich.cli import main
 from enrich import history
+from enrich.cli import main
 from enrich.config import JobConfig, RunReport
 from enrich.jobs import load_job
 
