@@ -43,6 +43,16 @@ def repetition_rate(text: str, n: int = 4) -> float:
     return (total - distinct) / total
 
 
+def _has_digit(text: str) -> bool:
+    """_DIGIT.search(text), a sixth of its cost on ASCII text: ten substring scans instead of a Unicode regex."""
+    if not text.isascii():
+        return _DIGIT.search(text) is not None
+    for digit in "0123456789":  # noqa: SIM110 (any() over a generator costs twice this loop)
+        if digit in text:
+            return True
+    return False
+
+
 def _repetitive(text: str) -> bool:
     """repetition_rate(text) > REPETITION_THRESHOLD, without building the n-grams when it cannot be.
 
@@ -66,10 +76,12 @@ def quality_flags(text: str, finish_reason: str, source: str, markers: tuple[str
         return flags
     if _repetitive(text):
         flags.append("repetition")
-    if any(m in text for m in markers):
-        flags.append("template_leak")
+    for marker in markers:
+        if marker in text:
+            flags.append("template_leak")
+            break
     # Most texts carry no digit: skip the number parsing for them (this runs once per row of the catalog).
-    if _DIGIT.search(text) and numbers_in(text) - numbers_in(source):
+    if _has_digit(text) and numbers_in(text) - numbers_in(source):
         flags.append("unsupported_numbers")
     return flags
 
@@ -164,7 +176,7 @@ def generate_for(
         seconds = time.perf_counter() - t0
     finally:
         engine.close()
-    stop = tuple(s for s in (*spec.stop, spec.eos or "") if s)
+    stop = tuple(dict.fromkeys(s for s in (*spec.stop, spec.eos or "") if s))  # each once
     texts = [clean_output(g.text, stop) for g in gens]
     return {
         "ref": ref,

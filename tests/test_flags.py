@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import re
 
 import polars as pl
 import pytest
 from _support import REPO
 
-from enrich.evaluate import REPETITION_THRESHOLD, _repetitive, quality_flags, repetition_rate
+from enrich.evaluate import REPETITION_THRESHOLD, _has_digit, _repetitive, quality_flags, repetition_rate
 
 MARKERS = ("### Instruction:", "### Response:")
 LOOP = "this drill is great for wood and metal " * 6
@@ -42,3 +43,8 @@ def test_repetition_shortcut_agrees_with_the_exact_rate() -> None:
     exact = [repetition_rate(t) > REPETITION_THRESHOLD for t in texts]
     assert [_repetitive(t) for t in texts] == exact
     assert 50 < sum(exact) < len(texts) - 50  # both answers are well represented
+
+
+@pytest.mark.parametrize("text", ["no digits here", "model 7", "٣ arabic-indic", "fullwidth １", "", "é 0"])
+def test_digit_shortcut_agrees_with_the_regex(text: str) -> None:
+    assert _has_digit(text) == (re.search(r"\d", text) is not None)
