@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from enrich.config import Counts, RunReport, Seconds, Tokens
 from enrich.errors import EnrichError, Interrupted
 from enrich.evaluate import FLAGS
-from enrich.models import versions
 from enrich.state import JOURNAL, write_json
 
 if TYPE_CHECKING:
@@ -87,19 +86,8 @@ def failure_report(plan: Plan, started: str, t0: float, err: BaseException) -> R
         error=message[:500],
         started=started,
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
-        input=plan.job.input.path,
-        output=str(plan.output),
-        errors_file=str(plan.errors_path),
-        fingerprint=plan.fingerprint,
         resumed=False,
-        model={
-            "ref": plan.spec.ref,
-            "name": plan.spec.name,
-            "engine": plan.engine_name,
-            "template": plan.template.name,
-        },
-        versions=versions(),
-        sampling={k: v for k, v in plan.sampling.__dict__.items() if k != "ignore_eos"},
+        **plan.report_fields(),
         counts=Counts(
             rows=sum(counts[k] for k in ("ok", "flagged", "error", "skipped")),
             **{k: counts[k] for k in COUNT_KEYS},

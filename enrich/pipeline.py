@@ -23,7 +23,6 @@ from enrich.engines import Engine, Sampling, make_engine
 from enrich.errors import ConfigError, EnrichError, Interrupted
 from enrich.evaluate import FLAGS
 from enrich.events import Event, no_events
-from enrich.models import versions
 from enrich.plan import Plan, plan_run, settle_columns
 from enrich.rows import Window, finish_window, prepare_window, tokenizer_hooks
 from enrich.state import LOCK, Lock, RunState, acquire_lock, open_state, read_manifest, write_json
@@ -386,19 +385,8 @@ def _report(
         exit_code=exit_code,
         started=started,
         finished=_now(),
-        input=plan.job.input.path,
-        output=str(plan.output),
-        errors_file=str(plan.errors_path),
-        fingerprint=plan.fingerprint,
         resumed=state.resumed,
-        model={
-            "ref": plan.spec.ref,
-            "name": plan.spec.name,
-            "engine": plan.engine_name,
-            "template": plan.template.name,
-        },
-        versions=versions(),
-        sampling={k: v for k, v in plan.sampling.__dict__.items() if k != "ignore_eos"},
+        **plan.report_fields(),
         counts={
             "rows": total,
             **{k: counts.get(k, 0) for k in ("ok", "flagged", "error", "skipped", "generated", "copied")},

@@ -13,7 +13,7 @@ from enrich.config import JobConfig
 from enrich.engines import Sampling, pick_engine
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
-from enrich.models import ModelSpec, resolve_model
+from enrich.models import ModelSpec, resolve_model, versions
 from enrich.prompts import Template, get_template
 
 
@@ -36,6 +36,23 @@ class Plan:
     fingerprint: str
     details: dict[str, Any]
     context_key: str  # model + template + sampling: part of every row's content key
+
+    def report_fields(self) -> dict[str, Any]:
+        """The run report's fields that the plan decides: the same for a finished, failed or refused run."""
+        return {
+            "input": self.job.input.path,
+            "output": str(self.output),
+            "errors_file": str(self.errors_path),
+            "fingerprint": self.fingerprint,
+            "model": {
+                "ref": self.spec.ref,
+                "name": self.spec.name,
+                "engine": self.engine_name,
+                "template": self.template.name,
+            },
+            "versions": versions(),
+            "sampling": {k: v for k, v in self.sampling.__dict__.items() if k != "ignore_eos"},
+        }
 
 
 def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:

@@ -169,10 +169,9 @@ def finish_window(
                 row = window.rows[off]
                 reason = f"{plan.job.input.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
                 window.errors.append(_error(row, window.ids[off], "postprocess", reason, text))
-                text = None
             elif any(policy[f] == "flag" for f in flags):
                 status = "flagged"
-        texts[off] = text
+        texts[off] = None if status == "error" else text  # a failed row's text is in the error file
         statuses[off] = status
     if len(window.errors) > 1:  # the error file is in row order: validation errors came first
         window.errors.sort(key=lambda e: int(e["row"]))

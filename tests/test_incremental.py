@@ -22,8 +22,9 @@ def enrich(*args: str | Path) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def run(src: Path, out: Path, model: Path, *extra: str) -> dict[str, object]:
-    r = enrich(
+def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:
+    """Greedy, 4 new tokens, windows of 8 rows, JSON logs."""
+    return [
         "run",
         src,
         "-o",
@@ -39,7 +40,11 @@ def run(src: Path, out: Path, model: Path, *extra: str) -> dict[str, object]:
         "--log-format",
         "json",
         *extra,
-    )
+    ]
+
+
+def run(src: Path, out: Path, model: Path, *extra: str) -> dict[str, object]:
+    r = enrich(*run_args(src, out, model, *extra))
     assert r.exit_code == 0, r.output
     return dict(json.loads(Path(f"{out}.report.json").read_text()))
 
@@ -80,23 +85,7 @@ def test_only_new_and_edited_rows_are_generated(catalog: Path, greedy_model: Pat
     run(src, fresh, greedy_model)
     assert pl.read_parquet(fresh).select(RESULT_COLUMNS).equals(after.select(RESULT_COLUMNS))
     # Nothing changed since: nothing to do, the output stays.
-    r = enrich(
-        "run",
-        src,
-        "-o",
-        out,
-        "--model",
-        greedy_model,
-        "--max-new-tokens",
-        "4",
-        "--temperature",
-        "0",
-        "--window-rows",
-        "8",
-        "--log-format",
-        "json",
-        "--incremental",
-    )
+    r = enrich(*run_args(src, out, greedy_model, "--incremental"))
     assert r.exit_code == 0 and "nothing to do" in r.output
 
 
@@ -120,23 +109,9 @@ def test_a_change_of_model_template_or_sampling_invalidates_every_key(
     run(src, out, greedy_model)
     flag, value = change
     extra = [flag, str(tiny_model) if value == "OTHER" else value, "--incremental"]
-    base = [
-        "run",
-        src,
-        "-o",
-        out,
-        "--model",
-        greedy_model,
-        "--max-new-tokens",
-        "4",
-        "--temperature",
-        "0",
-        "--window-rows",
-        "8",
-        "--log-format",
-        "json",
-    ]
-    r = enrich(*base, *extra)  # the later option wins in click, so the change applies
+    r = enrich(
+        *run_args(src, out, greedy_model, *extra)
+    )  # the later option wins in click, so the change applies
     assert r.exit_code in (0, 6), r.output
     report = json.loads(Path(f"{out}.report.json").read_text())
     assert report["counts"]["copied"] == 0 and report["counts"]["generated"] == 16
