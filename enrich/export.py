@@ -150,7 +150,7 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
     template = get_template(reference.template)
     prompts = build_prompts(list(CHECK_TITLES), template, getattr(tok, "apply_chat_template", None))
     eos = [t for t in (tok.convert_tokens_to_ids(s) for s in reference.stop) if isinstance(t, int)]
-    greedy: dict[str, Any] = {
+    decode: dict[str, Any] = {  # greedy, the same for reference and candidate
         "max_new_tokens": CHECK_TOKENS,
         "do_sample": False,
         "eos_token_id": eos or None,
@@ -163,7 +163,7 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
     with torch.inference_mode():
         for p in prompts:
             ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            out = ref_model.generate(ids, **greedy)
+            out = ref_model.generate(ids, **decode)
             sequences.append(out)
             ref_greedy.append(out[0, ids.shape[1] :].tolist())
             ref_logits.append(ref_model(out).logits[0, ids.shape[1] - 1 :].float())
@@ -183,7 +183,7 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
             total += len(same)
             unexplained += int((~same & (margin > 2 * tolerance)).sum())
             prompt_len = seq.shape[1] - len(greedy)
-            out = cand_model.generate(seq[:, :prompt_len], **greedy)
+            out = cand_model.generate(seq[:, :prompt_len], **decode)
             identical += int(out[0, prompt_len:].tolist() == greedy)
     return Verification(
         prompts=len(prompts),
