@@ -70,6 +70,37 @@ def _torch_dtype(name: str, device: str) -> Any:
     return getattr(torch, name)
 
 
+def load_tokenizer(spec: ModelSpec) -> Any:
+    """The model's tokenizer: the adapter's own where it saved one, else the base's."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(spec.adapter or spec.path)
+    except (OSError, ValueError):
+        return AutoTokenizer.from_pretrained(spec.path)
+
+
+@dataclass(frozen=True)
+class PromptSide:
+    """What building and checking prompts needs of an engine (its tokenizer and context), without weights."""
+
+    tokenizer: Any
+    max_model_len: int
+
+
+def prompt_side(engine_name: str, spec: ModelSpec, config: ModelConfig) -> PromptSide:
+    """An engine's prompt side, read from the model directory: seconds where the engine takes minutes."""
+    if engine_name == "echo":
+        return PromptSide(None, EchoEngine.max_model_len)
+    from transformers import AutoConfig
+
+    # The same rule as the engines: the job's max_model_len, else the model's own context.
+    length = config.max_model_len or int(
+        getattr(AutoConfig.from_pretrained(spec.path), "max_position_embeddings", 2048) or 2048
+    )
+    return PromptSide(load_tokenizer(spec), length)
+
+
 def load_hf(
     spec: ModelSpec, dtype: str = "auto", device: str | None = None, merge_adapter: bool = False
 ) -> tuple[Any, Any]:
@@ -80,13 +111,10 @@ def load_hf(
     The export check keeps it unmerged: that is the reference a merged export is compared with.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(spec.adapter or spec.path)
-    except (OSError, ValueError):
-        tokenizer = AutoTokenizer.from_pretrained(spec.path)
+    tokenizer = load_tokenizer(spec)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             spec.path, dtype=_torch_dtype(dtype, device), use_safetensors=True

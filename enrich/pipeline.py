@@ -19,7 +19,7 @@ from typing import Any
 
 from enrich import history, incremental, io
 from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport
-from enrich.engines import Engine, Sampling, make_engine
+from enrich.engines import Engine, Sampling, make_engine, prompt_side
 from enrich.errors import ConfigError, EnrichError, Interrupted
 from enrich.evaluate import FLAGS
 from enrich.events import Event, no_events
@@ -244,15 +244,13 @@ def _run_locked(
                     spread.output_tokens,
                 )
                 ray_workers, pending = spread.workers, []
-            if pending and engine is None:
-                t = time.perf_counter()
-                engine = make_engine(plan.engine_name, plan.spec, job.model, plan.batch_size)
-                on_event(
-                    "info", {"message": f"model {plan.spec.name} loaded in {time.perf_counter() - t:.1f}s"}
-                )
+            # An incremental run may copy every row: it loads the model at the first row to generate, if any.
+            lazy = engine is None and reuse is not None
+            if pending and engine is None and not lazy:
+                engine = _load_engine(plan, on_event)
             if pending:
-                assert engine is not None
-                render, count, max_prompt = tokenizer_hooks(engine, plan)
+                prompts_from = engine or prompt_side(plan.engine_name, plan.spec, job.model)
+                render, count, max_prompt = tokenizer_hooks(prompts_from, plan)
                 needed = [c for c in (cols.id, cols.title) if c]
                 source = _windows(
                     plan, lf, needed, set(pending), duplicates, render, count, max_prompt, reuse
@@ -268,7 +266,10 @@ def _run_locked(
                         sampling = Sampling(
                             **{**plan.sampling.__dict__, "seed": plan.sampling.seed + window.index}
                         )
-                        gens = engine.generate([window.prompts[o] for o in offs], sampling) if offs else []
+                        gens = []
+                        if offs:
+                            engine = engine or _load_engine(plan, on_event)
+                            gens = engine.generate([window.prompts[o] for o in offs], sampling)
                         seconds["generate"] += time.perf_counter() - t
                         t = time.perf_counter()
                         part, stats = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
@@ -299,6 +300,13 @@ def _run_locked(
                         )
                 finally:
                     prefetch.stop.set()
+                if engine is None:
+                    on_event(
+                        "info",
+                        {
+                            "message": "every row was copied from the previous output; the model was not loaded"
+                        },
+                    )
             t = time.perf_counter()
             io.assemble_output(
                 lf,
@@ -327,6 +335,13 @@ def _run_locked(
     state.mark_complete(report.model_dump())
     shutil.rmtree(state.parts_dir, ignore_errors=True)
     return report
+
+
+def _load_engine(plan: Plan, on_event: Event) -> Engine:
+    t = time.perf_counter()
+    engine = make_engine(plan.engine_name, plan.spec, plan.job.model, plan.batch_size)
+    on_event("info", {"message": f"model {plan.spec.name} loaded in {time.perf_counter() - t:.1f}s"})
+    return engine
 
 
 def _windows(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrich.engines import Engine, Generation
+from enrich.engines import Engine, Generation, PromptSide
 from enrich.errors import ConfigError
 from enrich.evaluate import FLAGS, quality_flags
 from enrich.plan import Plan
@@ -195,7 +195,7 @@ def finish_window(
     return out, stats
 
 
-def tokenizer_hooks(engine: Engine, plan: Plan) -> tuple[Any, Callable[[str], int] | None, int]:
+def tokenizer_hooks(engine: Engine | PromptSide, plan: Plan) -> tuple[Any, Callable[[str], int] | None, int]:
     tok = engine.tokenizer
     render = getattr(tok, "apply_chat_template", None) if tok is not None else None
     if plan.template.prompt is None and (render is None or not getattr(tok, "chat_template", None)):

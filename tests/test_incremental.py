@@ -87,6 +87,14 @@ def test_only_new_and_edited_rows_are_generated(catalog: Path, greedy_model: Pat
     # Nothing changed since: nothing to do, the output stays.
     r = enrich(*run_args(src, out, greedy_model, "--incremental"))
     assert r.exit_code == 0 and "nothing to do" in r.output
+    # The hourly export is rewritten with rows removed only: every row is copied, and the model (on a GPU,
+    # a minute of vLLM start-up) is never loaded.
+    changed.head(30).write_parquet(src)
+    r = enrich(*run_args(src, out, greedy_model, "--incremental"))
+    assert r.exit_code == 0, r.output
+    assert counts(json.loads(Path(f"{out}.report.json").read_text())) == (30, 0, 30)
+    assert "model was not loaded" in r.output and "loaded in" not in r.output
+    assert pl.read_parquet(out).select(RESULT_COLUMNS).equals(after.head(30).select(RESULT_COLUMNS))
 
 
 @pytest.mark.parametrize(
