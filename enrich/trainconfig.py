@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -76,7 +76,13 @@ class TrainConfig(BaseModel):
         True, description="Trade compute for memory (unsloth: its own variant)."
     )
     val_size: float = Field(0.05, gt=0, description="Validation split: a share below 1, else a row count.")
-    min_chars: int = Field(20, ge=0, description="Descriptions shorter than this are junk.")
+    min_chars: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        20,
+        description=(
+            "Descriptions shorter than this are junk. auto (cpu-small): 20, then only the longer half of the "
+            "descriptions, at most 300 characters asked: a model that sees one-line answers writes one line."
+        ),
+    )
     max_rows: int | None = Field(None, ge=2, description="Use only the first N clean rows (quick runs).")
     seed: int = Field(3407, ge=0, description="Seed of the split, LoRA init and data order.")
     logging_steps: int = Field(5, ge=1, description="Steps between train-loss log entries.")
@@ -113,9 +119,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scheduler": "cosine",
         "warmup_ratio": 0.05,
         "max_grad_norm": 1.0,
-        # Descriptions of 300+ characters that fit 352 tokens: the model learns to write a full description
-        # and stop within 256 new tokens (run A, 192 tokens and every length, learned one-line answers).
-        "min_chars": 300,
+        # Descriptions of 300+ characters (the longer half where a catalog's are shorter) that fit 352 tokens:
+        # the model learns to write a full description and stop within 256 new tokens (the pilot and run A,
+        # trained on every length, learned one-line answers).
+        "min_chars": "auto",
         "max_seq_length": 352,
         "gradient_checkpointing": False,
         "val_size": 16,

@@ -127,6 +127,21 @@ def clean(
     return kept, dropped
 
 
+JUNK_CHARS = 20  # under this a description says nothing
+LONG_CHARS = 300  # "auto" asks at most this much of a description
+
+
+def longer_half(examples: list[Example]) -> tuple[list[Example], int]:
+    """Descriptions of at least min(300 characters, the median length): the full-length ones where a catalog
+    has them, the longer half where its descriptions are all short, so the data never empties."""
+    if not examples:
+        return examples, 0
+    lengths = sorted(len(e.description) for e in examples)
+    bar = min(LONG_CHARS, lengths[len(lengths) // 2])
+    kept = [e for e in examples if len(e.description) >= bar]
+    return kept, len(examples) - len(kept)
+
+
 def tokenize(
     examples: list[Example],
     tokenizer: Any,
@@ -201,7 +216,7 @@ def prepare(
     max_seq_length: int,
     val_size: float,
     seed: int,
-    min_chars: int,
+    min_chars: int | str,
     max_rows: int | None,
 ) -> TrainData:
     """Clean, tokenize and split rows read by read_rows; counts say how many rows each step dropped."""
@@ -209,13 +224,15 @@ def prepare(
     render = getattr(tokenizer, "apply_chat_template", None) if template.prompt is None else None
     if template.prompt is None and not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base model's tokenizer has no chat template; pass --template alpaca")
-    examples, dropped = clean(titles, texts, min_chars, max_rows)
+    examples, dropped = clean(titles, texts, JUNK_CHARS if min_chars == "auto" else int(min_chars), max_rows)
+    if min_chars == "auto":
+        examples, dropped["short"] = longer_half(examples)
     examples, too_long = tokenize(examples, tokenizer, template, eos, render, max_seq_length)
     dropped["too_long"] = too_long
     train, val = split(examples, val_size, seed, path)
     counts = {
         "rows": len(titles),
-        "dropped": {k: dropped.get(k, 0) for k in ("empty", "junk", "duplicate", "too_long")},
+        "dropped": {k: dropped.get(k, 0) for k in ("empty", "junk", "duplicate", "short", "too_long")},
         "kept": len(examples),
         "train": len(train),
         "val": len(val),

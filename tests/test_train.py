@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from enrich.cli import main
 from enrich.config import Columns
 from enrich.prompts import get_template
-from enrich.traindata import clean, read_rows, tokenize
+from enrich.traindata import Example, clean, longer_half, read_rows, tokenize
 
 DATA = Path(__file__).parent / "data"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_products.parquet"
@@ -44,6 +44,20 @@ def tiny_finetune(model: Path, data: Path, out: Path, *extra: str) -> Result:
         "json",
         *extra,
     )
+
+
+def test_auto_length_keeps_full_descriptions_or_the_longer_half(catalog: Path) -> None:
+    rows = read_rows(str(catalog), "auto", Columns())
+    kept, _ = clean(rows["title"], rows["content"], min_chars=20, max_rows=None)
+    long, short = longer_half(kept)  # real Amazon descriptions: most are long, 300 characters is the bar
+    assert short > 0 and all(len(e.description) >= 300 for e in long)
+    assert len(long) + short == len(kept)
+    # A shop whose descriptions are all short still trains, on the longer half.
+    brief = [Example(e.title, e.description[: 40 + i % 60]) for i, e in enumerate(kept)]
+    long, short = longer_half(brief)
+    assert len(long) >= len(brief) // 2 and short > 0
+    median = sorted(len(e.description) for e in brief)[len(brief) // 2]
+    assert median < 300 and all(len(e.description) >= median for e in long)
 
 
 def test_cleaning_counts_every_drop(catalog: Path) -> None:
@@ -92,7 +106,7 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     report = json.loads((out / "training_report.json").read_text())
     d = report["data"]
     assert d["train"] + d["val"] == d["kept"] and d["val"] == 4
-    assert set(d["dropped"]) == {"empty", "junk", "duplicate", "too_long"}
+    assert set(d["dropped"]) == {"empty", "junk", "duplicate", "short", "too_long"}
     assert report["steps"] == 2 and report["backend"] == "peft"
     assert [p[0] for p in report["train_loss"]] == [1, 2]
     assert report["val_loss"][0][0] == 0 and report["val_loss"][-1][0] == 2
