@@ -29,19 +29,33 @@ from enrich.state import RunState, _fsync_dir
 pa.set_memory_pool(pa.system_memory_pool())
 
 
-def _fixed_mmap_threshold() -> None:
-    """glibc raises its mmap threshold each time a large block is freed; after that, window-sized buffers come
-    from the heap and stay resident once freed, so memory creeps up window after window. A fixed 128 KiB
-    threshold maps and unmaps them instead (with polars' decay in __init__.py: peak memory +9% from 10k to 1M
-    rows instead of +26%, for some µs a row of system calls; bench/RESULTS.md)."""
+def _mmap_threshold(size: int, trim: bool = False) -> None:
+    """Set glibc's mmap threshold (M_MMAP_THRESHOLD), and hand the heap's free pages back to the system first
+    where trim; nothing where the C library is not glibc."""
     if sys.platform != "linux":
         return
-    # M_MMAP_THRESHOLD (-3); not glibc (musl, ...): nothing to tune.
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)
+        libc = ctypes.CDLL("libc.so.6")
+        if trim:
+            libc.malloc_trim(0)
+        libc.mallopt(-3, size)
 
 
-_fixed_mmap_threshold()
+@contextlib.contextmanager
+def _buffers_unmapped() -> Iterator[None]:
+    """During the output's assembly, window-sized buffers are mapped and unmapped instead of kept on the heap.
+
+    glibc raises its mmap threshold each time a large block is freed; after that, window buffers come from the
+    heap and stay resident once freed, so the assembly's memory crept up window after window (+26% from 10k
+    to 1M rows; with this and polars' decay in __init__.py, +9%). Only here: torch's tensors during generation
+    would pay a system call and page faults for every allocation (generation ran at half speed). Afterwards the
+    threshold is left at 32 MiB, the highest the dynamic one reaches.
+    """
+    _mmap_threshold(128 * 1024, trim=True)
+    try:
+        yield
+    finally:
+        _mmap_threshold(32 * 1024 * 1024)
 
 
 def file_format(path: str, fmt: str = "auto") -> str:
@@ -276,7 +290,7 @@ def assemble_output(
     writer: pq.ParquetWriter | None = None
     columns = lf.collect_schema().names()
     try:
-        with tmp.open("wb") as f:
+        with _buffers_unmapped(), tmp.open("wb") as f:
             header = True
             windows = iter_windows(lf, columns, window_rows, input_path, limit)
             for index, frame in enumerate(windows):
