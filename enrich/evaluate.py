@@ -35,7 +35,10 @@ def numbers_in(text: str) -> set[str]:
 def repetition_rate(text: str, n: int = 4) -> float:
     """Share of word n-grams that already occurred earlier in the text."""
     # Whitespace words (punctuation kept) cost a sixth of a regex split; repetition shows the same either way.
-    words = text.lower().split()
+    return _repeated_share(text.lower().split(), n)
+
+
+def _repeated_share(words: list[str], n: int = 4) -> float:
     total = len(words) - n + 1
     if total < 8:
         return 0.0
@@ -63,7 +66,7 @@ def _repetitive(text: str) -> bool:
     total = len(words) - 3
     if total < 8 or len(words) - len(set(words)) <= REPETITION_THRESHOLD * total:
         return False
-    return repetition_rate(text) > REPETITION_THRESHOLD
+    return _repeated_share(words) > REPETITION_THRESHOLD
 
 
 def quality_flags(text: str, finish_reason: str, source: str, markers: tuple[str, ...]) -> list[str]:

@@ -115,7 +115,9 @@ def results(path: Path) -> pl.DataFrame:
     return frame.select("id", *RESULT_COLUMNS)
 
 
-def greedy_run_args(src: Path, out: Path, model: Path, window: int, *extra: str) -> list[str | Path]:
+def greedy_run_args(
+    src: Path, out: Path, model: Path, window: int, *extra: str, max_new_tokens: int = 16
+) -> list[str | Path]:
     """`enrich run` arguments with greedy decoding and a fixed seed: a re-run must reproduce a run exactly."""
     return [
         "run",
@@ -125,7 +127,7 @@ def greedy_run_args(src: Path, out: Path, model: Path, window: int, *extra: str)
         "--model",
         model,
         "--max-new-tokens",
-        "16",
+        str(max_new_tokens),
         "--window-rows",
         str(window),
         "--batch-size",

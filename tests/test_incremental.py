@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from _support import RESULT_COLUMNS, make_greedy_model
+from _support import RESULT_COLUMNS, greedy_run_args, make_greedy_model
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
@@ -24,23 +24,7 @@ def enrich(*args: str | Path) -> Result:
 
 def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:
     """Greedy, 4 new tokens, windows of 8 rows, JSON logs."""
-    return [
-        "run",
-        src,
-        "-o",
-        out,
-        "--model",
-        model,
-        "--max-new-tokens",
-        "4",
-        "--temperature",
-        "0",
-        "--window-rows",
-        "8",
-        "--log-format",
-        "json",
-        *extra,
-    ]
+    return greedy_run_args(src, out, model, 8, "--log-format", "json", *extra, max_new_tokens=4)
 
 
 def run(src: Path, out: Path, model: Path, *extra: str) -> dict[str, object]:
