@@ -1,23 +1,67 @@
 #!/usr/bin/env bash
-# Build here (registry reachable) what travels to the device beside .stack, split so that each call stays
-# under 64 MiB with the working tree:  .xfer/a (with .stack)  .xfer/b (polars)  .xfer/c
-#   a: GGUF part 1 (16 MB)        + .stack (47 MB)   -> call 1
-#   b: polars 2.1.0 (32 MB, xz)   + GGUF part 2      -> call 2
-#   c: GGUF part 3                                   -> call 3
-# The GGUF is the embedded model's (98 MB; the GPU tests convert it there, as enrich does here).
+# Build here (registry reachable) what travels to the device beside .stack, packed into the fewest calls:
+# each call carries at most 64 MiB with the working tree. Items, in the order the stages need them:
+#   gguf.xz       the embedded model (98 MB GGUF, xz: 90 MB): GPU tests and the quality run convert it there
+#   polars        polars 2.1.0 (wheel + the runtime's files, xz: 32 MB): enrich itself
+#   amazon_*      the seeded train / held-out split of ../shared/data (bench/amazon_split.py): the quality run
+#   ray.tar.xz    ray 2.60.0 with jsonschema and its deps, Java jars, RLlib and the dashboard's web client left
+#                 out (xz: 26 MB): the Ray stages
+# Call 1 holds .stack (47 MB) and the first piece; large items are cut at the call's limit, so an item is usable
+# once its last piece has arrived. .xfer/N/ is call N's carry; .xfer/1/manifest lists every item's pieces and
+# sha256, which run.sh checks when it reassembles them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.xfer/' .git/info/exclude || echo '/.xfer/' >> .git/info/exclude
-rm -rf .xfer && mkdir -p .xfer/a .xfer/b .xfer/c
-W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$W" polars==2.1.0 polars-runtime-32==2.1.0
-cp "$W"/polars-2.1.0-py3-none-any.whl .xfer/b/
-(mkdir "$W/rt" && cd "$W/rt" && unzip -q "$W"/polars_runtime_32-*.whl && tar cf - . | xz -9 -T0 > ../polars-rt.tar.xz)
-mv "$W/polars-rt.tar.xz" .xfer/b/
+[ -f .stack/vllm.tar.xz ] || { echo "no .stack: run ../shared/device/build-stack.sh .stack first"; exit 1; }
+W=${PAYLOAD_WORK:-/tmp/enrich-payload}; mkdir -p "$W"
+dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$W/dl" "$@"; }
+
 GGUF=$(python3 -c "from enrich.models import embedded_gguf; print(embedded_gguf())")
-split -b 16000000 -a 2 "$GGUF" "$W/gguf.part."      # 7 pieces of 16 MB at most: 1 / 2 / 4 go to a / b / c
-mv "$W/gguf.part.aa" .xfer/a/; mv "$W/gguf.part.ab" "$W/gguf.part.ac" .xfer/b/
-mv "$W"/gguf.part.* .xfer/c/
-ls "$GGUF" >/dev/null && ls .xfer/*/gguf.part.* | wc -l > .xfer/a/gguf.parts
-du -b .xfer/* .stack | sort -k2
+[ -f "$W/gguf.xz" ] || xz -6 -T0 -c "$GGUF" > "$W/gguf.xz"
+if [ ! -f "$W/polars.tar" ]; then
+  dl polars==2.1.0 polars-runtime-32==2.1.0
+  rm -rf "$W/rt" && mkdir "$W/rt" && (cd "$W/rt" && unzip -q "$W"/dl/polars_runtime_32-*.whl && tar cf - . | xz -9 -T0 > ../polars-rt.tar.xz)
+  tar -C "$W" -cf "$W/polars.tar" polars-rt.tar.xz -C dl polars-2.1.0-py3-none-any.whl
+fi
+if [ ! -f "$W/amazon.tar" ]; then
+  python3 bench/amazon_split.py "$W/amazon" && tar -C "$W/amazon" -cf "$W/amazon.tar" .
+fi
+if [ ! -f "$W/ray.tar.xz" ]; then
+  dl ray==2.60.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
+  rm -rf "$W/ray" && mkdir "$W/ray"
+  for w in "$W"/dl/ray-*.whl "$W"/dl/jsonschema*.whl "$W"/dl/referencing-*.whl "$W"/dl/rpds_py-*.whl; do
+    unzip -q -o "$w" -d "$W/ray"
+  done
+  rm -rf "$W/ray/ray/jars" "$W/ray/ray/rllib" "$W/ray/ray/dashboard/client/build"
+  tar -C "$W/ray" -cf - . | xz -9 -T0 > "$W/ray.tar.xz"
+fi
+
+# Room a call has: 64 MiB, less what the working tree carries, less a margin for files added later.
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | paste -sd+ | bc)
+room=$((67108864 - tree - 300000))
+stack=$(du -cb .stack/*.tar.xz | tail -1 | cut -f1)
+rm -rf .xfer && mkdir -p .xfer/1
+python3 - "$W" "$room" "$stack" <<'EOF'
+import hashlib, sys
+from pathlib import Path
+work, room, stack = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+items = ["gguf.xz", "polars.tar", "amazon.tar", "ray.tar.xz"]
+call, free, manifest = 1, room - stack, []
+for name in items:
+    data, part = (work / name).read_bytes(), 0
+    while data:
+        if free <= 0:
+            call, free = call + 1, room
+        piece, data = data[:free], data[free:]
+        out = Path(f".xfer/{call}"); out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.{part:02d}").write_bytes(piece)
+        free -= len(piece); part += 1
+    manifest.append(f"{name} {part} {hashlib.sha256((work / name).read_bytes()).hexdigest()}")
+Path(".xfer/1/manifest").write_text("\n".join(manifest) + "\n")
+print(f"{call} calls; room per call {room:,} bytes")
+EOF
+for d in .xfer/*; do
+  n=${d#.xfer/}; extra=0; [ "$n" = 1 ] && extra=$stack
+  echo "call $n: $(( $(du -cb "$d" | tail -1 | cut -f1) + extra + tree )) bytes with the tree: $(ls "$d" | tr '\n' ' ')"
+done

