@@ -4,6 +4,7 @@
 #   gguf.xz       the embedded model (98 MB GGUF, xz: 90 MB): GPU tests and the quality run convert it there
 #   polars        polars 2.1.0 (wheel + the runtime's files, xz: 32 MB): enrich itself
 #   amazon_*      the seeded train / held-out split of ../shared/data (bench/amazon_split.py): the quality run
+#   evaldeps      rouge-score 0.1.2 (an sdist, built here) and nltk: `enrich eval`'s metrics
 #   ray.tar.xz    ray 2.60.0 with jsonschema and its deps, Java jars, RLlib and the dashboard's web client left
 #                 out (xz: 26 MB): the Ray stages
 # Call 1 holds .stack (47 MB) and the first piece; large items are cut at the call's limit, so an item is usable
@@ -27,6 +28,12 @@ fi
 if [ ! -f "$W/amazon.tar" ]; then
   python3 bench/amazon_split.py "$W/amazon" && tar -C "$W/amazon" -cf "$W/amazon.tar" .
 fi
+if [ ! -f "$W/evaldeps.tar.xz" ]; then
+  dl nltk==3.10.4 && python3 -m pip download -q --no-deps --no-binary=:all: -d "$W/dl" rouge-score==0.1.2
+  rm -rf "$W/evaldeps" && python3 -m pip install -q --no-deps --no-compile --no-build-isolation --target "$W/evaldeps" \
+    "$W"/dl/nltk-3.10.4-py3-none-any.whl "$W"/dl/rouge_score-0.1.2.tar.gz
+  tar -C "$W/evaldeps" -cf - nltk rouge_score | xz -9 > "$W/evaldeps.tar.xz"
+fi
 if [ ! -f "$W/ray.tar.xz" ]; then
   dl ray==2.60.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
   rm -rf "$W/ray" && mkdir "$W/ray"
@@ -46,7 +53,7 @@ python3 - "$W" "$room" "$stack" <<'EOF'
 import hashlib, sys
 from pathlib import Path
 work, room, stack = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-items = ["gguf.xz", "polars.tar", "amazon.tar", "ray.tar.xz"]
+items = ["gguf.xz", "polars.tar", "amazon.tar", "evaldeps.tar.xz", "ray.tar.xz"]
 call, free, manifest = 1, room - stack, []
 for name in items:
     data, part = (work / name).read_bytes(), 0

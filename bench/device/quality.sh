@@ -12,13 +12,15 @@ Q=$RUN/quality; D=$WORK/quality; A=$WORK/amazon
 mkdir -p "$Q" "$D"
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 # unsloth must not see vLLM (it patches it whenever it can import it); eval's vLLM engine needs it.
-TRAIN_PATH=$SITE/train:$SITE/extra:$PWD:$SITE/gguf
-INFER_PATH=$SITE/infer:$SITE/train:$SITE/extra:$PWD:$SITE/gguf
+TRAIN_PATH=$SITE/train:$SITE/common:$SITE/extra:$PWD:$SITE/gguf
+INFER_PATH=$SITE/infer:$SITE/train:$SITE/common:$SITE/extra:$PWD:$SITE/gguf
 step() { echo "== $(date +%T) $*" >> "$Q/steps.log"; }
 # A CPU check of this script: QUALITY_ENGINE=transformers QUALITY_FT_ARGS="--max-steps 2 --max-rows 64"
 # QUALITY_EVAL_ARGS="--sample 4" (the backend falls back to peft where unsloth is missing).
 ENGINE=${QUALITY_ENGINE:-vllm}
-read -r -a FT_ARGS <<< "${QUALITY_FT_ARGS:-}"
+# Gradient checkpointing changes no gradient, only memory; on a 135M model unsloth's variant (activations to the
+# host and back every layer) held the reference run to 1,950 tokens/s, 34 minutes for 3 epochs (bench/RESULTS.md).
+read -r -a FT_ARGS <<< "${QUALITY_FT_ARGS---no-gradient-checkpointing}"
 read -r -a EVAL_ARGS <<< "${QUALITY_EVAL_ARGS:-}"
 
 finetune() {  # backend, adapter dir

@@ -7,13 +7,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-SITE=/tmp/site; XFER=/tmp/xfer; WORK=/tmp/enrich-bench
+SITE=${SITE:-/tmp/site}; XFER=${XFER:-/tmp/xfer}; WORK=${WORK:-/tmp/enrich-bench}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 UNSLOTH_DISABLE_STATISTICS=1 \
   PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 TOKENIZERS_PARALLELISM=false ENRICH_CACHE=/tmp/enrich-cache \
   BENCH_WORK=$WORK
 # vLLM work sees infer + train (+ polars); unsloth work sees train only: unsloth patches vLLM when it can import it.
-INFER=$SITE/infer:$SITE/train:$SITE/extra:$PWD
-TRAIN=$SITE/train:$SITE/extra:$PWD
+INFER=$SITE/infer:$SITE/train:$SITE/common:$SITE/extra:$PWD
+TRAIN=$SITE/train:$SITE/common:$SITE/extra:$PWD
 RUN=/tmp/run; PARTS=$RUN/parts; mkdir -p "$PARTS"
 MODEL8B=$WORK/llama-8b-arch   # config + tokenizer only (vLLM load_format=dummy, transformers from_config)
 FT8B=/dev/shm/llama-8b-random # the same with random weights saved, for fine-tuning
@@ -28,6 +28,7 @@ install_item() {
     polars.tar) mkdir -p $SITE/extra && tar -C $XFER -xf $XFER/polars.tar && tar -C $SITE/extra -xJf $XFER/polars-rt.tar.xz \
                && python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE/extra $XFER/polars-*.whl ;;
     amazon.tar) mkdir -p $WORK/amazon && tar -C $WORK/amazon -xf $XFER/amazon.tar ;;
+    evaldeps.tar.xz) mkdir -p $SITE/common && tar -C $SITE/common -xJf $XFER/evaldeps.tar.xz ;;
     ray.tar.xz) mkdir -p $SITE/ray && tar -C $SITE/ray -xJf $XFER/ray.tar.xz ;;
   esac
 }
@@ -39,6 +40,14 @@ setup() {
 for a,d in (('vllm','infer'),('vllm-deps','infer'),('train','train')): tarfile.open(f'.stack/{a}.tar.xz').extractall(f'$SITE/{d}',filter='tar')" \
       && touch $SITE/.stack-ok
   fi
+  # $SITE/common: what both sides need, unsloth's without vLLM: pydantic (the stack has it in the vLLM tree only;
+  # enrich's configs need it) and eval's metrics (evaldeps).
+  if [ -f $SITE/.stack-ok ] && [ ! -e $SITE/common/pydantic ]; then
+    mkdir -p $SITE/common
+    for m in pydantic pydantic_core annotated_types typing_inspection; do
+      for p in $SITE/infer/$m $SITE/infer/$m-*.dist-info; do [ -e "$p" ] && ln -sfn "$p" $SITE/common/; done
+    done
+  fi
   # .xfer/N/ hold the pieces of what does not fit beside the stack (bench/device/payload.sh); an item is
   # reassembled and installed once its last piece is here, checked against .xfer/1/manifest.
   mkdir -p $XFER
@@ -48,7 +57,7 @@ for a,d in (('vllm','infer'),('vllm-deps','infer'),('train','train')): tarfile.o
     [ "$(ls $XFER/"$name".[0-9][0-9] 2>/dev/null | wc -l)" = "$parts" ] || { echo "$name: waiting for pieces"; continue; }
     cat $XFER/"$name".[0-9][0-9] > "$XFER/$name.tmp"
     if [ "$(sha256sum < "$XFER/$name.tmp" | cut -d' ' -f1)" = "$sum" ]; then
-      mv "$XFER/$name.tmp" "$XFER/$name"; install_item "$name"
+      mv "$XFER/$name.tmp" "$XFER/$name"; install_item "$name" < /dev/null
     else echo "$name: checksum mismatch"; rm -f "$XFER/$name.tmp"; fi
   done < <(cat $XFER/manifest 2>/dev/null)
   ls $SITE; ls -la $XFER 2>/dev/null | tail -n +2
