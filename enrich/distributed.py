@@ -325,17 +325,7 @@ def run_windows(
             fresh_tokens += stats["tokens"]["output"]
             elapsed = time.perf_counter() - t0
             on_event("window", {"index": index, **worker})
-            on_event(
-                "progress",
-                {
-                    "rows_done": done_rows,
-                    "rows_total": total,
-                    "errors": sum(p["counts"]["error"] for p in state.parts.values()),
-                    "rows_per_s": fresh_rows / elapsed,
-                    "output_tokens_per_s": fresh_tokens / elapsed,
-                    "elapsed_s": elapsed,
-                },
-            )
+            on_event("progress", state.progress(done_rows, total, fresh_rows, fresh_tokens, elapsed))
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: {done_rows} of {total} rows saved in {plan.state_dir}; run the same command to resume"

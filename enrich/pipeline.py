@@ -289,14 +289,7 @@ def _run_locked(
                         elapsed = time.perf_counter() - t0
                         on_event(
                             "progress",
-                            {
-                                "rows_done": done_rows,
-                                "rows_total": total,
-                                "errors": sum(p["counts"]["error"] for p in state.parts.values()),
-                                "rows_per_s": fresh_rows / elapsed,
-                                "output_tokens_per_s": fresh_out_tokens / elapsed,
-                                "elapsed_s": elapsed,
-                            },
+                            state.progress(done_rows, total, fresh_rows, fresh_out_tokens, elapsed),
                         )
                 finally:
                     prefetch.stop.set()

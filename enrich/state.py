@@ -118,6 +118,19 @@ class RunState:
             os.fsync(f.fileno())
         self.parts[index] = entry
 
+    def progress(
+        self, rows_done: int, rows_total: int, fresh_rows: int, fresh_tokens: int, elapsed: float
+    ) -> dict[str, Any]:
+        """A `progress` event: rows saved (resumed ones included), errors so far, this process's rates."""
+        return {
+            "rows_done": rows_done,
+            "rows_total": rows_total,
+            "errors": sum(p["counts"]["error"] for p in self.parts.values()),
+            "rows_per_s": fresh_rows / elapsed,
+            "output_tokens_per_s": fresh_tokens / elapsed,
+            "elapsed_s": elapsed,
+        }
+
     def mark_complete(self, report: dict[str, Any]) -> None:
         manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
         manifest.update(complete=True, report=report)

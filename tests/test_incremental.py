@@ -151,36 +151,11 @@ def test_failed_rows_are_retried_not_copied(catalog: Path, greedy_model: Path, t
     # policies.truncated = error sends every row (4 tokens: always truncated) to the error file...
     job = tmp_path / "job.toml"
     job.write_text(f'[input]\npath = "{src}"\n[output]\npath = "{out}"\n[run]\nincremental = true\n')
-    first = enrich(
-        "jobs",
-        "run",
-        job,
-        "--model",
-        greedy_model,
-        "--max-new-tokens",
-        "4",
-        "--temperature",
-        "0",
-        "--set",
-        "policies.truncated=error",
-        "--log-format",
-        "json",
-    )
+    job_run = ["jobs", "run", job, "--model", greedy_model, "--max-new-tokens", "4", "--temperature", "0"]
+    first = enrich(*job_run, "--set", "policies.truncated=error", "--log-format", "json")
     assert first.exit_code == 6, first.output
     # ...and the next incremental run generates them again instead of copying failures.
-    second = enrich(
-        "jobs",
-        "run",
-        job,
-        "--model",
-        greedy_model,
-        "--max-new-tokens",
-        "4",
-        "--temperature",
-        "0",
-        "--log-format",
-        "json",
-    )
+    second = enrich(*job_run, "--log-format", "json")
     assert second.exit_code == 0, second.output
     report = json.loads(Path(f"{out}.report.json").read_text())
     assert report["counts"]["generated"] == 8 and report["counts"]["copied"] == 0
