@@ -76,13 +76,25 @@ def param_name(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Attach every per-run option; each maps to one job-config field."""
-    for flag, _, extra in reversed(RUN_OPTIONS):
-        fn = click.option(flag, default=None, **extra)(fn)
-    for flag, _, help_text in reversed(FLAG_OPTIONS):
-        fn = click.option(flag, is_flag=True, default=None, help=help_text)(fn)
-    return fn
+def option_table(
+    options: list[tuple[str, str, dict[str, Any]]], switches: list[tuple[str, str, str]]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator attaching a table of options (flag, field, click settings) and of switches (flags,
+    parameter name, help), in table order; every one defaults to None, so an option not given leaves its
+    field to the job or preset."""
+
+    def attach(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for flag, _, extra in reversed(options):
+            fn = click.option(flag, param_name(flag), default=None, **extra)(fn)
+        for flags, name, help_text in reversed(switches):
+            fn = click.option(flags, name, is_flag=True, default=None, help=help_text)(fn)
+        return fn
+
+    return attach
+
+
+# Every per-run option; each maps to one job-config field.
+run_options = option_table(RUN_OPTIONS, [(flag, param_name(flag), text) for flag, _, text in FLAG_OPTIONS])
 
 
 def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:

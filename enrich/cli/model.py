@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from enrich.cli.common import event_printer, log_options, param_name
+from enrich.cli.common import event_printer, log_options, option_table, param_name
 
 # option -> TrainConfig field; unset options keep the preset's value.
 FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
@@ -66,12 +65,7 @@ FINETUNE_SWITCHES: list[tuple[str, str, str]] = [
 ]
 
 
-def _finetune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for flag, _, extra in reversed(FINETUNE_OPTIONS):
-        fn = click.option(flag, param_name(flag), default=None, **extra)(fn)
-    for flags, field, help_text in reversed(FINETUNE_SWITCHES):
-        fn = click.option(flags, field, is_flag=True, default=None, help=help_text)(fn)
-    return fn
+_finetune_options = option_table(FINETUNE_OPTIONS, FINETUNE_SWITCHES)
 
 
 @click.command()
