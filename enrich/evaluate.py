@@ -179,7 +179,7 @@ def generate_for(
         seconds = time.perf_counter() - t0
     finally:
         engine.close()
-    stop = tuple(dict.fromkeys(s for s in (*spec.stop, spec.eos or "") if s))  # each once
+    stop = spec.stop_strings()
     texts = [clean_output(g.text, stop) for g in gens]
     return {
         "ref": ref,

@@ -81,6 +81,10 @@ class ModelSpec:
     needs_gpu: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # the enrich.json read, if any
 
+    def stop_strings(self) -> tuple[str, ...]:
+        """The strings that end a generation, cut from its text: the stop list and EOS, each once."""
+        return tuple(dict.fromkeys(s for s in (*self.stop, self.eos or "") if s))
+
 
 def cache_dir() -> Path:
     """Where converted models live (ENRICH_CACHE, else ~/.cache/enrich)."""

@@ -140,7 +140,7 @@ def finish_window(
     the generated rows in its loop (rows decided before generation keep their status).
     """
     pol = plan.job.policies
-    stop = tuple(dict.fromkeys(s for s in (*plan.spec.stop, plan.spec.eos or "") if s))  # each once
+    stop = plan.spec.stop_strings()
     markers = plan.template.markers
     n = len(window.rows)
     texts: list[str | None] = [None] * n
