@@ -121,12 +121,11 @@ def _merge(spec: ModelSpec, out: Path, dtype: str, on_event: Event) -> None:
     target = getattr(torch, dtype)
     # Merge in float32 on the CPU, also where a GPU is present: W + BA is rounded to 16 bits once, at the save.
     # Merging in bf16 rounds twice, which took an H200 export past the verification's tolerance (0.30 > 0.25).
-    work = torch.float32
-    base = AutoModelForCausalLM.from_pretrained(spec.path, dtype=work, use_safetensors=True)
+    base = AutoModelForCausalLM.from_pretrained(spec.path, dtype=torch.float32, use_safetensors=True)
     if getattr(base.config, "quantization_config", None) is not None:
         on_event("info", {"message": "the base is quantized: dequantizing to 16 bits before merging"})
         base = base.dequantize()  # type: ignore[no-untyped-call]  # never merge into 4-bit weights: the adapter's update would be rounded away
-        base.to(work)
+        base.to(torch.float32)
         if hasattr(base.config, "quantization_config"):
             del base.config.quantization_config
     model = PeftModel.from_pretrained(base, str(spec.adapter)).merge_and_unload()
