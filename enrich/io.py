@@ -47,7 +47,7 @@ def _buffers_unmapped() -> Iterator[None]:
 
     glibc raises its mmap threshold each time a large block is freed; after that, window buffers come from the
     heap and stay resident once freed, so the assembly's memory crept up window after window (+26% from 10k
-    to 1M rows; with this and polars' decay in __init__.py, +9%). Only here: torch's tensors during generation
+    to 1M rows; with this and polars' decay in __init__.py, +10.4%). Only here: torch's tensors during generation
     would pay a system call and page faults for every allocation (generation ran at half speed). Afterwards the
     threshold is left at 32 MiB, the highest the dynamic one reaches.
     """
