@@ -13,7 +13,7 @@ exactly 256 tokens (EOS ignored) at temperature 0.7, top-p 0.9. One process, one
 On the device: `bench/device/run.sh ray` (bench/device/README.md: the stack, polars and a trimmed `ray[data]==2.60.0`
 carried by payload.sh), which runs
 
-    PYTHONPATH=$SITE/ray:$INFER python3 bench/ray_gpu.py /tmp/enrich-bench/llama-8b-arch [--prompts 4096] [--window-rows 2048]
+    PYTHONPATH=$SITE/ray:$INFER python3 bench/ray_gpu.py /tmp/enrich-bench/llama-8b-arch [--prompts 4096] [--window-rows 1024]
 
 Figures: `wall` is the whole pipeline.run (Ray actors and vLLM starting included); `pool` is rows over the
 busiest worker's time inside its windows (read, prompt, generate, postprocess): the throughput once started.
@@ -198,8 +198,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--prompts", type=int, default=4096)
-    # 2,048-row windows fill vLLM's 2,048 sequence slots (1,024 gave each H200 24% less; bench/RESULTS.md).
-    ap.add_argument("--window-rows", type=int, default=2048)
+    # 2,048-row windows gave each H200 32% more than 1,024, but with 4,096 prompts only 2 windows, and Ray Data
+    # gave both to the first worker ready (bench/RESULTS.md); 1,024 is the setting measured at 1.87x.
+    ap.add_argument("--window-rows", type=int, default=1024)
     # enrich's defaults on a GPU of 70 GiB or more (bench/RESULTS.md, issue 4), given to both ways alike.
     ap.add_argument("--max-num-seqs", type=int, default=2048)
     ap.add_argument("--max-num-batched-tokens", type=int, default=65536)

@@ -92,14 +92,6 @@ def test_ray_options_build_the_job_and_keep_the_local_fingerprint(
     assert plan.plan_run(job).engine_name == "transformers"
 
 
-def test_the_pool_gives_each_worker_one_window_at_a_time() -> None:
-    from enrich.distributed import pool_strategy
-
-    # Ray Data's default (4 in flight) sent both windows of a 2-window run to one of 2 H200 workers.
-    strategy = pool_strategy(workers=4, windows=2)
-    assert (strategy.min_size, strategy.max_size, strategy.max_tasks_in_flight_per_actor) == (2, 2, 1)
-
-
 @pytest.mark.slow
 def test_two_workers_give_the_rows_of_a_single_process_run(
     ray_session: None, source: Path, greedy_model: Path, reference: Path, tmp_path: Path
