@@ -163,6 +163,12 @@ class RayConfig(_Model):
     cpus_per_worker: float = Field(
         1.0, gt=0, description="CPUs each worker holds (torch threads on CPU workers)."
     )
+    start_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds for every worker to start its engine before the first window goes out; "
+        "exit 5 when the cluster cannot start them all.",
+    )
     address: str | None = Field(
         None,
         description="Ray cluster to join (auto, or ray://host:10001); default: start a local Ray on this machine.",

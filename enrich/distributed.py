@@ -4,7 +4,8 @@ Design. The driver (the `enrich run` process) keeps everything that must have on
 fingerprint, the resume journal and the part files. Windows stay the unit of work, exactly as in a local run:
 window k is input rows [k*W, min((k+1)*W, total)). Ray Data gets one small item per pending window (its index
 and its duplicate-id rows) and maps it, with `map_batches(batch_size=1)` over a fixed `ActorPoolStrategy`,
-through `_Worker`: one engine per actor (one per GPU, or per CPU worker), which reads the window's rows from the
+through `_Worker`: one engine per actor (one per GPU, or per CPU worker; all started before the first window is
+given out, so that every worker gets its share of a few windows), which reads the window's rows from the
 input itself (Parquet by row group, so each worker reads only its own rows), then runs the same
 `prepare_window -> engine.generate -> finish_window` code as a local run, with the same per-window seed. It
 answers the part table (Arrow IPC bytes), the error records and the stats; the driver records each answer with
@@ -240,7 +241,14 @@ def _dataset(plan: Plan, total: int, pending: list[int], duplicates: dict[int, i
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress lines would break cron's JSON log
-    ray.data.DataContext.get_current().enable_progress_bars = False  # enrich draws its own progress
+    # Its trace of a failed start; the driver raises the error again, as one line (run_windows).
+    logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # enrich draws its own progress
+    # Every worker has loaded its engine before the first window goes out, so the windows are spread over all of
+    # them (Ray Data gives each to the least busy worker). Without the wait the first worker ready took up to 4
+    # queued windows: measured on 2 H200s, 2 windows of 2,048 rows both went to one GPU (0.95x, not 2x).
+    context.wait_for_min_actors_s = math.ceil(plan.job.ray.start_timeout_s)
     w = plan.window_rows
     by_window: dict[int, dict[str, int]] = {}
     for row, first in duplicates.items():
@@ -258,9 +266,7 @@ def _dataset(plan: Plan, total: int, pending: list[int], duplicates: dict[int, i
             fn_constructor_kwargs={"plan": plan, "total": total},
             batch_size=1,  # one window per call: the unit of retry and of the journal
             # Ray Data queues up to 4 windows on each actor; a killed actor's queued windows are retried on its
-            # restart. Measured on 2 H200s: with only 2 windows, the first worker ready took both (0.95x, not 2x).
-            # Holding one window in flight per actor fixed that but left a killed worker nothing to retry in
-            # tests/test_distributed.py; waiting for every worker to start is the fix still to make and measure.
+            # restart (holding one in flight instead left a killed worker nothing to retry, and its restart idle).
             compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(pending))),
             num_gpus=gpus or None,
             num_cpus=cfg.cpus_per_worker,
@@ -318,6 +324,13 @@ def run_windows(
             elapsed = time.perf_counter() - t0
             on_event("window", {"index": index, **worker})
             on_event("progress", state.progress(done_rows, total, fresh_rows, fresh_tokens, elapsed))
+    except ray.exceptions.GetTimeoutError:
+        cfg = job.ray
+        raise EngineError(
+            f"ray: the {cfg.workers} workers did not all start within {cfg.start_timeout_s:g} s "
+            f"(free in the cluster: {_free(ray)}); lower --workers or --gpus-per-worker, "
+            "or raise --ray-start-timeout where engines load slowly"
+        ) from None
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: {done_rows} of {total} rows saved in {plan.state_dir}; run the same command to resume"
@@ -329,6 +342,12 @@ def run_windows(
     if missing:  # Ray Data answered every item or raised; a gap here would be a bug, never a silent loss
         raise RuntimeError(f"ray: windows {missing[:10]} were never answered")
     return Spread(fresh_rows, fresh_tokens, [_rates(w) for w in workers.values()])
+
+
+def _free(ray: Any) -> str:
+    """The cluster's unclaimed CPUs and GPUs, for the message of a pool that could not start."""
+    free = ray.available_resources()
+    return ", ".join(f"{free.get(r, 0):g} {r}" for r in ("CPU", "GPU"))
 
 
 def _tally(

@@ -58,6 +58,9 @@ def write_all(directory: Path = DEFAULT_DIR) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: write the schemas into the folder given (default: the repository's schemas/)."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0].startswith("-"):
+        print("usage: python -m enrich.schema [DIRECTORY]  (default: the repository's schemas/)")
+        return 0 if args[0] in ("-h", "--help") else 2
     directory = Path(args[0]) if args else DEFAULT_DIR
     for path in write_all(directory):
         print(f"wrote {path}")

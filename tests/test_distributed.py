@@ -142,6 +142,33 @@ def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_doubled(
     assert_same_rows(out, reference)
 
 
+@pytest.mark.slow
+def test_as_many_windows_as_workers_go_one_to_each(
+    ray_session: None, source: Path, greedy_model: Path, reference: Path, tmp_path: Path
+) -> None:
+    """Every worker has started before the first window goes out; the first one ready does not take them all."""
+    out = tmp_path / "out.parquet"
+    job = ray_job(source, out, greedy_model)
+    job = job.model_copy(update={"run": job.run.model_copy(update={"limit": 2 * WINDOW})})
+    report = pipeline.run(job)
+    assert report.workers is not None
+    assert sorted(w["windows"] for w in report.workers) == [1, 1], report.workers
+    assert pl.read_parquet(out).equals(pl.read_parquet(reference).head(2 * WINDOW))
+
+
+def test_a_pool_the_cluster_cannot_start_fails_with_exit_5(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    done = call(
+        "run", source, "-o", out, "--engine", "ray", "--workers", "2", "--worker-engine", "echo",
+        "--gpus-per-worker", "64", "--ray-start-timeout", "3",
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ray: the 2 workers did not all start within 3 s (free in the cluster: ")
+    assert "lower --workers or --gpus-per-worker" in last and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
 def stop_mid_run(
     args: list[str | Path], journal: Path, windows: int, sig: int
 ) -> tuple[int, str, list[Any], list[Any]]:

@@ -56,6 +56,11 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--worker-engine", "ray.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo"])}),
     ("--gpus-per-worker", "ray.gpus_per_worker", {"type": float, "help": "--engine ray: GPUs per worker."}),
     ("--ray-address", "ray.address", {"help": "--engine ray: cluster to join (auto, ray://HOST:10001)."}),
+    (
+        "--ray-start-timeout",
+        "ray.start_timeout_s",
+        {"type": float, "help": "--engine ray: seconds for every worker to start (default 900)."},
+    ),
 ]
 FLAG_OPTIONS: list[tuple[str, str, str]] = [
     (
