@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU benchmarks and GPU tests of enrich on the device (nvidia-h200). See bench/device/README.md.
-#   bench/device/run.sh STAGE...     stages: setup hf vllm-sweep vllm-enrich finetune quality ray tests report
+#   bench/device/run.sh STAGE...     stages: setup hf vllm-sweep vllm-enrich finetune quality ray first-window tests report
 # Results and logs go to /tmp/run, packed after every stage into $OUT/run.tgz (the device tool brings back
 # at most 8 files). Every stage is idempotent; a stage that lacks its payload says so and moves on, so one
 # call can hold whatever its 64 MiB carried, and a later call on the still-warm machine continues.
@@ -142,6 +142,13 @@ ray_gpu() {  # issue 6: enrich run --engine ray, vLLM in 2 workers against 1 (be
   pkill -f 'ray/core/src/ray' 2>/dev/null; pkill -f 'ray::' 2>/dev/null  # whatever a timeout left of Ray
 }
 
+first_window() {  # issue 6: a fresh engine's first window against the next ones (bench/vllm_first_window.py)
+  have first-window || return; model8b; log "vLLM: consecutive windows on one engine"
+  PYTHONPATH=$INFER timeout "${FW_TIMEOUT:-$((590 - SECONDS))}" python3 bench/vllm_first_window.py $MODEL8B \
+    --json $RUN/vllm_first_window.json > $RUN/first_window.log 2>&1
+  echo "rc=$?"; grep -E '^\{|started in|first window|Error' $RUN/first_window.log | tail -8
+}
+
 report() {
   PYTHONPATH=$PWD python3 bench/gpu_generate.py report "$PARTS" --json "$RUN/gpu_generate.json" 2>&1 | tail -20
   PYTHONPATH=$PWD python3 bench/gpu_finetune.py report "$PARTS" --json "$RUN/gpu_finetune.json" 2>&1 | tail -6
@@ -153,7 +160,7 @@ setup
 for stage in "$@"; do
   case $stage in
     hf) hf ;; vllm-sweep) vllm_sweep ;; vllm-enrich) vllm_enrich ;; finetune) finetune ;; tests) tests ;;
-    quality) quality ;; ray) ray_gpu ;; report) report ;; setup) ;; *) echo "unknown stage $stage" ;;
+    quality) quality ;; ray) ray_gpu ;; first-window) first_window ;; report) report ;; setup) ;; *) echo "unknown stage $stage" ;;
   esac
   pack
 done
