@@ -74,10 +74,17 @@ def load_tokenizer(spec: ModelSpec) -> Any:
     """The model's tokenizer: the adapter's own where it saved one, else the base's."""
     from transformers import AutoTokenizer
 
+    if spec.adapter:
+        try:
+            return AutoTokenizer.from_pretrained(spec.adapter)
+        except (OSError, ValueError):
+            pass
     try:
-        return AutoTokenizer.from_pretrained(spec.adapter or spec.path)
-    except (OSError, ValueError):
         return AutoTokenizer.from_pretrained(spec.path)
+    except (OSError, ValueError) as err:
+        raise EngineError(
+            f"model {spec.ref!r}: cannot load its tokenizer from {spec.path}: {err}".splitlines()[0]
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -95,9 +102,15 @@ def prompt_side(engine_name: str, spec: ModelSpec, config: ModelConfig) -> Promp
     from transformers import AutoConfig
 
     # The same rule as the engines: the job's max_model_len, else the model's own context.
-    length = config.max_model_len or int(
-        getattr(AutoConfig.from_pretrained(spec.path), "max_position_embeddings", 2048) or 2048
-    )
+    length = config.max_model_len
+    if not length:
+        try:
+            model_config = AutoConfig.from_pretrained(spec.path)
+        except (OSError, ValueError) as err:
+            raise EngineError(
+                f"model {spec.ref!r}: cannot read its config.json in {spec.path}: {err}".splitlines()[0]
+            ) from None
+        length = int(getattr(model_config, "max_position_embeddings", 2048) or 2048)
     return PromptSide(load_tokenizer(spec), length)
 
 
@@ -156,6 +169,17 @@ class TransformersEngine:
         self.stop_ids = _stop_ids(self.tokenizer, spec.stop, self.model.generation_config.eos_token_id)
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+        import torch
+
+        try:
+            return self._generate(prompts, sampling)
+        except (torch.OutOfMemoryError, MemoryError):
+            raise EngineError(
+                f"out of memory generating {len(prompts)} prompts on {self.device} in batches of "
+                f"{self.batch_size}; lower --batch-size, --window-rows or --max-new-tokens (finished windows are saved)"
+            ) from None
+
+    def _generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
         import torch
 
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]

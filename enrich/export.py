@@ -145,6 +145,15 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
     from enrich.engines import load_hf
     from enrich.prompts import build_prompts, get_template
 
+    prompted = {"template": (reference.template, candidate.template), "eos": (reference.eos, candidate.eos)}
+    for what, (want, got) in prompted.items():
+        if (
+            want != got
+        ):  # the weights may match and the export still never stop: refuse it here, not at run time
+            raise EngineError(
+                f"export check: {candidate.ref} would be prompted with {what} {got!r}, the adapter was trained "
+                f"with {want!r}; its enrich.json is missing or wrong"
+            )
     tok, ref_model = load_hf(reference, "float32", "cpu")
     template = get_template(reference.template)
     prompts = build_prompts(list(CHECK_TITLES), template, getattr(tok, "apply_chat_template", None))

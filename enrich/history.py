@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enrich.config import Counts, RunReport, Seconds, Tokens
+from enrich.config import Counts, JobConfig, RunReport, Seconds, Tokens
 from enrich.errors import EnrichError, Interrupted
 from enrich.evaluate import FLAGS
+from enrich.models import versions
 from enrich.state import JOURNAL, write_json
 
 if TYPE_CHECKING:
@@ -74,10 +75,33 @@ def _saved_counts(state_dir: Path) -> tuple[Counter[str], Counter[str], Counter[
     return counts, tokens, flags
 
 
-def failure_report(plan: Plan, started: str, t0: float, err: BaseException) -> RunReport:
+def _planless_fields(job: JobConfig) -> dict[str, Any]:
+    """The report fields known of a run that failed before its plan was made (no input, an unknown model)."""
+    output = job.output.path
+    return {
+        "input": job.input.path,
+        "output": output,
+        "errors_file": job.output.errors or f"{output}.errors.jsonl",
+        "fingerprint": "",
+        "model": {
+            "ref": job.model.ref or "",
+            "name": "",
+            "engine": job.model.engine,
+            "template": job.prompt.template or "",
+        },
+        "versions": versions(),
+        "sampling": {},
+    }
+
+
+def failure_report(plan: Plan | JobConfig, started: str, t0: float, err: BaseException) -> RunReport:
     """A report for a run that did not finish: its exit code, the reason, and what was saved so far."""
     code = exit_code_of(err)
-    counts, tokens, flags = _saved_counts(plan.state_dir)
+    if isinstance(plan, JobConfig):
+        fields, counts, tokens, flags = _planless_fields(plan), Counter[str](), Counter[str](), Counter[str]()
+    else:
+        fields = plan.report_fields()
+        counts, tokens, flags = _saved_counts(plan.state_dir)
     elapsed = time.perf_counter() - t0
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return RunReport(
@@ -87,7 +111,7 @@ def failure_report(plan: Plan, started: str, t0: float, err: BaseException) -> R
         started=started,
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         resumed=False,
-        **plan.report_fields(),
+        **fields,
         counts=Counts(
             rows=sum(counts[k] for k in ("ok", "flagged", "error", "skipped")),
             **{k: counts[k] for k in COUNT_KEYS},
@@ -100,10 +124,11 @@ def failure_report(plan: Plan, started: str, t0: float, err: BaseException) -> R
     )
 
 
-def keep_failure(plan: Plan, started: str, t0: float, err: BaseException) -> None:
-    """Record a failed or interrupted run in the history; never hides the original error."""
-    if not plan.job.run.history_dir:
+def keep_failure(plan: Plan | JobConfig, started: str, t0: float, err: BaseException) -> None:
+    """Record a failed or interrupted run in the history, planned or not; never hides the original error."""
+    job = plan if isinstance(plan, JobConfig) else plan.job
+    if not job.run.history_dir:
         return
     # The history must never replace the run's own error with one of its own.
     with contextlib.suppress(Exception):
-        keep(plan.job.run.history_dir, failure_report(plan, started, t0, err))
+        keep(job.run.history_dir, failure_report(plan, started, t0, err))

@@ -218,9 +218,17 @@ def resolve_model(ref: str | None, gpu: bool = False) -> ModelSpec:
     if ref in PRESETS:
         return _spec_from_preset(PRESETS[ref], ref)
     path = Path(ref).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        info = read_enrich_json(path)
+        if info.get("kind") == "gguf":  # `enrich export --format gguf`: one GGUF file beside enrich.json
+            path = path / str(info.get("file", "model.gguf"))
     if path.is_file() and path.suffix == ".gguf":
-        directory = _materialize_gguf(path, fix_eos=None, pad=None)
-        return _spec_from_dir(directory, ref, default_template="chat")
+        # An enrich.json beside the file (an export, or the merged directory being converted) says how the model
+        # was trained to be prompted and to stop; without it the GGUF's own chat template is used.
+        beside = read_enrich_json(path.parent)
+        info = beside if beside.get("file", path.name) == path.name else {}
+        directory = _materialize_gguf(path, fix_eos=info.get("eos"), pad=None)
+        return _spec_from_dir(directory, ref, default_template="chat", info=info)
     if path.is_dir():
         return _spec_from_dir(path, ref, default_template=None)
     raise ConfigError(
@@ -228,8 +236,10 @@ def resolve_model(ref: str | None, gpu: bool = False) -> ModelSpec:
     )
 
 
-def _spec_from_dir(directory: Path, ref: str, default_template: str | None) -> ModelSpec:
-    info = read_enrich_json(directory)
+def _spec_from_dir(
+    directory: Path, ref: str, default_template: str | None, info: dict[str, Any] | None = None
+) -> ModelSpec:
+    info = read_enrich_json(directory) if info is None else info
     if (directory / "adapter_config.json").is_file():
         adapter_cfg = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
         base_ref = info.get("base") or adapter_cfg.get("base_model_name_or_path")

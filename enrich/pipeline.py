@@ -20,12 +20,21 @@ from typing import Any
 from enrich import history, incremental, io
 from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport
 from enrich.engines import Engine, Sampling, make_engine, prompt_side
-from enrich.errors import ConfigError, EnrichError, Interrupted
+from enrich.errors import ConfigError, Interrupted
 from enrich.evaluate import FLAGS
 from enrich.events import Event, no_events
 from enrich.plan import Plan, plan_run, settle_columns
 from enrich.rows import Window, finish_window, prepare_window, tokenizer_hooks
-from enrich.state import LOCK, Lock, RunState, acquire_lock, open_state, read_manifest, write_json
+from enrich.state import (
+    LOCK,
+    Lock,
+    RunState,
+    acquire_lock,
+    changed_settings,
+    open_state,
+    read_manifest,
+    write_json,
+)
 
 
 @dataclass
@@ -93,22 +102,23 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
     """Run a job to the end (or to an interrupt), resuming from its state; returns the report."""
     started = _now()
     t0 = time.perf_counter()
-    lf = io.scan(job.input.path, job.input.format)
-    job, names = settle_columns(job, lf, on_event)
-    plan = plan_run(job, on_event)
-    if plan.output.exists() and plan.output.resolve() == Path(job.input.path).resolve():
-        raise ConfigError(f"{plan.output}: the output would overwrite the input; choose another -o")
-    clash = [c for c in (job.output.generated_column, *OUTPUT_COLUMNS[1:]) if c in names]
-    if clash:
-        raise ConfigError(
-            f"{job.input.path}: column {clash[0]!r} already exists; rename it in the input"
-            + (" or pass --generated-column NAME" if clash[0] == job.output.generated_column else "")
-        )
-    _ensure_writable(plan)
-    try:
+    planned: Plan | JobConfig = job
+    try:  # a run that fails here (no input, an unknown model, the lock taken) is a run too: cron's history shows it
+        lf = io.scan(job.input.path, job.input.format)
+        job, names = settle_columns(job, lf, on_event)
+        plan = planned = plan_run(job, on_event)
+        if plan.output.exists() and plan.output.resolve() == Path(job.input.path).resolve():
+            raise ConfigError(f"{plan.output}: the output would overwrite the input; choose another -o")
+        clash = [c for c in (job.output.generated_column, *OUTPUT_COLUMNS[1:]) if c in names]
+        if clash:
+            raise ConfigError(
+                f"{job.input.path}: column {clash[0]!r} already exists; rename it in the input"
+                + (" or pass --generated-column NAME" if clash[0] == job.output.generated_column else "")
+            )
+        _ensure_writable(plan)
         lock, warning = _lock_run(plan)
-    except EnrichError as err:  # a run that found the lock taken is a run too: cron's history shows it
-        history.keep_failure(plan, started, t0, err)
+    except BaseException as err:
+        history.keep_failure(planned, started, t0, err)
         raise
     try:
         if warning:
@@ -198,9 +208,15 @@ def _run_locked(
         on_event("info", {"message": f"{plan.output} is complete and up to date; nothing to do"})
         return RunReport.model_validate(manifest["report"])
     if plan.output.exists() and not job.output.overwrite and not same and not job.run.incremental:
-        raise ConfigError(
-            f"{plan.output}: exists and was not written by this run; pass --overwrite to replace it"
-        )
+        if not manifest.get("complete"):
+            raise ConfigError(
+                f"{plan.output}: exists and was not written by this run; pass --overwrite to replace it"
+            )
+        if not job.run.restart:  # enrich wrote it, with other settings: --restart regenerates it
+            raise ConfigError(
+                f"{plan.output}: holds a finished run with other settings (changed since: "
+                f"{changed_settings(manifest, plan.details)}); pass --restart to regenerate it, or choose another -o"
+            )
     restart = (
         job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
     )

@@ -21,6 +21,12 @@ def use_json(log_format: str) -> bool:
     return log_format == "json"
 
 
+def json_line(level: str, message: str, **fields: Any) -> str:
+    """One JSON log line, as cron's logs carry them."""
+    line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "level": level, "message": message, **fields}
+    return json.dumps(line, ensure_ascii=False)
+
+
 class Reporter:
     """Turns pipeline events into a progress bar on a terminal or JSON lines on stderr."""
 
@@ -39,8 +45,7 @@ class Reporter:
         if level == "info" and self.verbosity < 0:
             return
         if self.json:
-            line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "level": level, "message": message, **fields}
-            print(json.dumps(line, ensure_ascii=False), file=sys.stderr, flush=True)
+            print(json_line(level, message, **fields), file=sys.stderr, flush=True)
         else:
             style = {"warning": "yellow", "error": "red"}.get(level, "dim")
             (self.progress.console if self.progress else self.err).print(f"[{style}]{level}:[/] {message}")

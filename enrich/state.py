@@ -137,6 +137,13 @@ class RunState:
         atomic_write_bytes(self.directory / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
+def changed_settings(manifest: dict[str, Any], details: dict[str, Any]) -> str:
+    """The settings that differ between a saved run's manifest and this run, in words."""
+    before = manifest.get("details", {})
+    changed = [_SETTING_WORDS.get(k, k) for k, v in details.items() if before.get(k) != v]
+    return ", ".join(changed) or "unknown: the manifest was edited"
+
+
 def open_state(directory: Path, fingerprint: str, details: dict[str, Any], restart: bool) -> RunState:
     """Load or start the resume state; a different fingerprint refuses to mix results unless restart."""
     manifest_path = directory / MANIFEST
@@ -150,14 +157,9 @@ def open_state(directory: Path, fingerprint: str, details: dict[str, Any], resta
                 f"{manifest_path}: the resume manifest is damaged; re-run with --restart to start over"
             ) from None
         if old != fingerprint:
-            changed = [
-                _SETTING_WORDS.get(k, k)
-                for k, v in details.items()
-                if manifest.get("details", {}).get(k) != v
-            ]
             raise ConfigError(
                 f"{directory}: holds an unfinished run with other settings (changed since: "
-                f"{', '.join(changed) or 'unknown: the manifest was edited'}); its results cannot be mixed with "
+                f"{changed_settings(manifest, details)}); its results cannot be mixed with "
                 "this run's: re-run with --restart to discard them, or use another --state-dir"
             )
         parts = _load_journal(directory, warnings)

@@ -114,29 +114,39 @@ def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_doubled(
     ray_session: None, source: Path, greedy_model: Path, reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.parquet"
+    frozen: dict[str, int] = {}  # the pid frozen, and how many windows had answered then
     killed: list[int] = []
-
-    def kill_first_worker(kind: str, data: dict[str, Any]) -> None:
-        if kind == "window" and not killed:  # a worker that just answered and holds further windows
-            assert data["pid"] != os.getpid()
-            os.kill(data["pid"], signal.SIGKILL)
-            killed.append(data["pid"])
-
-    journal = Path(f"{out}.enrich") / "parts.jsonl"
     seen: list[int] = []
-    job = ray_job(source, out, greedy_model)
 
     def watch(kind: str, data: dict[str, Any]) -> None:
-        kill_first_worker(kind, data)
-        if kind == "window":
-            seen.append(data["index"])
+        """Freeze the first worker to answer; kill it once the other has answered twice since.
+
+        A window takes a fraction of a second here: killed at once, the worker would often hold nothing. Frozen,
+        it can be handed the next window and die holding it; then Ray restarts it and retries the window (in
+        about half the runs here a third pid, the restarted worker, answered). Whether it held one is up to Ray
+        Data's dispatch, so no assertion depends on it: every window is recorded once, with the rows of the
+        single-process run, whatever Ray did.
+        """
+        if kind != "window":
+            return
+        seen.append(data["index"])
+        assert data["pid"] != os.getpid()
+        if not frozen:
+            os.kill(data["pid"], signal.SIGSTOP)
+            frozen.update(pid=data["pid"], answered=len(seen))
+        elif not killed and data["pid"] != frozen["pid"] and len(seen) >= frozen["answered"] + 2:
+            os.kill(frozen["pid"], signal.SIGKILL)
+            killed.extend((frozen["pid"], len(seen)))
+
+    journal = Path(f"{out}.enrich") / "parts.jsonl"
+    job = ray_job(source, out, greedy_model)
 
     report = pipeline.run(job, watch)
     assert killed and report.workers is not None
+    pid, answered_at_kill = killed
+    assert answered_at_kill < ROWS // WINDOW  # killed mid-run: windows were still to come
     assert sorted(seen) == list(range(ROWS // WINDOW))  # every window recorded exactly once
-    pids = {w["pid"] for w in report.workers}
-    # The killed actor was restarted (a new pid) and took windows again.
-    assert killed[0] in pids and len(pids) >= 3, report.workers
+    assert pid in {w["pid"] for w in report.workers}  # it had answered before it died
     recorded = [json.loads(line)["index"] for line in journal.read_text().splitlines()]
     assert sorted(recorded) == list(range(ROWS // WINDOW))  # the journal holds each window once
     assert_same_rows(out, reference)
@@ -163,9 +173,12 @@ def test_a_pool_the_cluster_cannot_start_fails_with_exit_5(source: Path, tmp_pat
         "--gpus-per-worker", "64", "--ray-start-timeout", "3",
     )  # fmt: skip
     assert done.returncode == 5, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ray: the 2 workers did not all start within 3 s (free in the cluster: ")
-    assert "lower --workers or --gpus-per-worker" in last and "Traceback" not in done.stderr
+    last = json.loads(done.stderr.strip().splitlines()[-1])  # no terminal: the error is a JSON log line too
+    assert last["level"] == "error" and last["exit_code"] == 5
+    assert last["message"].startswith(
+        "ray: the 2 workers did not all start within 3 s (free in the cluster: "
+    )
+    assert "lower --workers or --gpus-per-worker" in last["message"] and "Traceback" not in done.stderr
     assert not out.exists()
 
 

@@ -139,3 +139,40 @@ def test_export_errors(adapter: Path, tiny_model: Path, tmp_path: Path) -> None:
         r = enrich("export", adapter, "-o", tmp_path / "g", "--format", "gguf")
         assert r.exit_code == 5 and "convert_hf_to_gguf.py" in r.output
         assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.slow
+def test_a_gguf_export_is_prompted_as_it_was_trained(catalog: Path, tmp_path: Path) -> None:
+    """A folder of `export --format gguf` (model.gguf + enrich.json) keeps the trained template and EOS.
+
+    The embedded model's real GGUF stands in for the converter's output (llama.cpp is not installed here).
+    """
+    from enrich.errors import EngineError
+    from enrich.models import embedded_gguf
+
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "model.gguf").symlink_to(embedded_gguf())
+    info = {
+        "kind": "gguf",
+        "file": "model.gguf",
+        "name": "fine-tuned",
+        "template": "alpaca",
+        "eos": "<|im_end|>",
+    }
+    (folder / "enrich.json").write_text(json.dumps(info))
+    for ref in (folder, folder / "model.gguf"):
+        spec = resolve_model(str(ref))
+        assert (spec.template, spec.eos, spec.name) == ("alpaca", "<|im_end|>", "fine-tuned"), ref
+    bare = tmp_path / "bare" / "model.gguf"  # the same file without enrich.json: the GGUF's own chat template
+    bare.parent.mkdir()
+    bare.symlink_to(embedded_gguf())
+    assert resolve_model(str(bare)).template == "chat"
+    with pytest.raises(EngineError, match="would be prompted with template 'chat'"):
+        verify(resolve_model(str(folder)), resolve_model(str(bare)), TOLERANCE["float32"])
+
+    out = tmp_path / "out.parquet"
+    r = enrich("run", catalog, "-o", out, "--model", folder, "--limit", "2", "--max-new-tokens", "8")
+    assert r.exit_code == 0, r.output
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["model"]["template"] == "alpaca" and pl.read_parquet(out).height == 2

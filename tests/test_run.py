@@ -171,9 +171,9 @@ def test_bad_input_exit_codes(make, code: int, message: str, tiny_model: Path, t
     src = next((p for p in tmp_path.iterdir() if p.name.startswith("in.")), tmp_path / "in.parquet")
     r = enrich("run", src, "-o", tmp_path / "out.parquet", *tiny_args(tiny_model))
     assert r.exit_code == code, r.output
-    assert message in r.output and str(src) in r.output
-    error_lines = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and "Traceback" not in r.output
+    records = [json.loads(line) for line in r.output.splitlines()]  # --log-format json: every line is JSON
+    (error,) = [e for e in records if e["level"] == "error"]
+    assert message in error["message"] and str(src) in error["message"] and error["exit_code"] == code
     assert not (tmp_path / "out.parquet").exists()
 
 
@@ -189,15 +189,54 @@ def test_existing_output_needs_overwrite(tiny_model: Path, catalog: Path, tmp_pa
     # the same command again: already complete, nothing redone
     r = enrich("run", catalog, "-o", out, "--limit", "5", *tiny_args(tiny_model))
     assert r.exit_code == 0 and "up to date" in r.output
-    # other settings against an output this run did not write
+    first_fingerprint = json.loads(Path(f"{out}.report.json").read_text())["fingerprint"]
+    # other settings against the finished output: refused, naming the change; --restart regenerates it
     r = enrich("run", catalog, "-o", out, "--limit", "5", "--seed", "3", *tiny_args(tiny_model))
-    assert r.exit_code == 2 and "--overwrite" in r.output
+    assert (
+        r.exit_code == 2
+        and "holds a finished run with other settings (changed since: the model, template or sampling)"
+        in r.output
+    )
+    assert "--restart" in r.output and pl.read_parquet(out).height == 5
+    r = enrich("run", catalog, "-o", out, "--limit", "5", "--seed", "3", "--restart", *tiny_args(tiny_model))
+    assert r.exit_code == 0, r.output
+    assert json.loads(Path(f"{out}.report.json").read_text())["fingerprint"] != first_fingerprint
+
+
+def test_set_reaches_job_fields_without_an_option_of_their_own(catalog: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.parquet"
+    r = enrich(
+        "run", catalog, "-o", out, "--engine", "echo", "--template", "alpaca", "--limit", "3",
+        "--set", "output.generated_column=summary", "--set", "policies.empty=flag",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "summary" in pl.read_parquet(out).columns
+    assert json.loads(Path(f"{out}.report.json").read_text())["counts"]["rows"] == 3
+    r = enrich("run", catalog, "-o", tmp_path / "p.parquet", "--set", "policies.empty=maybe")
+    assert r.exit_code == 2 and "policies.empty" in r.output
 
 
 def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_model: Path) -> None:
     r = enrich("run", catalog, "-o", tmp_path / "o.parquet", "--model", tiny_model, "--engine", "vllm")
     assert r.exit_code == 5, r.output
     assert "vllm" in r.output
+
+
+def test_a_model_folder_without_its_tokenizer_is_engine_error(
+    catalog: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    broken = tmp_path / "no-tokenizer"
+    broken.mkdir()
+    for p in tiny_model.iterdir():  # the weights and config, none of the tokenizer's files
+        if p.is_file() and not p.name.startswith(
+            ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
+        ):
+            (broken / p.name).symlink_to(p)
+    out = tmp_path / "o.parquet"
+    r = enrich("run", catalog, "-o", out, "--model", broken)
+    assert r.exit_code == 5, r.output
+    assert f"cannot load its tokenizer from {broken}" in r.output and "Traceback" not in r.output
+    assert not out.exists()
 
 
 def test_dry_run_writes_nothing(tiny_model: Path, catalog: Path) -> None:

@@ -89,6 +89,25 @@ def test_real_report_errors_and_history_validate(
     jsonschema.validate(json.loads(history[0].read_text(encoding="utf-8")), load("report.schema.json"))
 
 
+def test_a_run_that_fails_before_it_starts_is_in_the_history_and_logs_json(tmp_path: Path) -> None:
+    """A nightly job whose input is missing leaves a failed report in the history and one JSON error line."""
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[input]\npath = "missing.parquet"\n[output]\npath = "out.parquet"\n'
+        '[model]\nengine = "echo"\n[run]\nhistory_dir = "history"\n',
+        encoding="utf-8",
+    )
+    r = CliRunner().invoke(main, ["jobs", "run", str(job), "--log-format", "json"])
+    assert r.exit_code == 3, r.output
+    last = json.loads(r.output.strip().splitlines()[-1])
+    assert last["level"] == "error" and last["exit_code"] == 3 and "missing.parquet" in last["message"]
+    (kept,) = (tmp_path / "history").glob("*-failed.json")
+    report = json.loads(kept.read_text(encoding="utf-8"))
+    jsonschema.validate(report, load("report.schema.json"))
+    assert report["exit_code"] == 3 and "missing.parquet" in report["error"]
+    assert report["counts"]["rows"] == 0 and not (tmp_path / "out.parquet").exists()
+
+
 def test_a_broken_report_fails_validation() -> None:
     """The schema has teeth: a report without counts, or with an unknown status, is rejected."""
     schema = load("report.schema.json")

@@ -102,6 +102,14 @@ def option_table(
 run_options = option_table(RUN_OPTIONS, [(flag, param_name(flag), text) for flag, _, text in FLAG_OPTIONS])
 
 
+LOG_FORMAT = "enrich.log_format"  # click's ctx.meta (shared by nested contexts): the format of the error line
+
+
+def _remember_log_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[LOG_FORMAT] = value
+    return value
+
+
 def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--log-format, -q and -v, on every command."""
     fn = click.option("-v", "--verbose", count=True, help="More log lines.")(fn)
@@ -112,6 +120,7 @@ def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         default="auto",
         show_default=True,
         help="auto: json when not on a terminal.",
+        callback=_remember_log_format,
     )(fn)
 
 
@@ -132,15 +141,25 @@ class EnrichGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EnrichError as err:
-            for line in str(err).splitlines() or [type(err).__name__]:
-                click.echo(f"error: {line}", err=True)
+            _echo_error(ctx, str(err) or type(err).__name__, err.exit_code)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
+            _echo_error(ctx, "interrupted", Interrupted.exit_code)
             sys.exit(Interrupted.exit_code)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _echo_error(ctx: click.Context, message: str, code: int) -> None:
+    """The failure, as one JSON line where the log is JSON (cron), else as `error: ...` lines."""
+    from enrich.report import json_line, use_json
+
+    if use_json(ctx.meta.get(LOG_FORMAT, "auto")):
+        click.echo(json_line("error", message, exit_code=code), err=True)
+    else:
+        for line in message.splitlines():
+            click.echo(f"error: {line}", err=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -176,6 +195,7 @@ def execute(
     from enrich import dryrun, pipeline
     from enrich.report import Reporter, print_dry_run, print_report, use_json
 
+    click.get_current_context().meta[LOG_FORMAT] = log_format  # a job file's format, where it set one
     if use_json(log_format):
         quiet_libraries()
     reporter = Reporter(log_format, -1 if quiet else verbose, job.run.log_every_s)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from enrich.cli.common import execute, log_options, overrides_from, run_options
+from enrich.cli.common import execute, job_overrides, log_options, run_options, set_option
 
 
 @click.command()
@@ -17,12 +17,14 @@ from enrich.cli.common import execute, log_options, overrides_from, run_options
 )
 @click.option("--sample", type=int, default=20, show_default=True, help="Rows in a dry run's sample.")
 @run_options
+@set_option
 @log_options
 def run(
     input_path: str,
     output: str | None,
     dry_run: bool,
     sample: int,
+    sets: tuple[str, ...],
     log_format: str,
     quiet: bool,
     verbose: int,
@@ -40,6 +42,7 @@ def run(
       enrich run shop.csv -o shop.out.csv --title-col name --id-col sku --content-col body
       enrich run catalog.parquet --dry-run --sample 20
       enrich run catalog.parquet -o out.parquet --model ./my-adapter --temperature 0 --limit 1000
+      enrich run catalog.parquet -o out.parquet --set policies.empty=flag
     \b
     Exit codes: 0 ok, 2 usage, 3 bad input, 4 locked, 5 engine, 6 some rows failed, 130 interrupted.
     """
@@ -49,7 +52,7 @@ def run(
     if not dry_run and not output:
         raise ConfigError("missing -o OUTPUT (or use --dry-run)")
     table = {"input": {"path": input_path}, "output": {"path": output or f"{input_path}.dry-run.parquet"}}
-    job = build_job(table, overrides_from({**params, "log_format": log_format}))
+    job = build_job(table, job_overrides({**params, "log_format": log_format}, sets))
     execute(job, log_format, quiet, verbose, dry_run, sample)
 
 
