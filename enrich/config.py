@@ -24,6 +24,9 @@ OUTPUT_COLUMNS = (
 )
 
 
+Flag = Literal["truncated", "empty", "repetition", "template_leak", "unsupported_numbers"]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -197,6 +200,29 @@ class ErrorRecord(_Model):
     stage: Stage = Field(description="Where it failed.")
     reason: str = Field(description="What went wrong and what to do.")
     value: str | None = Field(description="The offending value, cut to 200 characters.")
+
+
+class OutputRow(BaseModel):
+    """One row of OUTPUT: the input's columns, unchanged and in input order, then the generated columns."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    generated_description: str | None = Field(
+        description="The generated text (named by output.generated_column); null where the row failed or "
+        "was skipped (the error file says why)."
+    )
+    enrich_status: Literal["ok", "flagged", "error", "skipped"] = Field(
+        description="ok; flagged (a quality flag whose policy is flag); error (in the error file); skipped (by policy)."
+    )
+    enrich_finish_reason: Literal["stop", "length"] | None = Field(
+        description="stop: ended by EOS or a stop string; length: cut at max_new_tokens; null: not generated."
+    )
+    enrich_flags: list[Flag] = Field(description="Quality flags of the generated text (CSV: joined by ';').")
+    enrich_output_tokens: int | None = Field(ge=0, description="Tokens generated; null: not generated.")
+    enrich_key: str = Field(
+        description="Content key: the same id, title, model, template and sampling give the same key "
+        "(incremental runs copy rows whose key is unchanged)."
+    )
 
 
 class Counts(_Model):

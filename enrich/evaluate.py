@@ -6,15 +6,17 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from enrich.config import Columns, ModelConfig, SamplingConfig
+from enrich.config import Columns, Flag, ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
 
-FLAGS = ("truncated", "empty", "repetition", "template_leak", "unsupported_numbers")
+FLAGS: tuple[Flag, ...] = get_args(
+    Flag
+)  # the quality flags, in report order (config.Flag: the output contract)
 REPETITION_THRESHOLD = 0.3  # share of word 4-grams that repeat an earlier one
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"\w+")

@@ -275,6 +275,24 @@ def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col(n).list.join(";") for n in lists) if lists else frame
 
 
+def _output_schema(input_path: str, joined: pa.Schema, generated_column: str) -> pa.Schema:
+    """OUTPUT's Arrow schema: a Parquet input's own column types (polars reads string as large_string, a
+    dictionary's indices as uint32), then the generated columns with part_frame's fixed types."""
+    suffix = Path(input_path).suffix.lower()
+    first = next(_expand(input_path), None)
+    given = pq.read_schema(first) if suffix in (".parquet", ".pq") and first is not None else pa.schema([])
+    fixed = part_frame({n: [] for n in PART_TYPES}, generated_column).schema
+    fields = []
+    for field in joined:
+        if field.name in fixed.names:
+            fields.append(fixed.field(field.name))
+        elif field.name in given.names:
+            fields.append(given.field(field.name).remove_metadata())
+        else:
+            fields.append(field)
+    return pa.schema(fields)
+
+
 def assemble_output(
     lf: pl.LazyFrame,
     input_path: str,
@@ -304,8 +322,9 @@ def assemble_output(
                 if fmt == "parquet":
                     table = joined.to_arrow()
                     if writer is None:
-                        writer = pq.ParquetWriter(f, table.schema, compression="zstd")
-                    writer.write_table(table)
+                        schema = _output_schema(input_path, table.schema, part.columns[1])
+                        writer = pq.ParquetWriter(f, schema, compression="zstd")
+                    writer.write_table(table.cast(writer.schema))
                 else:
                     _csv_ready(joined).write_csv(f, include_header=header)
                     header = False
@@ -360,22 +379,24 @@ def iter_window_lists(
         yield {c: frame.get_column(c).to_list() for c in columns}
 
 
+PART_TYPES = {
+    "__row": pa.int64(),
+    "generated_description": pa.string(),
+    "enrich_status": pa.string(),
+    "enrich_finish_reason": pa.string(),
+    "enrich_flags": pa.list_(pa.string()),
+    "enrich_output_tokens": pa.int32(),
+    "enrich_key": pa.string(),
+}
+
+
 def part_frame(columns: dict[str, list[Any]], generated_column: str) -> pa.Table:
     """A window's generated columns with fixed types (the output contract); built by Arrow straight
     from the Python lists, which is several times cheaper per row than a polars frame of list columns."""
-    types = {
-        "__row": pa.int64(),
-        "generated_description": pa.string(),
-        "enrich_status": pa.string(),
-        "enrich_finish_reason": pa.string(),
-        "enrich_flags": pa.list_(pa.string()),
-        "enrich_output_tokens": pa.int32(),
-        "enrich_key": pa.string(),
-    }
-    names = [generated_column if n == "generated_description" else n for n in types]
+    names = [generated_column if n == "generated_description" else n for n in PART_TYPES]
     arrays = [
         _string_lists(columns[n]) if n == "enrich_flags" else pa.array(columns[n], type=t)
-        for n, t in types.items()
+        for n, t in PART_TYPES.items()
     ]
     return pa.table(arrays, names=names)
 

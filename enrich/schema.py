@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from enrich.config import ErrorRecord, JobConfig, RunReport
+from enrich.config import ErrorRecord, JobConfig, OutputRow, RunReport
 
 SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
     "job.schema.json": (
@@ -21,6 +21,10 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
         "enrich run report (OUTPUT.report.json, and one per run in run.history_dir).",
     ),
     "error.schema.json": (ErrorRecord, "enrich error record: one line of OUTPUT.errors.jsonl."),
+    "output.schema.json": (
+        OutputRow,
+        "enrich output row: one row of OUTPUT (Parquet or CSV) as JSON; the input's columns pass through.",
+    ),
 }
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
 

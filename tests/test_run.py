@@ -216,6 +216,35 @@ def test_set_reaches_job_fields_without_an_option_of_their_own(catalog: Path, tm
     assert r.exit_code == 2 and "policies.empty" in r.output
 
 
+def test_parquet_output_keeps_the_input_column_types(tmp_path: Path) -> None:
+    """string stays string (polars would write large_string), a dictionary keeps its int32 indices."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src, out = tmp_path / "typed.parquet", tmp_path / "typed.out.parquet"
+    table = pa.table(
+        {
+            "id": pa.array(["a", "b", "c"], pa.string()),
+            "title": pa.array(["Red mug", "Blue pen", "Green cup"], pa.string()),
+            "qty": pa.array([1, 2, None], pa.int16()),
+            "shelf": pa.array(["x", "y", "x"]).dictionary_encode(),
+            "seen": pa.array([datetime.datetime(2024, 1, 1)] * 3, pa.timestamp("ms")),
+            "tags": pa.array([["a"], [], ["b", "c"]], pa.list_(pa.string())),
+        }
+    )
+    pq.write_table(table, src)
+    r = enrich("run", src, "-o", out, "--engine", "echo", "--template", "alpaca", "--window-rows", "2")
+    assert r.exit_code == 0, r.output
+    got = pq.read_table(out)
+    kept = got.select(table.column_names)
+    assert [f.type for f in kept.schema] == [f.type for f in table.schema], kept.schema
+    assert kept.to_pylist() == table.to_pylist()
+    assert got.schema.field("enrich_flags").type == pa.list_(pa.string())
+    assert got.schema.field("generated_description").type == pa.string()
+
+
 def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_model: Path) -> None:
     r = enrich("run", catalog, "-o", tmp_path / "o.parquet", "--model", tiny_model, "--engine", "vllm")
     assert r.exit_code == 5, r.output

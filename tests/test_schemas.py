@@ -87,6 +87,11 @@ def test_real_report_errors_and_history_validate(
     history = sorted((tmp_path / "history").glob("*.json"))
     assert len(history) == 1
     jsonschema.validate(json.loads(history[0].read_text(encoding="utf-8")), load("report.schema.json"))
+    rows = pl.read_parquet(tmp_path / "out" / "enriched.parquet").to_dicts()
+    statuses = {r["enrich_status"] for r in rows}
+    assert "error" in statuses and len(statuses) >= 2, statuses  # failed rows and generated ones
+    for row in rows:  # ok, flagged and failed rows alike
+        jsonschema.validate(row, load("output.schema.json"))
 
 
 def test_a_run_that_fails_before_it_starts_is_in_the_history_and_logs_json(tmp_path: Path) -> None:
