@@ -14,7 +14,7 @@ from enrich.config import Columns, Flag, ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
 
-FLAGS: tuple[Flag, ...] = get_args(
+FLAGS: tuple[str, ...] = get_args(
     Flag
 )  # the quality flags, in report order (config.Flag: the output contract)
 REPETITION_THRESHOLD = 0.3  # share of word 4-grams that repeat an earlier one
