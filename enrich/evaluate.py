@@ -14,9 +14,8 @@ from enrich.config import Columns, Flag, ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
 
-FLAGS: tuple[str, ...] = get_args(
-    Flag
-)  # the quality flags, in report order (config.Flag: the output contract)
+# The quality flags, in report order; config.Flag (the output contract) names them.
+FLAGS: tuple[str, ...] = get_args(Flag)
 REPETITION_THRESHOLD = 0.3  # share of word 4-grams that repeat an earlier one
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"\w+")
