@@ -121,14 +121,17 @@ class RunState:
     def progress(
         self, rows_done: int, rows_total: int, fresh_rows: int, fresh_tokens: int, elapsed: float
     ) -> dict[str, Any]:
-        """A `progress` event: rows saved (resumed ones included), errors so far, this process's rates."""
+        """A `progress` event: rows saved (resumed ones included), errors so far, this process's rates and the
+        time left at its rate (None before its first window)."""
+        rate = fresh_rows / elapsed
         return {
             "rows_done": rows_done,
             "rows_total": rows_total,
             "errors": sum(p["counts"]["error"] for p in self.parts.values()),
-            "rows_per_s": fresh_rows / elapsed,
+            "rows_per_s": rate,
             "output_tokens_per_s": fresh_tokens / elapsed,
             "elapsed_s": elapsed,
+            "eta_s": (rows_total - rows_done) / rate if rate > 0 else None,
         }
 
     def mark_complete(self, report: dict[str, Any]) -> None:

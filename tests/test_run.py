@@ -245,6 +245,21 @@ def test_parquet_output_keeps_the_input_column_types(tmp_path: Path) -> None:
     assert got.schema.field("generated_description").type == pa.string()
 
 
+def test_json_progress_lines_count_up_with_an_eta(catalog: Path, tmp_path: Path) -> None:
+    r = enrich(
+        "run", catalog, "-o", tmp_path / "o.parquet", "--engine", "echo", "--template", "alpaca",
+        "--window-rows", "4", "--log-format", "json", "--set", "run.log_every_s=0.000001",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.output.splitlines()]
+    progress = [e for e in lines if e["message"] == "progress"]
+    total = pl.read_parquet(catalog).height
+    assert len(progress) == -(-total // 4) and progress[-1]["rows_done"] == progress[-1]["rows_total"] == total
+    done = [e["rows_done"] for e in progress]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    assert all(e["eta_s"] >= 0 for e in progress) and progress[-1]["eta_s"] == 0
+
+
 def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_model: Path) -> None:
     r = enrich("run", catalog, "-o", tmp_path / "o.parquet", "--model", tiny_model, "--engine", "vllm")
     assert r.exit_code == 5, r.output
