@@ -236,13 +236,25 @@ def resolve_model(ref: str | None, gpu: bool = False) -> ModelSpec:
     )
 
 
+def base_of(ref: str) -> str | None:
+    """The base model an adapter or export directory was trained on (its enrich.json, else the adapter's
+    config); None for a preset, a GGUF file or a plain model."""
+    directory = Path(ref).expanduser()
+    if not directory.is_dir():
+        return None
+    base = read_enrich_json(directory).get("base")
+    if not base and (directory / "adapter_config.json").is_file():
+        adapter_cfg = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+        base = adapter_cfg.get("base_model_name_or_path")
+    return str(base) if base else None
+
+
 def _spec_from_dir(
     directory: Path, ref: str, default_template: str | None, info: dict[str, Any] | None = None
 ) -> ModelSpec:
     info = read_enrich_json(directory) if info is None else info
     if (directory / "adapter_config.json").is_file():
-        adapter_cfg = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
-        base_ref = info.get("base") or adapter_cfg.get("base_model_name_or_path")
+        base_ref = base_of(str(directory))
         if not base_ref:
             raise ConfigError(f"{directory}: adapter without a base model (enrich.json 'base')")
         base = resolve_model(str(base_ref))

@@ -97,7 +97,7 @@ def test_merged16_export_verifies_and_runs(
         assert report["counts"]["rows"] == 6 and report["model"]["template"] == "chat"
         assert pl.read_parquet(out).height == 6
 
-    # enrich eval scores the export against the base on held-out rows.
+    # enrich eval scores the export against its base (from enrich.json, by default) on held-out rows.
     ev = tmp_path / "eval"
     r = enrich(
         "eval",
@@ -105,8 +105,6 @@ def test_merged16_export_verifies_and_runs(
         catalog,
         "-o",
         ev,
-        "--baseline",
-        tiny_model,
         "--sample",
         "6",
         "--max-new-tokens",
@@ -117,6 +115,7 @@ def test_merged16_export_verifies_and_runs(
     assert r.exit_code == 0, r.output
     report = json.loads((ev / "eval_report.json").read_text())
     assert set(report["models"]) == {"model", "baseline"} and report["rows"] == 6
+    assert Path(report["models"]["baseline"]["ref"]).resolve() == tiny_model.resolve()
 
 
 def test_adapter_export_is_a_peft_dir(adapter: Path, tmp_path: Path) -> None:

@@ -188,7 +188,11 @@ def export_cmd(
 @click.argument("model")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report directory.")
-@click.option("--baseline", help="Model scored beside MODEL on the same rows (e.g. the base preset).")
+@click.option(
+    "--baseline",
+    help="Model scored beside MODEL on the same rows (default: the base MODEL was trained on, if known).",
+)
+@click.option("--no-baseline", is_flag=True, help="Score MODEL alone.")
 @click.option(
     "--sample", type=int, default=200, show_default=True, help="Rows scored (seeded random sample)."
 )
@@ -215,6 +219,7 @@ def eval_cmd(
     data: str,
     output: str,
     baseline: str | None,
+    no_baseline: bool,
     sample: int,
     seed: int,
     fmt: str,
@@ -235,6 +240,7 @@ def eval_cmd(
 
     \b
     Examples:
+      enrich eval adapters/shop holdout.parquet -o eval/shop          # against its base model
       enrich eval adapters/shop holdout.parquet -o eval/shop --baseline smollm2-135m
       enrich eval models/shop holdout.csv -o eval/shop --title-col name --content-col body --sample 100
     """
@@ -244,6 +250,12 @@ def eval_cmd(
     from enrich.evalreport import table_rows
     from enrich.evaluate import EvalConfig, evaluate
 
+    from enrich.models import base_of
+
+    if no_baseline:
+        baseline = None
+    elif baseline is None:
+        baseline = base_of(model)  # an adapter or export against the model it was trained on
     batch_size = sampling.pop("batch_size")
     dtype = sampling.pop("dtype")
     columns = {k: v for k, v in (("id", id_col), ("title", title_col), ("content", content_col)) if v}
