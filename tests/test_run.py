@@ -254,7 +254,9 @@ def test_json_progress_lines_count_up_with_an_eta(catalog: Path, tmp_path: Path)
     lines = [json.loads(line) for line in r.output.splitlines()]
     progress = [e for e in lines if e["message"] == "progress"]
     total = pl.read_parquet(catalog).height
-    assert len(progress) == -(-total // 4) and progress[-1]["rows_done"] == progress[-1]["rows_total"] == total
+    assert (
+        len(progress) == -(-total // 4) and progress[-1]["rows_done"] == progress[-1]["rows_total"] == total
+    )
     done = [e["rows_done"] for e in progress]
     assert done == sorted(done) and len(set(done)) == len(done)
     assert all(e["eta_s"] >= 0 for e in progress) and progress[-1]["eta_s"] == 0

@@ -249,7 +249,6 @@ def eval_cmd(
     from enrich.errors import ConfigError
     from enrich.evalreport import table_rows
     from enrich.evaluate import EvalConfig, evaluate
-
     from enrich.models import base_of
 
     if no_baseline:
