@@ -175,6 +175,12 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
     assert f"{bad}: input.path: {tmp_path / 'missing.parquet'}: no such file" in r.output
     assert f"{bad}: output.path:" in r.output and "suffix" in r.output
     assert f"{bad}: model.ref:" in r.output
+    # One line per problem in either log format: JSON lines for cron, `error:` lines on a terminal.
+    r = enrich("jobs", "validate", bad, "--log-format", "json")
+    problems = [json.loads(line) for line in r.output.splitlines()]
+    assert len(problems) == 3 and all(p["level"] == "error" and p["exit_code"] == 2 for p in problems)
+    r = enrich("jobs", "validate", bad, "--log-format", "text")
+    assert [line.split(": ")[0] for line in r.output.splitlines()] == ["error"] * 3
 
 
 @pytest.mark.parametrize(

@@ -152,14 +152,12 @@ class EnrichGroup(click.Group):
 
 
 def _echo_error(ctx: click.Context, message: str, code: int) -> None:
-    """The failure, as one JSON line where the log is JSON (cron), else as `error: ...` lines."""
+    """The failure, a line per problem: JSON lines where the log is JSON (cron), else `error: ...` lines."""
     from enrich.report import json_line, use_json
 
-    if use_json(ctx.meta.get(LOG_FORMAT, "auto")):
-        click.echo(json_line("error", message, exit_code=code), err=True)
-    else:
-        for line in message.splitlines():
-            click.echo(f"error: {line}", err=True)
+    as_json = use_json(ctx.meta.get(LOG_FORMAT, "auto"))
+    for line in message.splitlines():  # one line per problem (jobs validate lists every one)
+        click.echo(json_line("error", line, exit_code=code) if as_json else f"error: {line}", err=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

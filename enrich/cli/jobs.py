@@ -25,7 +25,10 @@ def jobs() -> None:
 @jobs.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @set_option
-def jobs_validate(files: tuple[str, ...], sets: tuple[str, ...]) -> None:
+@log_options
+def jobs_validate(
+    files: tuple[str, ...], sets: tuple[str, ...], log_format: str, quiet: bool, verbose: int
+) -> None:
     """Check job files: every problem of every file at once, each with its dotted path (exit 2 if any).
 
     Checks the fields' types and ranges, unknown keys, that the input exists, that the output's
@@ -44,7 +47,7 @@ def jobs_validate(files: tuple[str, ...], sets: tuple[str, ...]) -> None:
         found = validate_file(Path(f), overrides)
         if found:
             problems.extend(found)
-        else:
+        elif not quiet:
             click.echo(f"ok: {f}")
     if problems:
         raise ConfigError("\n".join(problems))
@@ -55,7 +58,10 @@ def jobs_validate(files: tuple[str, ...], sets: tuple[str, ...]) -> None:
 @click.option("--format", "fmt", type=click.Choice(["toml", "json"]), default="toml", show_default=True)
 @set_option
 @run_options
-def jobs_show(file: str, fmt: str, sets: tuple[str, ...], **params: Any) -> None:
+@log_options
+def jobs_show(
+    file: str, fmt: str, sets: tuple[str, ...], log_format: str, quiet: bool, verbose: int, **params: Any
+) -> None:
     """Print the resolved configuration of a job file: defaults filled, paths absolute, overrides applied.
 
     \b
