@@ -95,6 +95,7 @@ def enrich_way(
                 "gpu_memory_utilization": way["memory"],
                 "max_num_seqs": args.max_num_seqs,
                 "max_num_batched_tokens": args.max_num_batched_tokens,
+                "enable_prefix_caching": args.prefix_caching,
             },
             "ray": {
                 "workers": way["workers"],
@@ -145,7 +146,7 @@ def data_llm_way(
             "gpu_memory_utilization": way["memory"],
             "max_num_seqs": args.max_num_seqs,
             "max_num_batched_tokens": args.max_num_batched_tokens,
-            "enable_prefix_caching": True,
+            "enable_prefix_caching": args.prefix_caching,
         },
         concurrency=way["workers"],
         batch_size=args.llm_batch_size,
@@ -223,7 +224,14 @@ def main() -> None:
     device = torch.cuda.get_device_name() if n_gpus else "no GPU"
     work = Path(os.environ.get("BENCH_WORK", "/tmp/enrich-bench")) / "ray"
     work.mkdir(parents=True, exist_ok=True)
-    ids, titles = gg.titles(args.prompts)
+    available = pq.read_metadata(gg.DATA).num_rows
+    ids, titles = gg.titles(min(args.prompts, available))
+    # More prompts than real titles (e.g. 8,192: 4 windows of 2,048, two per GPU): the titles repeat, with the
+    # prefix cache off in every way, so that a repeated prompt costs what a new one does.
+    args.prefix_caching = args.prompts <= available
+    if not args.prefix_caching:
+        ids = [f"{ids[i % available]}-{i // available}" for i in range(args.prompts)]
+        titles = [titles[i % available] for i in range(args.prompts)]
     source = work / f"catalog-{args.prompts}.parquet"
     pq.write_table(pa.table({"id": ids, "title": titles}), source)
     env = {
@@ -244,6 +252,7 @@ def main() -> None:
         "device": f"{n_gpus} x {device}",
         "prompts": args.prompts,
         "window_rows": args.window_rows,
+        "prefix_caching": args.prefix_caching,
         "new_tokens": gg.NEW_TOKENS,
         "ratio_pool": round(ratio, 3),
         "ratio_wall": round(wall_ratio, 3),
@@ -252,7 +261,10 @@ def main() -> None:
     save(args.json, meta, results)  # enrich's figures are kept whatever the comparison below does
     if not args.no_data_llm and not args.smoke:
         try:
-            prompts = gg.prompts_for(AutoTokenizer.from_pretrained(args.model_dir), args.prompts)
+            from enrich.prompts import build_prompts, get_template
+
+            tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+            prompts = build_prompts(titles, get_template("chat"), tokenizer.apply_chat_template)
             for way in layouts(n_gpus) if n_gpus >= 2 else layouts(n_gpus)[:1]:
                 results.append(data_llm_way(args.model_dir, prompts, way, args))
                 print(json.dumps(results[-1]), flush=True)
