@@ -87,6 +87,7 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
         config.seed,
         config.min_chars,
         config.max_rows,
+        config.max_response_tokens,
     )
     on_event("info", {"message": f"data: {json.dumps(data.counts)}"})
     trainer = _trainer(model, tokenizer, data, config, checkpoints, precision, gpu, on_event)

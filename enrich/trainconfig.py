@@ -66,6 +66,12 @@ class TrainConfig(BaseModel):
     max_seq_length: int = Field(
         2048, ge=16, description="Rows whose prompt + description exceed this are dropped."
     )
+    max_response_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Rows whose description (with its EOS) exceeds this many tokens are dropped: set it to the "
+        "max_new_tokens that run will use, and the model learns to end within it. Default: no limit.",
+    )
     packing: bool = Field(
         False, description="Pack several rows per sequence (off: each row is one sequence)."
     )

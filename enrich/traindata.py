@@ -149,25 +149,33 @@ def tokenize(
     eos: str,
     render_chat: ChatRenderer | None,
     max_seq_length: int,
-) -> tuple[list[Example], int]:
-    """Token ids and completion masks, as `run` tokenizes prompts (no added special tokens); drops too-long rows."""
+    max_response_tokens: int | None = None,
+) -> tuple[list[Example], dict[str, int]]:
+    """Token ids and completion masks, as `run` tokenizes prompts (no added special tokens).
+
+    Drops, and counts, rows longer than max_seq_length (`too_long`) and rows whose description with its EOS
+    is longer than max_response_tokens (`long_response`): a model that never saw a response longer than what
+    `run` generates learns to end within it."""
     kept: list[Example] = []
-    too_long = 0
+    dropped = {"too_long": 0, "long_response": 0}
     for ex in examples:
         prompt, completion = build_training_text(ex.title, ex.description, template, eos, render_chat)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
         if len(full_ids) > max_seq_length:
-            too_long += 1
+            dropped["too_long"] += 1
             continue
         # The completion starts where the two tokenizations diverge (a merge across the boundary moves it left).
         start = next(
             (i for i, (a, b) in enumerate(zip(prompt_ids, full_ids, strict=False)) if a != b), len(prompt_ids)
         )
+        if max_response_tokens is not None and len(full_ids) - start > max_response_tokens:
+            dropped["long_response"] += 1
+            continue
         ex.input_ids = full_ids
         ex.completion_mask = [0] * start + [1] * (len(full_ids) - start)
         kept.append(ex)
-    return kept, too_long
+    return kept, dropped
 
 
 def split(
@@ -218,6 +226,7 @@ def prepare(
     seed: int,
     min_chars: int | str,
     max_rows: int | None,
+    max_response_tokens: int | None = None,
 ) -> TrainData:
     """Clean, tokenize and split rows read by read_rows; counts say how many rows each step dropped."""
     titles, texts = rows["title"], rows["content"]
@@ -227,12 +236,15 @@ def prepare(
     examples, dropped = clean(titles, texts, JUNK_CHARS if min_chars == "auto" else int(min_chars), max_rows)
     if min_chars == "auto":
         examples, dropped["short"] = longer_half(examples)
-    examples, too_long = tokenize(examples, tokenizer, template, eos, render, max_seq_length)
-    dropped["too_long"] = too_long
+    examples, by_length = tokenize(
+        examples, tokenizer, template, eos, render, max_seq_length, max_response_tokens
+    )
+    dropped.update(by_length)
     train, val = split(examples, val_size, seed, path)
+    reasons = ("empty", "junk", "duplicate", "short", "too_long", "long_response")
     counts = {
         "rows": len(titles),
-        "dropped": {k: dropped.get(k, 0) for k in ("empty", "junk", "duplicate", "short", "too_long")},
+        "dropped": {k: dropped.get(k, 0) for k in reasons},
         "kept": len(examples),
         "train": len(train),
         "val": len(val),

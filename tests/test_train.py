@@ -79,21 +79,27 @@ def test_response_mask_covers_the_description_and_eos(tiny_model: Path) -> None:
     for name in ("chat", "alpaca"):
         kept, _ = clean(["Stanley TRA708T staples"], ["Heavy-duty staples for wood and fabric."], 20, None)
         render = tok.apply_chat_template if name == "chat" else None
-        (ex,), too_long = tokenize(kept, tok, get_template(name), "<|im_end|>", render, 512)
-        assert too_long == 0
-        learned = tok.decode([t for t, m in zip(ex.input_ids, ex.completion_mask, strict=True) if m])
+        (ex,), dropped = tokenize(kept, tok, get_template(name), "<|im_end|>", render, 512)
+        assert dropped == {"too_long": 0, "long_response": 0}
+        learned_ids = [t for t, m in zip(ex.input_ids, ex.completion_mask, strict=True) if m]
+        learned = tok.decode(learned_ids)
         # The loss sees the description and the EOS that teaches the model to stop, never the prompt.
         assert learned.startswith("Heavy-duty staples for wood and fabric.<|im_end|>"), (name, learned)
         assert "Stanley" not in learned
-        _, too_long = tokenize(kept, tok, get_template(name), "<|im_end|>", render, 16)
-        assert too_long == 1
+        _, dropped = tokenize(kept, tok, get_template(name), "<|im_end|>", render, 16)
+        assert dropped == {"too_long": 1, "long_response": 0}
+        # A response (description + EOS) of n tokens is kept under a limit of n, dropped under n - 1.
+        n = len(learned_ids)
+        assert tokenize(kept, tok, get_template(name), "<|im_end|>", render, 512, n)[1]["long_response"] == 0
+        assert (
+            tokenize(kept, tok, get_template(name), "<|im_end|>", render, 512, n - 1)[1]["long_response"] == 1
+        )
 
 
 def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "adapter"
-    r = tiny_finetune(
-        tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body"
-    )
+    cols = ("--title-col", "name", "--content-col", "body", "--max-response-tokens", "256")
+    r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, *cols)
     assert r.exit_code == 0, r.output
     assert "'train_runtime'" not in r.output  # the trainer's raw log dicts are not printed
     for name in ("adapter_config.json", "adapter_model.safetensors", "enrich.json", "training_report.json"):
@@ -106,30 +112,19 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     report = json.loads((out / "training_report.json").read_text())
     d = report["data"]
     assert d["train"] + d["val"] == d["kept"] and d["val"] == 4
-    assert set(d["dropped"]) == {"empty", "junk", "duplicate", "short", "too_long"}
+    assert set(d["dropped"]) == {"empty", "junk", "duplicate", "short", "too_long", "long_response"}
+    # The file has 5 descriptions over 256 tokens; --max-rows and cleaning leave fewer of them in play.
+    assert d["dropped"]["long_response"] >= 1
     assert report["steps"] == 2 and report["backend"] == "peft"
     assert [p[0] for p in report["train_loss"]] == [1, 2]
     assert report["val_loss"][0][0] == 0 and report["val_loss"][-1][0] == 2
     assert report["tokens_seen"] > 0
     # A second run into the same directory must not mix with the first ...
-    r = tiny_finetune(
-        tiny_model, DATA / "shop_messy.csv", out, "--title-col", "name", "--content-col", "body"
-    )
+    r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, *cols)
     assert r.exit_code == 2 and "--resume" in r.output
     # ... and --resume continues from the last checkpoint.
     r = tiny_finetune(
-        tiny_model,
-        DATA / "shop_messy.csv",
-        out,
-        "--title-col",
-        "name",
-        "--content-col",
-        "body",
-        "--resume",
-        "--max-steps",
-        "3",
-        "--save-steps",
-        "1",
+        tiny_model, DATA / "shop_messy.csv", out, *cols, "--resume", "--max-steps", "3", "--save-steps", "1"
     )
     assert r.exit_code == 0, r.output
     assert json.loads((out / "training_report.json").read_text())["steps"] == 3

@@ -39,6 +39,11 @@ FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--weight-decay", "weight_decay", {"type": float}),
     ("--max-grad-norm", "max_grad_norm", {"type": float}),
     ("--max-seq-length", "max_seq_length", {"type": int, "help": "Longer rows are dropped (and counted)."}),
+    (
+        "--max-response-tokens",
+        "max_response_tokens",
+        {"type": int, "help": "Drop rows whose description is longer (e.g. run's --max-new-tokens)."},
+    ),
     ("--val-size", "val_size", {"type": float, "help": "Validation rows: a share below 1, else a count."}),
     ("--min-chars", "min_chars", {"type": int, "help": "Shorter descriptions are junk."}),
     ("--max-rows", "max_rows", {"type": int, "help": "Use only the first N clean rows."}),
