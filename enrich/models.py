@@ -249,10 +249,26 @@ def base_of(ref: str) -> str | None:
     return str(base) if base else None
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def _require_safetensors(directory: Path) -> None:
+    """Weights are loaded from safetensors (or GGUF) only: a pickle file can run code when it is loaded."""
+    if any(directory.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in directory.glob(pattern))
+    if pickled:
+        raise ConfigError(
+            f"{directory}: holds pickle weights only ({', '.join(pickled[:3])}); enrich loads safetensors or GGUF: "
+            "re-save it with save_pretrained(..., safe_serialization=True)"
+        )
+
+
 def _spec_from_dir(
     directory: Path, ref: str, default_template: str | None, info: dict[str, Any] | None = None
 ) -> ModelSpec:
     info = read_enrich_json(directory) if info is None else info
+    _require_safetensors(directory)
     if (directory / "adapter_config.json").is_file():
         base_ref = base_of(str(directory))
         if not base_ref:

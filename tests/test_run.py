@@ -262,6 +262,21 @@ def test_json_progress_lines_count_up_with_an_eta(catalog: Path, tmp_path: Path)
     assert all(e["eta_s"] >= 0 for e in progress) and progress[-1]["eta_s"] == 0
 
 
+def test_pickle_weights_are_refused_before_anything_loads(
+    catalog: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    for p in tiny_model.iterdir():
+        if p.suffix != ".safetensors":
+            (pickled / p.name).symlink_to(p)
+    (pickled / "pytorch_model.bin").write_bytes(b"not loaded: a pickle can run code")
+    out = tmp_path / "o.parquet"
+    r = enrich("run", catalog, "-o", out, "--model", pickled, "--log-format", "text")
+    assert r.exit_code == 2, r.output
+    assert f"error: {pickled}: holds pickle weights only (pytorch_model.bin)" in r.output and not out.exists()
+
+
 def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_model: Path) -> None:
     r = enrich("run", catalog, "-o", tmp_path / "o.parquet", "--model", tiny_model, "--engine", "vllm")
     assert r.exit_code == 5, r.output
