@@ -145,11 +145,10 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
     from enrich.engines import load_hf
     from enrich.prompts import build_prompts, get_template
 
+    # The weights may match and the export still never stop: a prompting mismatch is refused here, not at run time.
     prompted = {"template": (reference.template, candidate.template), "eos": (reference.eos, candidate.eos)}
     for what, (want, got) in prompted.items():
-        if (
-            want != got
-        ):  # the weights may match and the export still never stop: refuse it here, not at run time
+        if want != got:
             raise EngineError(
                 f"export check: {candidate.ref} would be prompted with {what} {got!r}, the adapter was trained "
                 f"with {want!r}; its enrich.json is missing or wrong"

@@ -29,6 +29,9 @@ from enrich.state import RunState, _fsync_dir
 pa.set_memory_pool(pa.system_memory_pool())
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
 def _mmap_threshold(size: int, trim: bool = False) -> None:
     """Set glibc's mmap threshold (M_MMAP_THRESHOLD), and hand the heap's free pages back to the system first
     where trim; nothing where the C library is not glibc."""
@@ -63,7 +66,7 @@ def file_format(path: str, fmt: str = "auto") -> str:
     if fmt != "auto":
         return fmt
     suffix = Path(path).suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    if suffix in PARQUET_SUFFIXES:
         return "parquet"
     if suffix in (".csv", ".txt"):
         return "csv"
@@ -180,8 +183,7 @@ def count_rows(lf: pl.LazyFrame, path: str, fmt: str = "auto") -> int:
 def _batches(lf: pl.LazyFrame, columns: Sequence[str], path: str, size: int) -> Iterator[pl.DataFrame]:
     """Record batches in file order. Parquet goes through pyarrow one row group at a time, which holds
     less in memory than polars' streaming collect; CSV goes through polars."""
-    suffix = Path(path).suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    if Path(path).suffix.lower() in PARQUET_SUFFIXES:
         for file in _expand(path):
             reader = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
             for batch in reader.iter_batches(batch_size=size, columns=list(columns), use_threads=False):
@@ -278,10 +280,11 @@ def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
 def _output_schema(input_path: str, joined: pa.Schema, generated_column: str) -> pa.Schema:
     """OUTPUT's Arrow schema: a Parquet input's own column types (polars reads string as large_string, a
     dictionary's indices as uint32), then the generated columns with part_frame's fixed types."""
-    suffix = Path(input_path).suffix.lower()
+    # Parquet by its suffix, as _batches reads it (an explicit --format does not change how windows are read).
     first = next(_expand(input_path), None)
-    given = pq.read_schema(first) if suffix in (".parquet", ".pq") and first is not None else pa.schema([])
-    fixed = part_frame({n: [] for n in PART_TYPES}, generated_column).schema
+    parquet = Path(input_path).suffix.lower() in PARQUET_SUFFIXES and first is not None
+    given = pq.read_schema(first) if parquet else pa.schema([])
+    fixed = part_schema(generated_column)
     fields = []
     for field in joined:
         if field.name in fixed.names:
@@ -390,15 +393,21 @@ PART_TYPES = {
 }
 
 
+def part_schema(generated_column: str) -> pa.Schema:
+    """The part files' columns and fixed types, the generated one under its configured name."""
+    return pa.schema(
+        [(generated_column if n == "generated_description" else n, t) for n, t in PART_TYPES.items()]
+    )
+
+
 def part_frame(columns: dict[str, list[Any]], generated_column: str) -> pa.Table:
     """A window's generated columns with fixed types (the output contract); built by Arrow straight
     from the Python lists, which is several times cheaper per row than a polars frame of list columns."""
-    names = [generated_column if n == "generated_description" else n for n in PART_TYPES]
     arrays = [
         _string_lists(columns[n]) if n == "enrich_flags" else pa.array(columns[n], type=t)
         for n, t in PART_TYPES.items()
     ]
-    return pa.table(arrays, names=names)
+    return pa.Table.from_arrays(arrays, schema=part_schema(generated_column))
 
 
 def _string_lists(values: list[list[str]]) -> pa.Array:
