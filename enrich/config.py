@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from enrich.errors import ConfigError
 
@@ -45,6 +45,18 @@ class InputConfig(_Model):
     columns: Columns = Field(default_factory=Columns, description="Which input columns play which role.")
 
 
+class OutputColumns(_Model):
+    """The names written for enrich's status columns; the generated text's is output.generated_column."""
+
+    enrich_status: str = Field("enrich_status", min_length=1, description="ok, flagged, error or skipped.")
+    enrich_finish_reason: str = Field(
+        "enrich_finish_reason", min_length=1, description="Why generation stopped."
+    )
+    enrich_flags: str = Field("enrich_flags", min_length=1, description="The row's quality flags.")
+    enrich_output_tokens: str = Field("enrich_output_tokens", min_length=1, description="Tokens generated.")
+    enrich_key: str = Field("enrich_key", min_length=1, description="The content key of incremental runs.")
+
+
 class OutputConfig(_Model):
     path: str = Field(
         description="Output file; Parquet or CSV by suffix. Every input row and column is kept."
@@ -58,6 +70,22 @@ class OutputConfig(_Model):
     generated_column: str = Field(
         "generated_description", description="Name of the generated text column (rename on a clash)."
     )
+    columns: OutputColumns = Field(
+        default_factory=OutputColumns,
+        description="Names of enrich's other output columns, for an input that already has one of them.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> OutputConfig:
+        names = list(self.names().values())
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two output columns would be named {twice[0]!r}; give each its own name")
+        return self
+
+    def names(self) -> dict[str, str]:
+        """Each output column's standard name (OUTPUT_COLUMNS) -> the name this run writes."""
+        return {"generated_description": self.generated_column, **self.columns.model_dump()}
 
 
 class ModelConfig(_Model):
@@ -203,7 +231,8 @@ class ErrorRecord(_Model):
 
 
 class OutputRow(BaseModel):
-    """One row of OUTPUT: the input's columns, unchanged and in input order, then the generated columns."""
+    """One row of OUTPUT: the input's columns, unchanged and in input order, then the generated columns
+    (under these names unless output.generated_column or output.columns gives others)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 

@@ -199,7 +199,7 @@ class _Worker:
         gens = self.engine.generate([window.prompts[o] for o in offs], sampling) if offs else []
         t3 = time.perf_counter()
         part, stats = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
-        table = io.part_frame(part, job.output.generated_column)
+        table = io.part_frame(part, job.output.names())
         t4 = time.perf_counter()
         stats["seconds"] = {"read": t1 - t0, "prompt": t2 - t1, "generate": t3 - t2, "postprocess": t4 - t3}
         return _to_ipc(table), window.errors, stats

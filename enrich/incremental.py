@@ -79,7 +79,7 @@ def prepare(
     if rows != total:
         raise InputError(f"{plan.job.input.path}: the input changed while it was read; run again")
     try:
-        matched = io.build_reuse(keys, previous, plan.output_format, plan.job.output.generated_column, reuse)
+        matched = io.build_reuse(keys, previous, plan.output_format, plan.job.output.names(), reuse)
     except ConfigError:
         if not plan.job.output.overwrite:
             raise

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -277,14 +277,13 @@ def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col(n).list.join(";") for n in lists) if lists else frame
 
 
-def _output_schema(input_path: str, joined: pa.Schema, generated_column: str) -> pa.Schema:
+def _output_schema(input_path: str, joined: pa.Schema, fixed: pa.Schema) -> pa.Schema:
     """OUTPUT's Arrow schema: a Parquet input's own column types (polars reads string as large_string, a
-    dictionary's indices as uint32), then the generated columns with part_frame's fixed types."""
+    dictionary's indices as uint32), then the generated columns with the types of the part files (fixed)."""
     # Parquet by its suffix, as _batches reads it (an explicit --format does not change how windows are read).
     first = next(_expand(input_path), None)
     parquet = Path(input_path).suffix.lower() in PARQUET_SUFFIXES and first is not None
     given = pq.read_schema(first) if parquet else pa.schema([])
-    fixed = part_schema(generated_column)
     fields = []
     for field in joined:
         if field.name in fixed.names:
@@ -325,7 +324,9 @@ def assemble_output(
                 if fmt == "parquet":
                     table = joined.to_arrow()
                     if writer is None:
-                        schema = _output_schema(input_path, table.schema, part.columns[1])
+                        schema = _output_schema(
+                            input_path, table.schema, pq.read_schema(state.part_path(index))
+                        )
                         writer = pq.ParquetWriter(f, schema, compression="zstd")
                     writer.write_table(table.cast(writer.schema))
                 else:
@@ -346,31 +347,46 @@ def assemble_output(
         tmp.unlink(missing_ok=True)
 
 
+# ErrorRecord's fields (enrich/config.py, schemas/error.schema.json); id and value may be null.
+_ERROR_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("row", pa.int64()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("value", pa.string()),
+    ]
+)
+
+
 def assemble_errors(state: RunState, n_windows: int, path: Path) -> int:
     """Concatenate the windows' error files into one JSONL (or Parquet by suffix) file; returns the count."""
-    lines: list[bytes] = []
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    parquet = path.suffix == ".parquet"
     count = 0
-    with tmp.open("wb") as out:
-        for index in range(n_windows):
-            data = state.errors_path(index).read_bytes()
-            count += data.count(b"\n")
-            if path.suffix == ".parquet":
-                lines.append(data)
+    try:
+        with tmp.open("wb") as out:
+            if parquet:
+                # A window at a time, a row group each: memory holds one window's errors, not the run's. With no
+                # errors at all, still a valid file with the schema.
+                with pq.ParquetWriter(out, _ERROR_SCHEMA, compression="zstd") as writer:
+                    for index in range(n_windows):
+                        data = state.errors_path(index).read_bytes()
+                        count += data.count(b"\n")
+                        records = [json.loads(line) for line in data.splitlines() if line.strip()]
+                        if records:
+                            writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
             else:
-                out.write(data)
-        out.flush()
-    if path.suffix == ".parquet":
-        records = [json.loads(line) for chunk in lines for line in chunk.splitlines() if line.strip()]
-        schema = {
-            "id": pl.String,
-            "row": pl.Int64,
-            "stage": pl.String,
-            "reason": pl.String,
-            "value": pl.String,
-        }
-        pl.DataFrame(records, schema=schema).write_parquet(tmp)
-    os.replace(tmp, path)
+                for index in range(n_windows):
+                    data = state.errors_path(index).read_bytes()
+                    count += data.count(b"\n")
+                    out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
     return count
 
 
@@ -393,21 +409,19 @@ PART_TYPES = {
 }
 
 
-def part_schema(generated_column: str) -> pa.Schema:
-    """The part files' columns and fixed types, the generated one under its configured name."""
-    return pa.schema(
-        [(generated_column if n == "generated_description" else n, t) for n, t in PART_TYPES.items()]
-    )
+def part_schema(names: Mapping[str, str]) -> pa.Schema:
+    """The part files' columns and fixed types, under the names the run writes (OutputConfig.names)."""
+    return pa.schema([(names.get(n, n), t) for n, t in PART_TYPES.items()])
 
 
-def part_frame(columns: dict[str, list[Any]], generated_column: str) -> pa.Table:
+def part_frame(columns: dict[str, list[Any]], names: Mapping[str, str]) -> pa.Table:
     """A window's generated columns with fixed types (the output contract); built by Arrow straight
     from the Python lists, which is several times cheaper per row than a polars frame of list columns."""
     arrays = [
         _string_lists(columns[n]) if n == "enrich_flags" else pa.array(columns[n], type=t)
         for n, t in PART_TYPES.items()
     ]
-    return pa.Table.from_arrays(arrays, schema=part_schema(generated_column))
+    return pa.Table.from_arrays(arrays, schema=part_schema(names))
 
 
 def _string_lists(values: list[list[str]]) -> pa.Array:
@@ -453,24 +467,25 @@ def write_keys(path: Path, windows: Iterator[list[str]]) -> int:
     return rows
 
 
-def build_reuse(keys: Path, previous: Path, fmt: str, generated_column: str, dest: Path) -> int:
+def build_reuse(keys: Path, previous: Path, fmt: str, names: Mapping[str, str], dest: Path) -> int:
     """Join the input's keys with the previous output's results (ok or flagged rows only) into dest, streaming.
 
     Memory: polars' streaming hash join holds the previous output's distinct keys and results, never the input;
     nothing is loaded into Python. Returns how many input rows found their key in the previous output.
     """
     kind = file_format(str(previous), fmt)
-    wanted = [generated_column, *REUSE_COLUMNS]
+    standard = ["generated_description", *REUSE_COLUMNS]
+    wanted = [names.get(c, c) for c in standard]
     try:
         prev = scan(str(previous), kind)
-        names = prev.collect_schema().names()
-        missing = [c for c in wanted if c not in names]
+        present = prev.collect_schema().names()
+        missing = [c for c in wanted if c not in present]
         if missing:
             raise ConfigError(
                 f"{previous}: not an output of enrich (no column {missing[0]!r}), so an incremental run cannot "
                 "reuse it; pass --overwrite to generate every row, or point -o elsewhere"
             )
-        prev = prev.select(wanted).rename({generated_column: "generated_description"})
+        prev = prev.select(wanted).rename(dict(zip(wanted, standard, strict=True)))
         if kind == "csv":  # CSV holds text only: restore the list and integer columns
             flags = pl.col("enrich_flags")
             prev = prev.with_columns(

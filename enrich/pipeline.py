@@ -109,11 +109,14 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
         plan = planned = plan_run(job, on_event)
         if plan.output.exists() and plan.output.resolve() == Path(job.input.path).resolve():
             raise ConfigError(f"{plan.output}: the output would overwrite the input; choose another -o")
-        clash = [c for c in (job.output.generated_column, *OUTPUT_COLUMNS[1:]) if c in names]
+        clash = [(std, name) for std, name in job.output.names().items() if name in names]
         if clash:
+            std, name = clash[0]
+            option = (
+                "--generated-column NAME" if std == OUTPUT_COLUMNS[0] else f"--set output.columns.{std}=NAME"
+            )
             raise ConfigError(
-                f"{job.input.path}: column {clash[0]!r} already exists; rename it in the input"
-                + (" or pass --generated-column NAME" if clash[0] == job.output.generated_column else "")
+                f"{job.input.path}: column {name!r} already exists; rename it in the input or pass {option}"
             )
         _ensure_writable(plan)
         lock, warning = _lock_run(plan)
@@ -294,7 +297,7 @@ def _run_locked(
                         t = time.perf_counter()
                         state.record(
                             window.index,
-                            io.part_frame(part, job.output.generated_column),
+                            io.part_frame(part, job.output.names()),
                             window.errors,
                             stats,
                         )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from enrich import io
-from enrich.config import JobConfig
+from enrich.config import JobConfig, OutputColumns
 from enrich.engines import Sampling, pick_engine
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
@@ -111,6 +111,10 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         "policies": job.policies.model_dump(),
         "generated_column": job.output.generated_column,
     }
+    if (
+        job.output.columns != OutputColumns()
+    ):  # only when renamed: the runs saved before it existed still resume
+        details["output_columns"] = job.output.columns.model_dump()
     fingerprint = hashlib.sha256(json.dumps(details, sort_keys=True).encode()).hexdigest()[:16]
     return Plan(
         job=job,

@@ -143,7 +143,7 @@ class RunState:
 def changed_settings(manifest: dict[str, Any], details: dict[str, Any]) -> str:
     """The settings that differ between a saved run's manifest and this run, in words."""
     before = manifest.get("details", {})
-    changed = [_SETTING_WORDS.get(k, k) for k, v in details.items() if before.get(k) != v]
+    changed = [_SETTING_WORDS.get(k, k) for k in {**before, **details} if before.get(k) != details.get(k)]
     return ", ".join(changed) or "unknown: the manifest was edited"
 
 
@@ -187,6 +187,7 @@ _SETTING_WORDS = {
     "limit": "the row limit",
     "policies": "the policies",
     "generated_column": "the generated column's name",
+    "output_columns": "the output column names",
 }
 
 
