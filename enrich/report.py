@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import Any
 
@@ -38,6 +39,11 @@ class Reporter:
         self.progress: Progress | None = None
         self.task: Any = None
         self.last_log = 0.0
+        self.lock = threading.Lock()  # one line at a time: the heartbeat thread logs too
+        self.latest: dict[str, Any] = {}  # the last progress event, and when it came (monotonic)
+        self.latest_at = 0.0
+        self.stop = threading.Event()
+        self.beat: threading.Thread | None = None
 
     def log(self, level: str, message: str, **fields: Any) -> None:
         if level == "debug" and self.verbosity < 1:
@@ -45,7 +51,9 @@ class Reporter:
         if level == "info" and self.verbosity < 0:
             return
         if self.json:
-            print(json_line(level, message, **fields), file=sys.stderr, flush=True)
+            with self.lock:
+                sys.stderr.write(json_line(level, message, **fields) + "\n")
+                sys.stderr.flush()
         else:
             style = {"warning": "yellow", "error": "red"}.get(level, "dim")
             (self.progress.console if self.progress else self.err).print(f"[{style}]{level}:[/] {message}")
@@ -59,6 +67,14 @@ class Reporter:
             self._progress(data)
 
     def _start(self, total: int, done: int) -> None:
+        if self.json and self.verbosity >= 0 and self.beat is None:
+            # Progress events come once a window, which on a CPU can take minutes (and the model loads before the
+            # first): between them a heartbeat repeats the last figures every every_s, the rates brought up to now.
+            self.latest = {"rows_done": done, "rows_total": total, "errors": 0, "rows_per_s": 0.0}
+            self.latest |= {"output_tokens_per_s": 0.0, "elapsed_s": 0.0, "eta_s": None}
+            self.latest_at = self.last_log = time.monotonic()
+            self.beat = threading.Thread(target=self._heartbeat, name="enrich-heartbeat", daemon=True)
+            self.beat.start()
         if self.json or self.verbosity < 0:
             return
         self.progress = Progress(
@@ -84,15 +100,37 @@ class Reporter:
                 tps=data["output_tokens_per_s"],
                 errors=data["errors"],
             )
-        elif self.json and (
-            time.monotonic() - self.last_log >= self.every_s or data["rows_done"] == data["rows_total"]
-        ):
-            self.last_log = time.monotonic()
-            self.log(
-                "info", "progress", **{k: round(v, 3) if isinstance(v, float) else v for k, v in data.items()}
-            )
+        elif self.json:
+            with self.lock:
+                self.latest, self.latest_at = data, time.monotonic()
+            if time.monotonic() - self.last_log >= self.every_s or data["rows_done"] == data["rows_total"]:
+                self._log_progress(data)
+
+    def _log_progress(self, data: dict[str, Any], **extra: Any) -> None:
+        self.last_log = time.monotonic()
+        fields = {k: round(v, 3) if isinstance(v, float) else v for k, v in {**data, **extra}.items()}
+        self.log("info", "progress", **fields)
+
+    def _heartbeat(self) -> None:
+        every = max(self.every_s, 0.1)
+        while not self.stop.wait(every):
+            if time.monotonic() - self.last_log < every:
+                continue
+            with self.lock:
+                data, since = dict(self.latest), time.monotonic() - self.latest_at
+            elapsed = data["elapsed_s"] + since
+            if data["elapsed_s"] > 0:  # the rates of the rows saved so far, over the time until now
+                for key in ("rows_per_s", "output_tokens_per_s"):
+                    data[key] *= data["elapsed_s"] / elapsed
+            rate, left = data["rows_per_s"], data["rows_total"] - data["rows_done"]
+            data |= {"elapsed_s": elapsed, "eta_s": left / rate if rate > 0 else None}
+            self._log_progress(data, heartbeat=True, since_save_s=since)
 
     def close(self) -> None:
+        self.stop.set()
+        if self.beat is not None:
+            self.beat.join()
+            self.beat = None
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

@@ -252,7 +252,7 @@ def test_json_progress_lines_count_up_with_an_eta(catalog: Path, tmp_path: Path)
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     lines = [json.loads(line) for line in r.output.splitlines()]
-    progress = [e for e in lines if e["message"] == "progress"]
+    progress = [e for e in lines if e["message"] == "progress" and not e.get("heartbeat")]
     total = pl.read_parquet(catalog).height
     assert (
         len(progress) == -(-total // 4) and progress[-1]["rows_done"] == progress[-1]["rows_total"] == total
@@ -260,6 +260,24 @@ def test_json_progress_lines_count_up_with_an_eta(catalog: Path, tmp_path: Path)
     done = [e["rows_done"] for e in progress]
     assert done == sorted(done) and len(set(done)) == len(done)
     assert all(e["eta_s"] >= 0 for e in progress) and progress[-1]["eta_s"] == 0
+
+
+def test_json_heartbeat_between_windows(catalog: Path, tmp_path: Path, tiny_model: Path) -> None:
+    """One window of 24 rows: while the model loads and generates, heartbeat lines repeat the last figures with
+    the time brought up to now, so cron's log shows a live run; the window's own line ends it."""
+    r = enrich(
+        "run", catalog, "-o", tmp_path / "o.parquet", *tiny_args(tiny_model), "--limit", "24",
+        "--window-rows", "24", "--max-new-tokens", "24", "--log-format", "json", "--set", "run.log_every_s=0.1",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    progress = [e for e in map(json.loads, r.output.splitlines()) if e["message"] == "progress"]
+    window = next(i for i, e in enumerate(progress) if not e.get("heartbeat"))
+    beats = progress[:window]  # after the window, beats go on while the output is assembled
+    assert beats and all(e["rows_done"] == 0 and e["eta_s"] is None for e in beats), progress
+    waited, elapsed = [e["since_save_s"] for e in beats], [e["elapsed_s"] for e in beats]
+    assert waited == sorted(waited) and elapsed == sorted(elapsed)
+    assert progress[window]["rows_done"] == 24 and progress[window]["eta_s"] == 0
+    assert all(e["rows_done"] == 24 for e in progress[window:])
 
 
 def test_pickle_weights_are_refused_before_anything_loads(
