@@ -83,6 +83,12 @@ class OutputConfig(_Model):
             raise ValueError(f"two output columns would be named {twice[0]!r}; give each its own name")
         return self
 
+    def errors_path(self) -> Path:
+        return Path(self.errors or f"{self.path}.errors.jsonl")
+
+    def report_path(self) -> Path:
+        return Path(self.report or f"{self.path}.report.json")
+
     def names(self) -> dict[str, str]:
         """Each output column's standard name (OUTPUT_COLUMNS) -> the name this run writes."""
         return {"generated_description": self.generated_column, **self.columns.model_dump()}

@@ -77,11 +77,10 @@ def _saved_counts(state_dir: Path) -> tuple[Counter[str], Counter[str], Counter[
 
 def _planless_fields(job: JobConfig) -> dict[str, Any]:
     """The report fields known of a run that failed before its plan was made (no input, an unknown model)."""
-    output = job.output.path
     return {
         "input": job.input.path,
-        "output": output,
-        "errors_file": job.output.errors or f"{output}.errors.jsonl",
+        "output": job.output.path,
+        "errors_file": str(job.output.errors_path()),
         "fingerprint": "",
         "model": {
             "ref": job.model.ref or "",
