@@ -317,7 +317,8 @@ def _format_errors(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"{source}: {path}: {e['msg']}")
+        message = e["msg"].removeprefix("Value error, ")  # a validator's own sentence, without pydantic's label
+        lines.append(f"{source}: {path}: {message}")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 import pyarrow as pa
@@ -306,43 +306,49 @@ def assemble_output(
     limit: int | None,
 ) -> None:
     """Zip the input (every column) with the part files, window by window, into OUTPUT atomically."""
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     writer: pq.ParquetWriter | None = None
     columns = lf.collect_schema().names()
+    with _buffers_unmapped(), _atomic_file(output) as f:
+        header = True
+        windows = iter_windows(lf, columns, window_rows, input_path, limit)
+        for index, frame in enumerate(windows):
+            part = pl.read_parquet(state.part_path(index))
+            if part.height != frame.height:
+                raise InputError(
+                    f"{input_path}: window {index} has {frame.height} rows now but {part.height} when it was "
+                    "generated; the input changed during the run; re-run with --restart"
+                )
+            joined = pl.concat([frame, part.drop("__row")], how="horizontal")
+            if fmt == "parquet":
+                table = joined.to_arrow()
+                if writer is None:
+                    schema = _output_schema(input_path, table.schema, pq.read_schema(state.part_path(index)))
+                    writer = pq.ParquetWriter(f, schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+            else:
+                _csv_ready(joined).write_csv(f, include_header=header)
+                header = False
+            if index + 1 > n_windows:
+                raise InputError(f"{input_path}: the input grew during the run; re-run with --restart")
+        if writer is None and fmt == "parquet":  # no rows: still a valid file with the schema
+            empty = lf.head(0).collect()
+            writer = pq.ParquetWriter(f, empty.to_arrow().schema, compression="zstd")
+        if writer is not None:
+            writer.close()
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A temporary file beside path, renamed onto it (both synced) when the block ends without an error: a
+    crash at any instant leaves the previous file or the complete new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with _buffers_unmapped(), tmp.open("wb") as f:
-            header = True
-            windows = iter_windows(lf, columns, window_rows, input_path, limit)
-            for index, frame in enumerate(windows):
-                part = pl.read_parquet(state.part_path(index))
-                if part.height != frame.height:
-                    raise InputError(
-                        f"{input_path}: window {index} has {frame.height} rows now but {part.height} when it was "
-                        "generated; the input changed during the run; re-run with --restart"
-                    )
-                joined = pl.concat([frame, part.drop("__row")], how="horizontal")
-                if fmt == "parquet":
-                    table = joined.to_arrow()
-                    if writer is None:
-                        schema = _output_schema(
-                            input_path, table.schema, pq.read_schema(state.part_path(index))
-                        )
-                        writer = pq.ParquetWriter(f, schema, compression="zstd")
-                    writer.write_table(table.cast(writer.schema))
-                else:
-                    _csv_ready(joined).write_csv(f, include_header=header)
-                    header = False
-                if index + 1 > n_windows:
-                    raise InputError(f"{input_path}: the input grew during the run; re-run with --restart")
-            if writer is None and fmt == "parquet":  # no rows: still a valid file with the schema
-                empty = lf.head(0).collect()
-                writer = pq.ParquetWriter(f, empty.to_arrow().schema, compression="zstd")
-            if writer is not None:
-                writer.close()
+        with tmp.open("wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, output)
-        _fsync_dir(output.parent)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -361,32 +367,24 @@ _ERROR_SCHEMA = pa.schema(
 
 def assemble_errors(state: RunState, n_windows: int, path: Path) -> int:
     """Concatenate the windows' error files into one JSONL (or Parquet by suffix) file; returns the count."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     parquet = path.suffix == ".parquet"
     count = 0
-    try:
-        with tmp.open("wb") as out:
-            if parquet:
-                # A window at a time, a row group each: memory holds one window's errors, not the run's. With no
-                # errors at all, still a valid file with the schema.
-                with pq.ParquetWriter(out, _ERROR_SCHEMA, compression="zstd") as writer:
-                    for index in range(n_windows):
-                        data = state.errors_path(index).read_bytes()
-                        count += data.count(b"\n")
-                        records = [json.loads(line) for line in data.splitlines() if line.strip()]
-                        if records:
-                            writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
-            else:
+    with _atomic_file(path) as out:
+        if parquet:
+            # A window at a time, a row group each: memory holds one window's errors, not the run's. With no
+            # errors at all, still a valid file with the schema.
+            with pq.ParquetWriter(out, _ERROR_SCHEMA, compression="zstd") as writer:
                 for index in range(n_windows):
                     data = state.errors_path(index).read_bytes()
                     count += data.count(b"\n")
-                    out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+                    records = [json.loads(line) for line in data.splitlines() if line.strip()]
+                    if records:
+                        writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
+        else:
+            for index in range(n_windows):
+                data = state.errors_path(index).read_bytes()
+                count += data.count(b"\n")
+                out.write(data)
     return count
 
 
