@@ -24,6 +24,7 @@ OUTPUT_COLUMNS = (
 )
 
 
+ERROR_FILE_SUFFIXES = (".jsonl", ".parquet", ".pq")  # JSON lines, then Parquet's
 Flag = Literal["truncated", "empty", "repetition", "template_leak", "unsupported_numbers"]
 
 
@@ -68,7 +69,9 @@ class OutputConfig(_Model):
     report: str | None = Field(None, description="Run report JSON; default OUTPUT.report.json.")
     overwrite: bool = Field(False, description="Replace an existing output that this run did not write.")
     generated_column: str = Field(
-        "generated_description", description="Name of the generated text column (rename on a clash)."
+        "generated_description",
+        min_length=1,
+        description="Name of the generated text column (rename on a clash).",
     )
     columns: OutputColumns = Field(
         default_factory=OutputColumns,
@@ -76,15 +79,24 @@ class OutputConfig(_Model):
     )
 
     @model_validator(mode="after")
-    def _distinct_names(self) -> OutputConfig:
+    def _valid_names(self) -> OutputConfig:
         names = list(self.names().values())
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"two output columns would be named {twice[0]!r}; give each its own name")
+        internal = [n for n in names if n.startswith("__")]
+        if internal:  # part files and incremental runs use __row and __hit of their own
+            raise ValueError(f"output column name {internal[0]!r}: names starting with __ are enrich's own")
+        if self.errors is not None and Path(self.errors).suffix.lower() not in ERROR_FILE_SUFFIXES:
+            raise ValueError(f"errors: {self.errors}: an error file is .jsonl, or Parquet (.parquet, .pq)")
         return self
 
     def errors_path(self) -> Path:
         return Path(self.errors or f"{self.path}.errors.jsonl")
+
+    def errors_parquet(self) -> bool:
+        """Whether the error file is Parquet (else JSON lines), by its suffix."""
+        return self.errors_path().suffix.lower() in ERROR_FILE_SUFFIXES[1:]
 
     def report_path(self) -> Path:
         return Path(self.report or f"{self.path}.report.json")
@@ -151,7 +163,7 @@ class PolicyConfig(_Model):
     repetition: FlagPolicy = Field("flag", description="Repeated n-grams above the threshold.")
     template_leak: FlagPolicy = Field("flag", description="Prompt markers in the output.")
     unsupported_numbers: FlagPolicy = Field(
-        "flag", description="Numbers in the output that are not in the input."
+        "flag", description="Numbers, or numbers with a unit (10 ft), in the output that the input lacks."
     )
     max_title_chars: int = Field(2000, ge=1, description="Longest title accepted.")
     long_title: Literal["truncate", "error"] = Field(
@@ -224,6 +236,14 @@ class JobConfig(_Model):
     ray: RayConfig = Field(
         default_factory=RayConfig, description="Scale-out on Ray Data (model.engine = ray)."
     )
+
+    @model_validator(mode="after")
+    def _supported(self) -> JobConfig:
+        if self.model.engine == "ray" and self.run.incremental:
+            raise ValueError(
+                "run.incremental: incremental runs are not spread over Ray yet; drop one of the two"
+            )
+        return self
 
 
 class ErrorRecord(_Model):
@@ -317,7 +337,9 @@ def _format_errors(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        message = e["msg"].removeprefix("Value error, ")  # a validator's own sentence, without pydantic's label
+        message = e["msg"].removeprefix(
+            "Value error, "
+        )  # a validator's own sentence, without pydantic's label
         lines.append(f"{source}: {path}: {message}")
     return "\n".join(lines)
 

@@ -88,7 +88,7 @@ def read_rows(path: str, fmt: str, columns: list[str], start: int, stop: int) ->
         return {c: frame.get_column(c).to_list() for c in columns}
     out: dict[str, list[Any]] = {c: [] for c in columns}
     offset = 0
-    for file in io._expand(path):  # the same files in the same order as the local reader
+    for file in io.input_files(path):  # the same files in the same order as the local reader
         reader = pq.ParquetFile(file)
         meta = reader.metadata
         for group in range(meta.num_row_groups):

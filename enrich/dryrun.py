@@ -10,7 +10,7 @@ from typing import Any
 from enrich import io
 from enrich.config import JobConfig
 from enrich.engines import Engine, make_engine
-from enrich.errors import EngineError
+from enrich.errors import InputError
 from enrich.events import Event, no_events
 from enrich.plan import plan_run, settle_columns
 from enrich.rows import finish_window, prepare_window, tokenizer_hooks
@@ -38,6 +38,8 @@ def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: En
     total = io.count_rows(lf, job.input.path, job.input.format)
     if job.run.limit is not None:
         total = min(total, job.run.limit)
+    if total == 0:
+        raise InputError(f"{job.input.path}: no rows to sample")
     chosen = sorted(random.Random(job.sampling.seed).sample(range(total), min(sample, total)))
     needed = [c for c in (cols.id, cols.title, cols.content) if c]
     picked: dict[str, list[Any]] = {c: [] for c in needed}
@@ -76,9 +78,13 @@ def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: En
         }
         for i in range(len(chosen))
     ]
-    rate = len(offs) / elapsed
     if not offs:
-        raise EngineError("no sampled row could be prompted; see the error reasons with a real run")
+        reasons = sorted({e["reason"] for e in window.errors})
+        raise InputError(
+            f"{job.input.path}: none of the {len(chosen)} sampled rows could be prompted: "
+            + "; ".join(reasons[:3])
+        )
+    rate = len(offs) / elapsed
     return DryRun(
         rows=rows,
         total_rows=total,

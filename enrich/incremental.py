@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enrich import io
+from enrich.config import OutputConfig
 from enrich.errors import ConfigError, InputError
 from enrich.state import RunState, sha256_file, write_json
 
@@ -49,10 +50,31 @@ def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
         yield keys
 
 
+def output_names(plan: Plan, manifest: dict[str, Any]) -> dict[str, str]:
+    """The column names the previous output was written with: those its finished run recorded (a job may rename
+    a column between two incremental runs), else this run's."""
+    details = manifest.get("details", {}) if manifest.get("complete") else {}
+    if "generated_column" not in details:
+        return plan.job.output.names()
+    renamed = OutputConfig(
+        path=plan.job.output.path,
+        generated_column=details["generated_column"],
+        columns=details.get("output_columns", {}),
+    )
+    return renamed.names()
+
+
 def prepare(
-    plan: Plan, lf: Any, state: RunState, total: int, pending: list[int], on_event: Event
+    plan: Plan,
+    lf: Any,
+    state: RunState,
+    total: int,
+    pending: list[int],
+    on_event: Event,
+    names: dict[str, str] | None = None,
 ) -> Path | None:
-    """Build (or, on resume, reuse) the reuse file for this run; None when there is nothing to copy from."""
+    """Build (or, on resume, reuse) the reuse file for this run; None when there is nothing to copy from.
+    names: the previous output's column names (output_names), by default this run's."""
     previous = plan.output
     if not pending:
         return None
@@ -79,7 +101,7 @@ def prepare(
     if rows != total:
         raise InputError(f"{plan.job.input.path}: the input changed while it was read; run again")
     try:
-        matched = io.build_reuse(keys, previous, plan.output_format, plan.job.output.names(), reuse)
+        matched = io.build_reuse(keys, previous, plan.output_format, names or plan.job.output.names(), reuse)
     except ConfigError:
         if not plan.job.output.overwrite:
             raise

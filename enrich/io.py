@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -89,7 +90,7 @@ def _polars_error(path: str, err: Exception) -> InputError:
 def scan(path: str, fmt: str = "auto") -> pl.LazyFrame:
     """A lazy frame over the input; CSV columns stay text, so values round-trip unchanged (zip codes, SKUs)."""
     kind = file_format(path, fmt)
-    if not any(True for _ in _expand(path)):
+    if not any(True for _ in input_files(path)):
         raise InputError(f"{path}: no such file")
     if kind == "csv":
         _refuse_parquet_as_csv(path)
@@ -108,7 +109,7 @@ def scan(path: str, fmt: str = "auto") -> pl.LazyFrame:
 
 def _refuse_parquet_as_csv(path: str) -> None:
     """A Parquet file named .csv would be read as garbage column names; say what it is instead."""
-    for p in _expand(path):
+    for p in input_files(path):
         with p.open("rb") as f:
             if f.read(4) == b"PAR1":
                 raise InputError(
@@ -134,7 +135,8 @@ def require_text(lf: pl.LazyFrame, path: str, column: str, option: str) -> None:
         )
 
 
-def _expand(path: str) -> Iterator[Path]:
+def input_files(path: str) -> Iterator[Path]:
+    """The input's files: those a glob matches, in name order, or the one file."""
     if any(c in path for c in "*?["):
         yield from sorted(Path().glob(path) if not Path(path).is_absolute() else Path("/").glob(path[1:]))
     elif Path(path).is_file():
@@ -144,7 +146,7 @@ def _expand(path: str) -> Iterator[Path]:
 def input_identity(path: str) -> str:
     """A cheap identity of the input files: sizes, modification times and the first and last MiB."""
     h = hashlib.sha256()
-    for p in _expand(path):
+    for p in input_files(path):
         st = p.stat()
         h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         with p.open("rb") as f:
@@ -184,7 +186,7 @@ def _batches(lf: pl.LazyFrame, columns: Sequence[str], path: str, size: int) -> 
     """Record batches in file order. Parquet goes through pyarrow one row group at a time, which holds
     less in memory than polars' streaming collect; CSV goes through polars."""
     if Path(path).suffix.lower() in PARQUET_SUFFIXES:
-        for file in _expand(path):
+        for file in input_files(path):
             reader = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
             for batch in reader.iter_batches(batch_size=size, columns=list(columns), use_threads=False):
                 yield pl.from_arrow(pa.Table.from_batches([batch]))  # type: ignore[misc]
@@ -281,7 +283,7 @@ def _output_schema(input_path: str, joined: pa.Schema, fixed: pa.Schema) -> pa.S
     """OUTPUT's Arrow schema: a Parquet input's own column types (polars reads string as large_string, a
     dictionary's indices as uint32), then the generated columns with the types of the part files (fixed)."""
     # Parquet by its suffix, as _batches reads it (an explicit --format does not change how windows are read).
-    first = next(_expand(input_path), None)
+    first = next(input_files(input_path), None)
     parquet = Path(input_path).suffix.lower() in PARQUET_SUFFIXES and first is not None
     given = pq.read_schema(first) if parquet else pa.schema([])
     fields = []
@@ -304,10 +306,13 @@ def assemble_output(
     output: Path,
     fmt: str,
     limit: int | None,
+    names: Mapping[str, str],
 ) -> None:
-    """Zip the input (every column) with the part files, window by window, into OUTPUT atomically."""
+    """Zip the input (every column) with the part files, window by window, into OUTPUT atomically; names are
+    the generated columns' (OutputConfig.names)."""
     writer: pq.ParquetWriter | None = None
     columns = lf.collect_schema().names()
+    fixed = part_schema(names)
     with _buffers_unmapped(), _atomic_file(output) as f:
         header = True
         windows = iter_windows(lf, columns, window_rows, input_path, limit)
@@ -322,7 +327,7 @@ def assemble_output(
             if fmt == "parquet":
                 table = joined.to_arrow()
                 if writer is None:
-                    schema = _output_schema(input_path, table.schema, pq.read_schema(state.part_path(index)))
+                    schema = _output_schema(input_path, table.schema, fixed)
                     writer = pq.ParquetWriter(f, schema, compression="zstd")
                 writer.write_table(table.cast(writer.schema))
             else:
@@ -330,9 +335,16 @@ def assemble_output(
                 header = False
             if index + 1 > n_windows:
                 raise InputError(f"{input_path}: the input grew during the run; re-run with --restart")
-        if writer is None and fmt == "parquet":  # no rows: still a valid file with the schema
-            empty = lf.head(0).collect()
-            writer = pq.ParquetWriter(f, empty.to_arrow().schema, compression="zstd")
+        if writer is None and header:  # no rows: still a valid file with every column (and CSV its header)
+            empty = lf.head(0).collect().to_arrow()
+            for field in fixed.remove(0):  # __row
+                empty = empty.append_column(field, pa.array([], field.type))
+            if fmt == "parquet":
+                writer = pq.ParquetWriter(
+                    f, _output_schema(input_path, empty.schema, fixed), compression="zstd"
+                )
+            else:
+                _csv_ready(pl.from_arrow(empty)).write_csv(f)  # type: ignore[arg-type]
         if writer is not None:
             writer.close()
 
@@ -365,9 +377,8 @@ _ERROR_SCHEMA = pa.schema(
 )
 
 
-def assemble_errors(state: RunState, n_windows: int, path: Path) -> int:
-    """Concatenate the windows' error files into one JSONL (or Parquet by suffix) file; returns the count."""
-    parquet = path.suffix == ".parquet"
+def assemble_errors(state: RunState, n_windows: int, path: Path, parquet: bool) -> int:
+    """Concatenate the windows' error files into one JSON-lines (or Parquet) file; returns the count."""
     count = 0
     with _atomic_file(path) as out:
         if parquet:
@@ -386,6 +397,25 @@ def assemble_errors(state: RunState, n_windows: int, path: Path) -> int:
                 count += data.count(b"\n")
                 out.write(data)
     return count
+
+
+def copy_errors(src: Path, src_parquet: bool, dest: Path, dest_parquet: bool) -> None:
+    """A finished run's error file at another path, converted between JSON lines and Parquet where the two
+    differ; streamed in batches like assemble_errors."""
+    with _atomic_file(dest) as out:
+        if src_parquet == dest_parquet:
+            with src.open("rb") as f:
+                shutil.copyfileobj(f, out)
+        elif dest_parquet:
+            with pq.ParquetWriter(out, _ERROR_SCHEMA, compression="zstd") as writer, src.open("rb") as f:
+                while lines := f.readlines(1 << 24):
+                    records = [json.loads(line) for line in lines if line.strip()]
+                    writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
+        else:
+            for batch in pq.ParquetFile(src).iter_batches():
+                out.write(
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch.to_pylist()).encode()
+                )
 
 
 def iter_window_lists(
@@ -480,8 +510,9 @@ def build_reuse(keys: Path, previous: Path, fmt: str, names: Mapping[str, str], 
         missing = [c for c in wanted if c not in present]
         if missing:
             raise ConfigError(
-                f"{previous}: not an output of enrich (no column {missing[0]!r}), so an incremental run cannot "
-                "reuse it; pass --overwrite to generate every row, or point -o elsewhere"
+                f"{previous}: not an output of enrich, or one written under other column names (no column "
+                f"{missing[0]!r}), so an incremental run cannot reuse it; pass --overwrite to generate every row, "
+                "or point -o elsewhere"
             )
         prev = prev.select(wanted).rename(dict(zip(wanted, standard, strict=True)))
         if kind == "csv":  # CSV holds text only: restore the list and integer columns

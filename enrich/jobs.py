@@ -57,6 +57,7 @@ def _writable_dir(path: Path) -> str | None:
 def check_job(job: JobConfig) -> list[tuple[str, str]]:
     """Problems that a valid model can still have on this machine: (dotted path, message) pairs."""
     from enrich.models import PRESETS
+    from enrich.plan import path_problems
 
     problems: list[tuple[str, str]] = []
     if not _exists_glob(job.input.path):
@@ -78,8 +79,7 @@ def check_job(job: JobConfig) -> list[tuple[str, str]]:
         why = _writable_dir(folder) if folder is not None else None
         if why:
             problems.append((dotted, why))
-    if out.resolve() == Path(job.input.path).resolve():
-        problems.append(("output.path", "the output would overwrite the input"))
+    problems += path_problems(job)
     ref = job.model.ref
     if ref is not None and ref not in PRESETS and not Path(ref).expanduser().exists():
         problems.append(("model.ref", f"{ref!r}: not a preset ({', '.join(PRESETS)}) nor an existing path"))

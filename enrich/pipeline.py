@@ -18,12 +18,12 @@ from types import FrameType
 from typing import Any
 
 from enrich import history, incremental, io
-from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport
+from enrich.config import ERROR_FILE_SUFFIXES, OUTPUT_COLUMNS, JobConfig, RunReport
 from enrich.engines import Engine, Sampling, make_engine, prompt_side
 from enrich.errors import ConfigError, Interrupted
 from enrich.evaluate import FLAGS
 from enrich.events import Event, no_events
-from enrich.plan import Plan, plan_run, settle_columns
+from enrich.plan import Plan, path_problems, plan_run, settle_columns
 from enrich.rows import Window, finish_window, prepare_window, tokenizer_hooks
 from enrich.state import (
     LOCK,
@@ -107,17 +107,22 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
         lf = io.scan(job.input.path, job.input.format)
         job, names = settle_columns(job, lf, on_event)
         plan = planned = plan_run(job, on_event)
-        if plan.output.exists() and plan.output.resolve() == Path(job.input.path).resolve():
-            raise ConfigError(f"{plan.output}: the output would overwrite the input; choose another -o")
-        clash = [(std, name) for std, name in job.output.names().items() if name in names]
-        if clash:
-            std, name = clash[0]
-            option = (
-                "--generated-column NAME" if std == OUTPUT_COLUMNS[0] else f"--set output.columns.{std}=NAME"
-            )
+        problems = path_problems(job)
+        if problems:
+            raise ConfigError("\n".join(message for _, message in problems))
+        if job.run.incremental and job.run.limit is not None and plan.output.exists():
             raise ConfigError(
-                f"{job.input.path}: column {name!r} already exists; rename it in the input or pass {option}"
+                f"{plan.output}: --limit with --incremental would replace this output with its first "
+                f"{job.run.limit} rows; drop --limit, or write to another -o"
             )
+        clashes = [
+            f"{job.input.path}: column {name!r} already exists; rename it in the input or pass "
+            + ("--generated-column NAME" if std == OUTPUT_COLUMNS[0] else f"--set output.columns.{std}=NAME")
+            for std, name in job.output.names().items()
+            if name in names
+        ]
+        if clashes:
+            raise ConfigError("\n".join(clashes))  # every one at once: a re-enriched output has all six
         _ensure_writable(plan)
         lock, warning = _lock_run(plan)
     except BaseException as err:
@@ -201,6 +206,19 @@ def _ensure_writable(plan: Plan) -> None:
             ) from None
 
 
+def _files_of_finished_run(plan: Plan, report: RunReport) -> RunReport:
+    """An up-to-date run asked for its error file or report at other paths (--errors, --report): they are
+    written there from the finished run's, which stay where they were."""
+    before = Path(report.errors_file)
+    if before.resolve() != plan.errors_path.resolve() and before.is_file():
+        was_parquet = before.suffix.lower() in ERROR_FILE_SUFFIXES[1:]
+        io.copy_errors(before, was_parquet, plan.errors_path, plan.job.output.errors_parquet())
+        report = report.model_copy(update={"errors_file": str(plan.errors_path)})
+    if not plan.report_path.is_file() or str(before) != report.errors_file:
+        write_json(plan.report_path, report.model_dump())
+    return report
+
+
 def _run_locked(
     plan: Plan, lf: Any, total: int, started: str, t0: float, on_event: Event, engine: Engine | None
 ) -> RunReport:
@@ -209,7 +227,7 @@ def _run_locked(
     same = manifest.get("fingerprint") == plan.fingerprint
     if plan.output.exists() and same and manifest.get("complete") and not job.run.restart:
         on_event("info", {"message": f"{plan.output} is complete and up to date; nothing to do"})
-        return RunReport.model_validate(manifest["report"])
+        return _files_of_finished_run(plan, RunReport.model_validate(manifest["report"]))
     if plan.output.exists() and not job.output.overwrite and not same and not job.run.incremental:
         if not manifest.get("complete"):
             raise ConfigError(
@@ -220,6 +238,7 @@ def _run_locked(
                 f"{plan.output}: holds a finished run with other settings (changed since: "
                 f"{changed_settings(manifest, plan.details)}); pass --restart to regenerate it, or choose another -o"
             )
+    previous_names = incremental.output_names(plan, manifest)  # before open_state replaces the manifest
     restart = (
         job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
     )
@@ -229,7 +248,8 @@ def _run_locked(
     n_windows = (total + plan.window_rows - 1) // plan.window_rows
     if state.resumed:
         on_event("info", {"message": f"resuming: {len(state.parts)} of {n_windows} windows already done"})
-    on_event("start", {"rows_total": total, "rows_done": sum(int(p["rows"]) for p in state.parts.values())})
+    resumed_rows = sum(int(p["rows"]) for p in state.parts.values())
+    on_event("start", state.progress(resumed_rows, total, 0, 0, max(time.perf_counter() - t0, 1e-9)))
     cols = job.input.columns
     duplicates = (
         io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch")
@@ -245,7 +265,7 @@ def _run_locked(
     try:
         with _sigterm_as_interrupt():
             reuse = (
-                incremental.prepare(plan, lf, state, total, pending, on_event)
+                incremental.prepare(plan, lf, state, total, pending, on_event, previous_names)
                 if job.run.incremental
                 else None
             )
@@ -329,8 +349,9 @@ def _run_locked(
                 plan.output,
                 plan.output_format,
                 job.run.limit,
+                job.output.names(),
             )
-            n_errors = io.assemble_errors(state, n_windows, plan.errors_path)
+            n_errors = io.assemble_errors(state, n_windows, plan.errors_path, job.output.errors_parquet())
             seconds["write"] += time.perf_counter() - t
     except KeyboardInterrupt:
         raise Interrupted(

@@ -17,6 +17,36 @@ from enrich.models import ModelSpec, resolve_model, versions
 from enrich.prompts import Template, get_template
 
 
+def path_problems(job: JobConfig) -> list[tuple[str, str]]:
+    """Files of one run that would overwrite the input or each other, lie in the state folder (which the run
+    empties) or are folders: (dotted path, message) pairs, each message naming its option."""
+    out = job.output
+    state = Path(job.run.state_dir or f"{out.path}.enrich").resolve()
+    inputs = {p.resolve() for p in io.input_files(job.input.path)} | {Path(job.input.path).resolve()}
+    written = [
+        ("output.path", "the output", "-o", Path(out.path)),
+        ("output.errors", "the error file", "--errors", out.errors_path()),
+        ("output.report", "the report", "--report", out.report_path()),
+    ]
+    problems: list[tuple[str, str]] = []
+    seen: dict[Path, str] = {}
+    for dotted, what, option, path in written:
+        real = path.resolve()
+        if real in inputs:
+            why = f"{what} would overwrite the input"
+        elif real in seen:
+            why = f"{what} would overwrite {seen[real]}"
+        elif real == state or state in real.parents:
+            why = f"{what} would be inside the run state folder {state}"
+        elif path.is_dir():
+            why = f"{what} would replace a folder"
+        else:
+            seen[real] = what
+            continue
+        problems.append((dotted, f"{path}: {why}; choose another {option}"))
+    return problems
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything a run needs, resolved once from the job config."""

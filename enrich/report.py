@@ -42,6 +42,7 @@ class Reporter:
         self.lock = threading.Lock()  # one line at a time: the heartbeat thread logs too
         self.latest: dict[str, Any] = {}  # the last progress event, and when it came (monotonic)
         self.latest_at = 0.0
+        self.saved_at: float | None = None  # when this process last saved a window
         self.stop = threading.Event()
         self.beat: threading.Thread | None = None
 
@@ -62,17 +63,18 @@ class Reporter:
         if kind in ("info", "warning"):
             self.log(kind, data["message"])
         elif kind == "start":
-            self._start(int(data["rows_total"]), int(data["rows_done"]))
+            self._start(data)
         elif kind == "progress":
             self._progress(data)
 
-    def _start(self, total: int, done: int) -> None:
+    def _start(self, data: dict[str, Any]) -> None:
+        """data: a progress event (rows resumed, errors saved, time since the run began)."""
+        total, done = int(data["rows_total"]), int(data["rows_done"])
         if self.json and self.verbosity >= 0 and self.beat is None:
             # Progress events come once a window, which on a CPU can take minutes (and the model loads before the
             # first): between them a heartbeat repeats the last figures every every_s, the rates brought up to now.
-            self.latest = {"rows_done": done, "rows_total": total, "errors": 0, "rows_per_s": 0.0}
-            self.latest |= {"output_tokens_per_s": 0.0, "elapsed_s": 0.0, "eta_s": None}
-            self.latest_at = self.last_log = time.monotonic()
+            self.latest, self.latest_at, self.saved_at = dict(data), time.monotonic(), None
+            self.last_log = self.latest_at
             self.beat = threading.Thread(target=self._heartbeat, name="enrich-heartbeat", daemon=True)
             self.beat.start()
         if self.json or self.verbosity < 0:
@@ -89,7 +91,9 @@ class Reporter:
             transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task("rows", total=total, completed=done, rate=0.0, tps=0.0, errors=0)
+        self.task = self.progress.add_task(
+            "rows", total=total, completed=done, rate=0.0, tps=0.0, errors=data["errors"]
+        )
 
     def _progress(self, data: dict[str, Any]) -> None:
         if self.progress is not None:
@@ -102,7 +106,8 @@ class Reporter:
             )
         elif self.json:
             with self.lock:
-                self.latest, self.latest_at = data, time.monotonic()
+                self.latest = data
+                self.latest_at = self.saved_at = time.monotonic()
             if time.monotonic() - self.last_log >= self.every_s or data["rows_done"] == data["rows_total"]:
                 self._log_progress(data)
 
@@ -117,14 +122,16 @@ class Reporter:
             if time.monotonic() - self.last_log < every:
                 continue
             with self.lock:
-                data, since = dict(self.latest), time.monotonic() - self.latest_at
+                data, now = dict(self.latest), time.monotonic()
+                since = now - self.latest_at
+                saved = None if self.saved_at is None else now - self.saved_at  # None: no window saved yet
             elapsed = data["elapsed_s"] + since
             if data["elapsed_s"] > 0:  # the rates of the rows saved so far, over the time until now
                 for key in ("rows_per_s", "output_tokens_per_s"):
                     data[key] *= data["elapsed_s"] / elapsed
             rate, left = data["rows_per_s"], data["rows_total"] - data["rows_done"]
             data |= {"elapsed_s": elapsed, "eta_s": left / rate if rate > 0 else None}
-            self._log_progress(data, heartbeat=True, since_save_s=since)
+            self._log_progress(data, heartbeat=True, since_save_s=saved)
 
     def close(self) -> None:
         self.stop.set()
@@ -139,10 +146,7 @@ class Reporter:
 def print_report(report: RunReport, log_format: str = "auto") -> None:
     """The end-of-run summary: a table on a terminal, the report as one JSON line otherwise."""
     if use_json(log_format):
-        print(
-            json.dumps({"level": "info", "message": "run finished", "report": report.model_dump()}),
-            file=sys.stderr,
-        )
+        print(json_line("info", "run finished", report=report.model_dump()), file=sys.stderr, flush=True)
         return
     c = report.counts
     table = Table(title=f"enrich run: {report.status}", show_header=False, title_justify="left")

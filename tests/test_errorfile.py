@@ -53,8 +53,8 @@ def _state(tmp_path: Path, windows: list[list[dict[str, Any]]]) -> RunState:
 def test_parquet_error_file_holds_the_jsonl_records(tmp_path: Path) -> None:
     state = _state(tmp_path, WINDOWS)
     jsonl, parquet = tmp_path / "out.errors.jsonl", tmp_path / "out.errors.parquet"
-    assert assemble_errors(state, len(WINDOWS), jsonl) == 6
-    assert assemble_errors(state, len(WINDOWS), parquet) == 6
+    assert assemble_errors(state, len(WINDOWS), jsonl, parquet=False) == 6
+    assert assemble_errors(state, len(WINDOWS), parquet, parquet=True) == 6
 
     # JSONL: the window files, byte for byte, in window order.
     assert jsonl.read_bytes() == b"".join(state.errors_path(i).read_bytes() for i in range(len(WINDOWS)))
@@ -76,8 +76,8 @@ def test_parquet_error_file_holds_the_jsonl_records(tmp_path: Path) -> None:
 def test_no_errors_give_an_empty_parquet_with_the_schema(tmp_path: Path, n_windows: int) -> None:
     state = _state(tmp_path, [[] for _ in range(n_windows)])
     parquet, jsonl = tmp_path / "none.errors.parquet", tmp_path / "none.errors.jsonl"
-    assert assemble_errors(state, n_windows, parquet) == 0
-    assert assemble_errors(state, n_windows, jsonl) == 0
+    assert assemble_errors(state, n_windows, parquet, parquet=True) == 0
+    assert assemble_errors(state, n_windows, jsonl, parquet=False) == 0
     assert jsonl.read_bytes() == b""
     frame = pl.read_parquet(parquet)
     assert frame.height == 0 and frame.schema == pl.Schema(ERROR_DTYPES)
@@ -88,7 +88,7 @@ def test_parquet_error_file_is_written_a_window_at_a_time(tmp_path: Path) -> Non
     """One row group per window with errors, in window order: no step held every window's records at once."""
     state = _state(tmp_path, WINDOWS)
     parquet = tmp_path / "out.errors.parquet"
-    assemble_errors(state, len(WINDOWS), parquet)
+    assemble_errors(state, len(WINDOWS), parquet, parquet=True)
     meta = pq.ParquetFile(parquet).metadata
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     assert sizes == [len(w) for w in WINDOWS if w] == [2, 3, 1]
@@ -103,6 +103,6 @@ def test_failed_assembly_leaves_the_previous_error_file(tmp_path: Path, suffix: 
     path.write_bytes(b"previous run's errors\n")
     state.errors_path(3).unlink()
     with pytest.raises(FileNotFoundError):
-        assemble_errors(state, len(WINDOWS), path)
+        assemble_errors(state, len(WINDOWS), path, parquet=path.suffix == ".parquet")
     assert path.read_bytes() == b"previous run's errors\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, "state"]

@@ -9,7 +9,14 @@ import polars as pl
 import pytest
 from _support import REPO
 
-from enrich.evaluate import REPETITION_THRESHOLD, _has_digit, _repetitive, quality_flags, repetition_rate
+from enrich.evaluate import (
+    REPETITION_THRESHOLD,
+    _has_digit,
+    _repetitive,
+    quality_flags,
+    quantities_in,
+    repetition_rate,
+)
 
 MARKERS = ("### Instruction:", "### Response:")
 LOOP = "this drill is great for wood and metal " * 6
@@ -31,6 +38,60 @@ LOOP = "this drill is great for wood and metal " * 6
 )
 def test_each_flag(text: str, finish: str, source: str, expected: list[str]) -> None:
     assert quality_flags(text, finish, source, MARKERS) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10 ft, 10 feet, 10-foot, 10'", {("10", "ft")}),
+        ("12\", 12 inch, 12-Inches, 12'', 12\u201d", {("12", "in")}),
+        ("5 lb, 5 lbs, 5 LBS, 5 pounds", {("5", "lb")}),
+        ("500 ml, 500mL", {("500", "ml")}),
+        ("1,000 count, 1000-Pack, 1000 pcs", {("1000", "ct")}),
+        (
+            "12V 64GB 2.50 mm 8 fl oz 350\u00b0F",
+            {("12", "v"), ("64", "gb"), ("2.5", "mm"), ("8", "oz"), ("350", "degf")},
+        ),
+        ("3/8 in", {("3", ""), ("8", "in")}),
+        ("1 in. wide, 2 in x 3 in, 4 in deep", {("1", "in"), ("2", "in"), ("3", "in"), ("4", "in")}),
+        ("fits 1 in every pocket, a 3-in-1 tool", {("1", ""), ("3", "")}),
+        ("3M tape, 5 m long, 15A fuse, 2 a day", {("3", ""), ("5", "m"), ("15", "a"), ("2", "")}),
+        (
+            "the 1990's, 9.5L x 4W, 10 sq ft, 80 hooks",
+            {("1990", ""), ("9.5", ""), ("4", ""), ("10", ""), ("80", "")},
+        ),
+    ],
+)
+def test_quantities_pair_numbers_with_canonical_units(text: str, expected: set[tuple[str, str]]) -> None:
+    assert quantities_in(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "source", "expected"),
+    [
+        # A number with a unit the title gives it with another unit only.
+        ("A brass fitting for 3/8 ft lines.", "Brass fitting 3/8 in", ["unsupported_numbers"]),
+        ("A 10 ft cord.", "Cord 10 in", ["unsupported_numbers"]),
+        ("Holds 2.5 kg.", "Scale 2.50 lb", ["unsupported_numbers"]),
+        ("Each tape is 1 in. wide.", "Tape 1 ft", ["unsupported_numbers"]),
+        # The same unit, spelled another way.
+        ("A 10 feet cord.", "Cord 10 ft", []),
+        ("Weighs 5 lbs.", "Kettlebell 5 lb", []),
+        ("A 12 inch ruler.", 'Ruler 12"', []),
+        ("A 1,000-pack of 2.50 mm pins.", "Pins 2.5mm 1000 Count", []),
+        # A title that gives the number without a unit supports any unit.
+        ("A 10 ft cord.", "Cord 10", []),
+        ("Fits 3/8 in. pipes.", "Fitting 3/8 x 10 ft", []),
+        # Bare numbers as before: supported by the number anywhere in the title, whatever its unit.
+        ("Pack of 12 hooks.", "Hooks 12 in", []),
+        ("Pack of 4 hooks.", "Hooks 12 in", ["unsupported_numbers"]),
+        ("Fits 1 in every pocket, a 3-in-1 tool.", "Wallet tool 1 ft, 3 ft", []),
+        # No digit: nothing to check.
+        ("A ten foot cord, one inch thick.", "Cord 10 in", []),
+    ],
+)
+def test_unsupported_numbers_compares_units(text: str, source: str, expected: list[str]) -> None:
+    assert quality_flags(text, "stop", source, MARKERS) == expected
 
 
 def test_repetition_shortcut_agrees_with_the_exact_rate() -> None:

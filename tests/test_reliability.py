@@ -50,6 +50,16 @@ Bad input, each case run through the real CLI (`test_bad_input`), with its exit 
 | huge_title_truncated    | 100 KB titles, default policy: cut and generated  | 0    | run finished                               |
 | control_characters      | NUL, BEL and bidi override in titles              | 0    | run finished                               |
 | header_only_csv         | a CSV with a header and no rows                   | 0    | run finished                               |
+| errors_is_input         | --errors the input file                           | 2    | the error file would overwrite the input   |
+| report_is_output        | --report the output file                          | 2    | the report would overwrite the output      |
+| errors_in_state_folder  | --errors inside OUTPUT.enrich/                    | 2    | would be inside the run state folder       |
+| errors_is_a_folder      | --errors an existing folder                       | 2    | the error file would replace a folder      |
+| errors_unknown_suffix   | --errors errs.csv                                 | 2    | an error file is .jsonl, or Parquet        |
+| internal_column_name    | --set output.columns.enrich_key=__row             | 2    | names starting with __ are enrich's own    |
+| ray_incremental         | --engine ray --incremental                        | 2    | not spread over Ray yet                    |
+| incremental_limit       | --incremental --limit 2 over an existing output   | 2    | would replace this output                  |
+| dry_run_negative_sample | --dry-run --sample -1                             | 2    | run.sample                                 |
+| dry_run_no_rows         | --dry-run on a CSV with a header only             | 3    | no rows to sample                          |
 """
 
 from __future__ import annotations
@@ -560,7 +570,50 @@ BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
         "run finished",
     ),
     "header_only_csv": (_raw("h.csv", b"id,title\n"), 0, "run finished"),
+    "errors_is_input": (
+        lambda d: [*_pq(B())(d), "--errors", str(d / "in.parquet")],
+        2,
+        "the error file would overwrite the input",
+    ),
+    "report_is_output": (
+        lambda d: [*_pq(B())(d), "--report", str(d / "out.parquet")],
+        2,
+        "the report would overwrite the output",
+    ),
+    "errors_in_state_folder": (
+        lambda d: [*_pq(B())(d), "--errors", str(d / "out.parquet.enrich" / "e.jsonl")],
+        2,
+        "would be inside the run state folder",
+    ),
+    "errors_is_a_folder": (
+        lambda d: [*_pq(B())(d), "--errors", str(_mkdir(d / "errs.jsonl"))],
+        2,
+        "the error file would replace a folder",
+    ),
+    "errors_unknown_suffix": (
+        _with(_pq(B()), "--errors", "errs.csv"),
+        2,
+        "an error file is .jsonl, or Parquet",
+    ),
+    "internal_column_name": (
+        _with(_pq(B()), "--set", "output.columns.enrich_key=__row"),
+        2,
+        "names starting with __ are enrich's own",
+    ),
+    "ray_incremental": (_with(_pq(B()), "--engine", "ray", "--incremental"), 2, "not spread over Ray yet"),
+    "incremental_limit": (
+        lambda d: [*_pq(B())(d), "--incremental", "--limit", "2", "-o", _foreign_output(d)],
+        2,
+        "would replace this output",
+    ),
+    "dry_run_negative_sample": (_with(_pq(B()), "--dry-run", "--sample", "-1"), 2, "run.sample"),
+    "dry_run_no_rows": (_raw("h.csv", b"id,title\n", "--dry-run"), 3, "no rows to sample"),
 }
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def test_the_docstring_table_lists_every_case() -> None:

@@ -104,7 +104,7 @@ def jobs_run(
     \b
     Examples:
       enrich jobs run jobs/nightly.toml
-      enrich jobs run jobs/hourly-incremental.toml --limit 100 --set policies.empty=flag
+      enrich jobs run jobs/hourly-incremental.toml --set policies.empty=flag
     \b
     Crontab (see README, "Running from cron"):
       15 2 * * * cd /srv/catalog && enrich jobs run jobs/nightly.toml >> /var/log/enrich.log 2>&1

@@ -15,7 +15,7 @@ from enrich.cli.common import execute, job_overrides, log_options, run_options, 
 @click.option(
     "--dry-run", is_flag=True, help="Generate for a sample, print it with a forecast; write nothing."
 )
-@click.option("--sample", type=int, default=20, show_default=True, help="Rows in a dry run's sample.")
+@click.option("--sample", type=int, default=None, help="Rows in a dry run's sample (default 20).")
 @run_options
 @set_option
 @log_options
@@ -23,7 +23,7 @@ def run(
     input_path: str,
     output: str | None,
     dry_run: bool,
-    sample: int,
+    sample: int | None,
     sets: tuple[str, ...],
     log_format: str,
     quiet: bool,
@@ -52,8 +52,11 @@ def run(
     if not dry_run and not output:
         raise ConfigError("missing -o OUTPUT (or use --dry-run)")
     table = {"input": {"path": input_path}, "output": {"path": output or f"{input_path}.dry-run.parquet"}}
-    job = build_job(table, job_overrides({**params, "log_format": log_format}, sets))
-    execute(job, log_format, quiet, verbose, dry_run, sample)
+    overrides = job_overrides({**params, "log_format": log_format}, sets)
+    if sample is not None:
+        overrides["run.sample"] = sample  # validated with the job (at least 1)
+    job = build_job(table, overrides)
+    execute(job, log_format, quiet, verbose, dry_run, job.run.sample)
 
 
 @click.command()
