@@ -7,6 +7,7 @@ into the output. Memory is bounded by the window, whatever the catalog's size.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import hashlib
@@ -271,6 +272,34 @@ def duplicate_rows(
         first = data["r"][np.maximum.accumulate(np.where(starts, np.arange(len(data)), 0))]
         for i in np.nonzero(~starts)[0]:
             found[int(data["r"][i])] = int(first[i])
+    return _exact_duplicates(found, lf, id_col, limit, path) if found else found
+
+
+def _exact_duplicates(
+    by_hash: dict[int, int], lf: pl.LazyFrame, id_col: str, limit: int | None, path: str
+) -> dict[int, int]:
+    """by_hash ({row: first row of its id hash}) checked against the ids themselves, so that two ids whose 64-bit
+    hashes collide stay two ids: a second read of the id column keeps only the rows involved."""
+    involved = sorted(set(by_hash) | set(by_hash.values()))
+    ids: dict[int, str] = {}
+    start = 0
+    for frame in iter_windows(lf, [id_col], 65536, path, limit):
+        lo, hi = bisect.bisect_left(involved, start), bisect.bisect_left(involved, start + frame.height)
+        if lo < hi:
+            picked = frame.get_column(id_col).cast(pl.String).gather([r - start for r in involved[lo:hi]])
+            ids.update(zip(involved[lo:hi], picked.to_list(), strict=True))
+        start += frame.height
+    groups: dict[int, list[int]] = {}
+    for row, first in by_hash.items():
+        groups.setdefault(first, [first]).append(row)
+    found: dict[int, int] = {}
+    for rows in groups.values():
+        earliest: dict[str, int] = {}
+        for row in sorted(rows):
+            if ids[row] in earliest:
+                found[row] = earliest[ids[row]]
+            else:
+                earliest[ids[row]] = row
     return found
 
 

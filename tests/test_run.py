@@ -510,3 +510,15 @@ def test_a_finished_run_writes_its_error_file_and_report_where_asked(catalog: Pa
         pl.read_parquet(errors).select(before.columns).to_dicts() == before.to_dicts() and before.height == 2
     )
     assert json.loads(report.read_text())["errors_file"] == str(errors)
+
+
+def test_duplicate_ids_are_checked_against_the_ids_not_only_their_hashes(tmp_path: Path) -> None:
+    """Two ids whose 64-bit hashes collide must stay two ids: a collision (rows 2 and 5 put in row 0's hash
+    group) keeps row 2, whose id differs, and finds row 5, whose id is row 0's; real repeats are found too."""
+    from enrich import io
+
+    src = tmp_path / "ids.parquet"
+    pl.DataFrame({"id": ["a", "x", "b", "x", "c", "a"], "title": ["t"] * 6}).write_parquet(src)
+    lf = io.scan(str(src))
+    assert io.duplicate_rows(lf, "id", None, str(src), tmp_path / "scratch") == {3: 1, 5: 0}
+    assert io._exact_duplicates({2: 0, 5: 0}, lf, "id", None, str(src)) == {5: 0}
