@@ -127,6 +127,16 @@ def _refuse_repeated_header(path: str, names: list[str]) -> None:
             raise InputError(f"{path}: the header repeats the column {base!r}; give each column its own name")
 
 
+def output_rows(path: Path, fmt: str) -> int | None:
+    """The rows of an existing output (Parquet from its footer), or None where it cannot be read."""
+    try:
+        if fmt == "parquet":
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        return count_rows(scan(str(path), fmt), str(path), fmt)
+    except (OSError, pa.ArrowException, InputError, pl.exceptions.PolarsError):
+        return None
+
+
 def require_text(lf: pl.LazyFrame, path: str, column: str, option: str) -> None:
     """The title column must hold text: a whole column of numbers or lists is a mapping mistake, not row errors."""
     dtype = lf.collect_schema()[column]

@@ -110,11 +110,13 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
         problems = path_problems(job)
         if problems:
             raise ConfigError("\n".join(message for _, message in problems))
-        if job.run.incremental and job.run.limit is not None and plan.output.exists():
-            raise ConfigError(
-                f"{plan.output}: --limit with --incremental would replace this output with its first "
-                f"{job.run.limit} rows; drop --limit, or write to another -o"
-            )
+        if job.run.incremental and job.run.limit is not None and plan.output.is_file():
+            had = io.output_rows(plan.output, plan.output_format)
+            if had is not None and had > job.run.limit:
+                raise ConfigError(
+                    f"{plan.output}: --limit with --incremental would replace this output's {had} rows with the "
+                    f"first {job.run.limit}; drop --limit, or write to another -o"
+                )
         clashes = [
             f"{job.input.path}: column {name!r} already exists; rename it in the input or pass "
             + ("--generated-column NAME" if std == OUTPUT_COLUMNS[0] else f"--set output.columns.{std}=NAME")
