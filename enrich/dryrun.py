@@ -79,10 +79,15 @@ def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: En
         for i in range(len(chosen))
     ]
     if not offs:
-        reasons = sorted({e["reason"] for e in window.errors})
+        errors = sorted(window.errors, key=lambda e: e["row"])
+        why = (
+            f"the first: {errors[0]['reason']}"
+            if errors
+            else "all were skipped as invalid (--invalid-row skip)"
+        )
         raise InputError(
-            f"{job.input.path}: none of the {len(chosen)} sampled rows could be prompted: "
-            + "; ".join(reasons[:3])
+            f"{job.input.path}: none of the {len(chosen)} sampled rows could be prompted ({len(errors)} would go "
+            f"to the error file); {why}"
         )
     rate = len(offs) / elapsed
     return DryRun(

@@ -87,11 +87,30 @@ _UNITS |= {"m": "m", "g": "g", "A": "a"}
 _QUANTITY = re.compile(
     r"(\d\d*(?:[.,]\d+)*)(?:(?:[\s-]?(?=[a-z%\u00b0\u00ba])|(?=['\"\u201d\u2033\u2019\u2032]))("
     r"in(?=\.|\s*(?:$|[,;:!?)\]]|[x\u00d7*](?![a-z])"
-    r"|(?:long|wide|high|tall|thick|deep|dia|diameter|length|width|height|od|id|[lwhd])\b))"
+    r"|(?:long|wide|high|tall|thick|deep|dia|diameter|length|width|height|od|id|[lwhd])\b(?!-)))"
     r"|(?!in\b)[a-z]+\b|%|[\u00b0\u00ba][cf]"
     r"|''|[\"\u201d\u2033]|['\u2019\u2032](?![a-z])))?",
     re.IGNORECASE,
 )
+
+
+_DOT_DIGIT = re.compile(r"\.\d")  # a literal first character: re scans for it in C
+
+
+def _with_leading_zeros(text: str) -> str:
+    """ ".75-Inch" as "0.75-Inch": a decimal written without its 0, not a dot inside a word or a number ("No.5",
+    "1.5"). A lookbehind in the pattern would cost a regex step at every character; this checks the dots only."""
+    cuts = [
+        m.start() for m in _DOT_DIGIT.finditer(text) if m.start() == 0 or not text[m.start() - 1].isalnum()
+    ]
+    cuts = [c for c in cuts if c == 0 or text[c - 1] != "."]
+    if not cuts:
+        return text
+    parts, last = [], 0
+    for c in cuts:
+        parts += [text[last:c], "0"]
+        last = c
+    return "".join(parts) + text[last:]
 
 
 def quantities_in(text: str) -> set[tuple[str, str]]:
@@ -111,8 +130,22 @@ def unsupported_numbers(text: str, source: str) -> bool:
     A bare number needs the number anywhere in source; a number with a unit needs it with the same unit,
     or bare (a title that says "10" supports "10 ft"), so "10 ft" for a title that says "10 in" is unsupported.
     """
-    given = quantities_in(source)
-    extra = quantities_in(text) - given
+    said, given = quantities_in(text), quantities_in(source)
+    if not _unsupported(said, given):
+        return False
+    # Where a decimal lacks its 0 (".75-Inch" supports "0.75-inch"), that side is read again: only rows that
+    # looked unsupported pay for the check, and only the rare rows with such a decimal for the second reading.
+    fixed_text, fixed_source = _with_leading_zeros(text), _with_leading_zeros(source)
+    if fixed_text is text and fixed_source is source:
+        return True
+    return _unsupported(
+        said if fixed_text is text else quantities_in(fixed_text),
+        given if fixed_source is source else quantities_in(fixed_source),
+    )
+
+
+def _unsupported(said: set[tuple[str, str]], given: set[tuple[str, str]]) -> bool:
+    extra = said - given
     if not extra:
         return False
     numbers = {number for number, _ in given}

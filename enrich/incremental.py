@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 REUSE = "reuse.parquet"
 REUSE_META = "reuse.json"
+NAMES_NOTE = (
+    "previous_output_names"  # in the manifest of an unfinished incremental run: where its results are
+)
 
 
 def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
@@ -52,7 +55,9 @@ def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
 
 def output_names(plan: Plan, manifest: dict[str, Any]) -> dict[str, str]:
     """The column names the previous output was written with: those its finished run recorded (a job may rename
-    a column between two incremental runs), else this run's."""
+    a column between two incremental runs), or that an interrupted incremental run noted, else this run's."""
+    if not manifest.get("complete") and isinstance(manifest.get(NAMES_NOTE), dict):
+        return dict(manifest[NAMES_NOTE])
     details = manifest.get("details", {}) if manifest.get("complete") else {}
     if "generated_column" not in details:
         return plan.job.output.names()

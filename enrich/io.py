@@ -441,6 +441,16 @@ def assemble_errors(state: RunState, n_windows: int, path: Path, parquet: bool) 
 def copy_errors(src: Path, src_parquet: bool, dest: Path, dest_parquet: bool) -> None:
     """A finished run's error file at another path, converted between JSON lines and Parquet where the two
     differ; streamed in batches like assemble_errors."""
+    try:
+        _copy_errors(src, src_parquet, dest, dest_parquet)
+    except (ValueError, pa.ArrowException) as err:  # json's decode errors are ValueErrors
+        raise InputError(
+            f"{src}: the error file is damaged ({str(err).splitlines()[0][:120]}), so it cannot be written to "
+            f"{dest}; re-run with --restart to regenerate the run"
+        ) from None
+
+
+def _copy_errors(src: Path, src_parquet: bool, dest: Path, dest_parquet: bool) -> None:
     with _atomic_file(dest) as out:
         if src_parquet == dest_parquet:
             with src.open("rb") as f:

@@ -216,8 +216,7 @@ def _files_of_finished_run(plan: Plan, report: RunReport) -> RunReport:
         was_parquet = before.suffix.lower() in ERROR_FILE_SUFFIXES[1:]
         io.copy_errors(before, was_parquet, plan.errors_path, plan.job.output.errors_parquet())
         report = report.model_copy(update={"errors_file": str(plan.errors_path)})
-    if not plan.report_path.is_file() or str(before) != report.errors_file:
-        write_json(plan.report_path, report.model_dump())
+    write_json(plan.report_path, report.model_dump())  # small; where --report names another file, it is there
     return report
 
 
@@ -244,7 +243,8 @@ def _run_locked(
     restart = (
         job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
     )
-    state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart)
+    note = {incremental.NAMES_NOTE: previous_names} if job.run.incremental else None
+    state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart, note)
     for w in state.warnings:
         on_event("warning", {"message": w})
     n_windows = (total + plan.window_rows - 1) // plan.window_rows

@@ -15,13 +15,16 @@ from enrich.errors import ConfigError
 from enrich.events import Event, no_events
 from enrich.models import ModelSpec, resolve_model, versions
 from enrich.prompts import Template, get_template
+from enrich.state import JOURNAL, LOCK, MANIFEST
 
 
 def path_problems(job: JobConfig) -> list[tuple[str, str]]:
-    """Files of one run that would overwrite the input or each other, lie in the state folder (which the run
-    empties) or are folders: (dotted path, message) pairs, each message naming its option."""
+    """Files of one run that would overwrite the input, each other or the run state (whose parts the run
+    deletes), or are folders: (dotted path, message) pairs, each message naming its option."""
     out = job.output
     state = Path(job.run.state_dir or f"{out.path}.enrich").resolve()
+    # What the run writes and deletes there (state.py, incremental.py); the last two are folders.
+    owned = [state, *(state / name for name in (MANIFEST, JOURNAL, LOCK, "parts", "scratch"))]
     inputs = {p.resolve() for p in io.input_files(job.input.path)} | {Path(job.input.path).resolve()}
     written = [
         ("output.path", "the output", "-o", Path(out.path)),
@@ -36,8 +39,8 @@ def path_problems(job: JobConfig) -> list[tuple[str, str]]:
             why = f"{what} would overwrite the input"
         elif real in seen:
             why = f"{what} would overwrite {seen[real]}"
-        elif real == state or state in real.parents:
-            why = f"{what} would be inside the run state folder {state}"
+        elif real in owned or any(folder == real or folder in real.parents for folder in owned[-2:]):
+            why = f"{what} would overwrite the run state in {state}"
         elif path.is_dir():
             why = f"{what} would replace a folder"
         else:

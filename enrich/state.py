@@ -147,8 +147,15 @@ def changed_settings(manifest: dict[str, Any], details: dict[str, Any]) -> str:
     return ", ".join(changed) or "unknown: the manifest was edited"
 
 
-def open_state(directory: Path, fingerprint: str, details: dict[str, Any], restart: bool) -> RunState:
-    """Load or start the resume state; a different fingerprint refuses to mix results unless restart."""
+def open_state(
+    directory: Path,
+    fingerprint: str,
+    details: dict[str, Any],
+    restart: bool,
+    note: dict[str, Any] | None = None,
+) -> RunState:
+    """Load or start the resume state; a different fingerprint refuses to mix results unless restart. note:
+    facts kept in a new manifest beside the details, outside the fingerprint (a resume finds them there)."""
     manifest_path = directory / MANIFEST
     warnings: list[str] = []
     if manifest_path.is_file() and not restart:
@@ -172,6 +179,7 @@ def open_state(directory: Path, fingerprint: str, details: dict[str, Any], resta
             p.unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {"fingerprint": fingerprint, "details": details, "created": time.time(), "complete": False}
+    manifest |= note or {}
     atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
     (directory / JOURNAL).unlink(missing_ok=True)
     return RunState(directory, fingerprint, {}, resumed=False, warnings=warnings)

@@ -88,6 +88,11 @@ def test_quantities_pair_numbers_with_canonical_units(text: str, expected: set[t
         ("Fits 1 in every pocket, a 3-in-1 tool.", "Wallet tool 1 ft, 3 ft", []),
         # No digit: nothing to check.
         ("A ten foot cord, one inch thick.", "Cord 10 in", []),
+        # "in" before a hyphenated word is the preposition; a decimal without its 0 is the same number
+        ("A set of 3 in high-quality leather.", "Leather Gloves, 3 Pack", []),
+        ("This 0.75-inch tape.", "Electrical Tape, .75-Inch by 66-Foot", []),
+        ("This 0.5-inch tape.", "Electrical Tape, .75-Inch by 66-Foot", ["unsupported_numbers"]),
+        ("Chanel No.5 in a 1.5 oz bottle.", "Chanel No. 5, 1.5 oz", []),
     ],
 )
 def test_unsupported_numbers_compares_units(text: str, source: str, expected: list[str]) -> None:

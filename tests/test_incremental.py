@@ -203,3 +203,32 @@ def test_an_enriched_catalog_enriched_again_under_other_column_names(
         *run_args(src, out, greedy_model, *renames, "--set", "output.columns.enrich_flags=v2_enrich_key")
     )
     assert r.exit_code == 2 and "two output columns would be named 'v2_enrich_key'" in r.output, r.output
+
+
+def test_a_rename_interrupted_before_the_reuse_file_resumes(catalog: Path, tmp_path: Path) -> None:
+    """A crash right after the state is opened (before the previous output is read): the unfinished manifest
+    notes where the previous results are, so the same command resumes and copies them under the new name."""
+    from enrich import pipeline
+    from enrich.config import build_job
+
+    src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pl.read_parquet(catalog).head(12).write_parquet(src)
+    echo = ["--engine", "echo", "--template", "alpaca", "--incremental", "--log-format", "json"]
+    assert enrich("run", src, "-o", out, *echo).exit_code == 0
+
+    def crash_at_start(kind: str, data: dict[str, object]) -> None:
+        if kind == "start":
+            raise RuntimeError("crashed")
+
+    table = {"input": {"path": str(src)}, "output": {"path": str(out), "generated_column": "v2"}}
+    overrides = {"model.engine": "echo", "prompt.template": "alpaca", "run.incremental": True}
+    with pytest.raises(RuntimeError, match="crashed"):
+        pipeline.run(build_job(table, overrides), crash_at_start)
+    manifest = json.loads((tmp_path / "out.parquet.enrich" / "manifest.json").read_text())
+    assert not manifest["complete"] and manifest["previous_output_names"]["generated_description"] == (
+        "generated_description"
+    )
+    r = enrich("run", src, "-o", out, *echo, "--generated-column", "v2")
+    assert r.exit_code == 0, r.output
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["counts"]["copied"] == 12 and "v2" in pl.read_parquet(out).columns

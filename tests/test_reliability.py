@@ -52,7 +52,7 @@ Bad input, each case run through the real CLI (`test_bad_input`), with its exit 
 | header_only_csv         | a CSV with a header and no rows                   | 0    | run finished                               |
 | errors_is_input         | --errors the input file                           | 2    | the error file would overwrite the input   |
 | report_is_output        | --report the output file                          | 2    | the report would overwrite the output      |
-| errors_in_state_folder  | --errors inside OUTPUT.enrich/                    | 2    | would be inside the run state folder       |
+| errors_in_state_parts   | --errors in OUTPUT.enrich/parts/ (deleted at end) | 2    | would overwrite the run state in           |
 | errors_is_a_folder      | --errors an existing folder                       | 2    | the error file would replace a folder      |
 | errors_unknown_suffix   | --errors errs.csv                                 | 2    | an error file is .jsonl, or Parquet        |
 | internal_column_name    | --set output.columns.enrich_key=__row             | 2    | names starting with __ are enrich's own    |
@@ -580,10 +580,10 @@ BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
         2,
         "the report would overwrite the output",
     ),
-    "errors_in_state_folder": (
-        lambda d: [*_pq(B())(d), "--errors", str(d / "out.parquet.enrich" / "e.jsonl")],
+    "errors_in_state_parts": (
+        lambda d: [*_pq(B())(d), "--errors", str(d / "out.parquet.enrich" / "parts" / "e.jsonl")],
         2,
-        "would be inside the run state folder",
+        "would overwrite the run state in",
     ),
     "errors_is_a_folder": (
         lambda d: [*_pq(B())(d), "--errors", str(_mkdir(d / "errs.jsonl"))],
