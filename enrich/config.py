@@ -382,11 +382,16 @@ def read_job_table(path: Path) -> dict[str, Any]:
         "output.report",
         "run.state_dir",
         "run.history_dir",
+        "model.ref",
     ):
         section, _, key = dotted.partition(".")
         table = data.get(section)
-        if isinstance(table, dict) and isinstance(table.get(key), str) and not Path(table[key]).is_absolute():
-            table[key] = os.path.normpath(base / table[key])  # no '..' left: paths read well in logs
+        if not (isinstance(table, dict) and isinstance(table.get(key), str)):
+            continue
+        value = os.path.expanduser(table[key])
+        if dotted == "model.ref" and not value.startswith((".", "/", "~")) and not (base / value).exists():
+            continue  # a preset name (smollm2-135m), not a path
+        table[key] = value if Path(value).is_absolute() else os.path.normpath(base / value)  # no '..' in logs
     return data
 
 

@@ -231,7 +231,7 @@ class EvalConfig(BaseModel):
     )
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig,
-        description="Decoding for both models; unset fields take each model's own.",
+        description="Decoding for both models; unset fields take the model's own (the baseline decodes alike).",
     )
     sample: int = Field(200, ge=1, description="Rows scored (a seeded random sample; all rows when fewer).")
     seed: int = Field(0, ge=0, description="Seed of the sample.")
@@ -255,6 +255,18 @@ def _sampling(config: EvalConfig, spec: Any) -> Any:
     )
 
 
+def _resolve(role: str, ref: str) -> Any:
+    """A model reference resolved before anything is generated: a bad baseline must not cost the model's run."""
+    from enrich.models import resolve_model
+
+    try:
+        return resolve_model(ref)
+    except ConfigError as err:
+        if role == "model":
+            raise
+        raise ConfigError(f"baseline: {err} (pass --baseline REF, or --no-baseline)") from None
+
+
 def _rows(config: EvalConfig) -> dict[str, list[Any]]:
     from enrich.traindata import read_rows
 
@@ -269,6 +281,7 @@ def _rows(config: EvalConfig) -> dict[str, list[Any]]:
     chosen = sorted(random.Random(config.seed).sample(keep, min(config.sample, len(keep))))
     out = {role: [values[i] for i in chosen] for role, values in data.items()}
     out["row"] = chosen
+    out.setdefault("id", [str(r) for r in chosen])  # no id column: row positions, as in `run`
     return out
 
 
@@ -327,11 +340,19 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     refs = [c.strip() for c in rows["content"]]
     titles = [t.strip() for t in rows["title"]]
     refs_by_role = {"model": config.model.ref, "baseline": config.baseline}
+    specs = {role: _resolve(role, ref) for role, ref in refs_by_role.items() if ref is not None}
+    # The baseline decodes as the model does (the model's own settings fill what the command left unset): a
+    # comparison of two models, not of two presets' token limits and penalties.
+    s = _sampling(config, specs["model"])
+    alike = SamplingConfig(
+        temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+        repetition_penalty=s.repetition_penalty, seed=s.seed,
+    )  # fmt: skip
     results: dict[str, dict[str, Any]] = {}
     for role, ref in refs_by_role.items():
         if ref is None:
             continue
-        gen = generate_for(config, ref, titles, on_event)
+        gen = generate_for(config.model_copy(update={"sampling": alike}), ref, titles, on_event)
         scores = metrics.score(gen["texts"], refs, gen["finish"], gen["flags"], gen["output_tokens"])
         results[role] = {
             **{k: gen[k] for k in ("ref", "name", "template", "sampling", "engine", "seconds")},

@@ -63,7 +63,10 @@ def export(
         converter = _gguf_converter()  # fail before any work when the converter is missing
     spec = resolve_model(str(adapter_dir))
     info = read_enrich_json(adapter_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    out_dir.parent.mkdir(
+        parents=True, exist_ok=True
+    )  # the temporary folder beside it: the rename stays on one disk
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
         if fmt == "adapter":
             for p in adapter_dir.iterdir():

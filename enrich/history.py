@@ -23,13 +23,15 @@ if TYPE_CHECKING:
 COUNT_KEYS = ("ok", "flagged", "error", "skipped", "generated", "copied")
 
 
-def keep(history_dir: str | None, report: RunReport) -> Path | None:
-    """Write the report into the history folder under a name that sorts by start time; None without a folder."""
+def keep(history_dir: str | None, report: RunReport, started: str | None = None) -> Path | None:
+    """Write the report into the history folder under a name that sorts by start time (started: this process's,
+    where the report is an earlier run's because the output was already up to date); None without a folder."""
     if not history_dir:
         return None
     folder = Path(history_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = report.started.replace("-", "").replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+    when = started or report.started
+    stamp = when.replace("-", "").replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
     # The pid tells apart two processes started in the same second (a locked run beside the one holding the
     # lock); the counter tells apart two runs of one process in the same second. A report is never replaced.
     base = f"{stamp}-{os.getpid()}"

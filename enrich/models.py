@@ -270,6 +270,10 @@ def _spec_from_dir(
     info = read_enrich_json(directory) if info is None else info
     _require_safetensors(directory)
     if (directory / "adapter_config.json").is_file():
+        if not (directory / "adapter_model.safetensors").is_file():  # else peft would look it up on the Hub
+            raise ConfigError(
+                f"{directory}: adapter weights missing (adapter_model.safetensors); copy the whole folder"
+            )
         base_ref = base_of(str(directory))
         if not base_ref:
             raise ConfigError(f"{directory}: adapter without a base model (enrich.json 'base')")

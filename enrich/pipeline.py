@@ -144,7 +144,7 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
         raise
     finally:
         lock.release()
-    history.keep(job.run.history_dir, report)
+    history.keep(job.run.history_dir, report, started)
     return report
 
 

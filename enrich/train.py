@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from enrich.errors import ConfigError, EngineError
+from enrich.errors import ConfigError, EngineError, Interrupted
 from enrich.events import Event, no_events
 from enrich.trainconfig import TrainConfig
 
@@ -56,6 +56,15 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
         raise ConfigError(
             f"{out_dir}: holds an earlier run; pass --resume to continue it or choose another -o"
         )
+    # Anything but the checkpoints folder of a run that saved none yet (killed early: it starts over).
+    if (
+        not config.resume
+        and Path(out_dir).is_dir()
+        and any(p.name != "checkpoints" for p in Path(out_dir).iterdir())
+    ):
+        raise ConfigError(
+            f"{out_dir}: is not empty, and the adapter's files would overwrite its own; choose a new -o"
+        )
     from enrich.prompts import get_template
 
     template = get_template(config.template or spec.template)
@@ -90,9 +99,21 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
         config.max_response_tokens,
     )
     on_event("info", {"message": f"data: {json.dumps(data.counts)}"})
+    _same_run(checkpoints, config, template.name, data.fingerprint)
     trainer = _trainer(model, tokenizer, data, config, checkpoints, precision, gpu, on_event)
     initial = trainer.evaluate()["eval_loss"]
-    trainer.train(resume_from_checkpoint=str(last) if config.resume and last else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(last) if config.resume and last else None)
+    except KeyboardInterrupt:
+        kept = _last_checkpoint(checkpoints)
+        raise Interrupted(
+            f"interrupted at step {trainer.state.global_step}; "
+            + (
+                f"steps up to {kept.name} are kept: re-run with --resume"
+                if kept
+                else "no checkpoint was saved yet"
+            )
+        ) from None
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     # The last scheduled evaluation often falls on the last step; on CPU an evaluation costs minutes.
     if evals and evals[-1]["step"] == trainer.state.global_step:
@@ -137,9 +158,52 @@ def _preset_names() -> set[str]:
     return set(MODEL_PRESETS)
 
 
+# What a resumed run may change: how long it trains, how often it logs, evaluates and saves.
+_RESUMABLE = {"resume", "epochs", "max_steps", "logging_steps", "eval_steps", "save_steps"}
+RUN_FILE = "enrich-run.json"  # in checkpoints/: the settings and data the checkpoints were trained with
+
+
+def _same_run(checkpoints: Path, config: TrainConfig, template: str, data: str) -> None:
+    """Record the run's settings beside its checkpoints; a resumed run must match them (a template or data
+    changed mid-run would leave enrich.json describing a model that was not trained that way)."""
+    settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in _RESUMABLE}
+    this = {"settings": settings, "template": template, "data_fingerprint": data}
+    path = checkpoints / RUN_FILE
+    if config.resume and path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = [k for k in this["settings"] if before["settings"].get(k) != settings[k]]
+        changed += [k for k in ("template", "data_fingerprint") if before.get(k) != this[k]]
+        if changed:
+            raise ConfigError(
+                f"{checkpoints}: its checkpoints were trained with other settings ({', '.join(changed)}); "
+                "resume with the same ones, or start a new -o"
+            )
+        return
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(this, indent=2) + "\n", encoding="utf-8")
+
+
 def _last_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint: transformers writes trainer_state.json last, so a checkpoint cut off
+    while it was saved (a kill, a full disk) lacks it, or has weights whose header does not read."""
     found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+    for p in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (p / "trainer_state.json").is_file() and _weights_readable(p):
+            return p
+    return None
+
+
+def _weights_readable(checkpoint: Path) -> bool:
+    from safetensors import safe_open
+
+    weights = list(checkpoint.glob("*.safetensors"))
+    try:
+        for w in weights:
+            with safe_open(str(w), framework="pt") as f:
+                f.keys()
+    except Exception:  # safetensors raises its own error types for a damaged header
+        return False
+    return bool(weights)
 
 
 def _precision(name: str, gpu: bool) -> str:

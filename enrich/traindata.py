@@ -61,7 +61,9 @@ def read_rows(path: str, fmt: str, columns: Columns, with_id: bool = False) -> d
     )
     lf = _scan_jsonl(path) if kind == "jsonl" else io.scan(path, kind)
     roles = {"title": columns.title, "content": columns.content}
-    if with_id and columns.id:
+    # The default id column is optional, as in `run`: without it the caller uses row positions.
+    default_missing = columns.id == "id" and "id" not in lf.collect_schema().names()
+    if with_id and columns.id and not default_missing:
         roles["id"] = columns.id
     checked: dict[str, str | None] = dict(roles)
     io.require_columns(lf, path, checked)
@@ -240,6 +242,12 @@ def prepare(
         examples, tokenizer, template, eos, render, max_seq_length, max_response_tokens
     )
     dropped.update(by_length)
+    if len(examples) < 2:
+        gone = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)
+        raise InputError(
+            f"{path}: {len(examples)} usable rows of {len(titles)} after cleaning (dropped: {gone or 'none'}); "
+            "fine-tuning needs at least 2"
+        )
     train, val = split(examples, val_size, seed, path)
     reasons = ("empty", "junk", "duplicate", "short", "too_long", "long_response")
     counts = {

@@ -89,3 +89,17 @@ def test_eval_bad_input(tiny_model: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "sample" in r.output
     r = enrich("eval", tmp_path / "nowhere", CATALOG, "-o", tmp_path / "e")
     assert r.exit_code == 2 and "nowhere" in r.output
+    # a baseline that does not resolve fails before the model generates anything
+    r = enrich(
+        "eval",
+        tiny_model,
+        CATALOG,
+        "-o",
+        tmp_path / "e",
+        "--baseline",
+        tmp_path / "gone",
+        "--log-format",
+        "text",
+    )
+    assert r.exit_code == 2 and "baseline:" in r.output and "--no-baseline" in r.output, r.output
+    assert "generating" not in r.output and not (tmp_path / "e").exists()

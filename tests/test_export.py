@@ -138,6 +138,14 @@ def test_export_errors(adapter: Path, tiny_model: Path, tmp_path: Path) -> None:
         r = enrich("export", adapter, "-o", tmp_path / "g", "--format", "gguf")
         assert r.exit_code == 5 and "convert_hf_to_gguf.py" in r.output
         assert not (tmp_path / "g").exists()
+    # An adapter folder copied without its weights: one line, not a Hub lookup's traceback.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for p in adapter.iterdir():
+        if p.is_file() and p.name != "adapter_model.safetensors":
+            (partial / p.name).write_bytes(p.read_bytes())
+    r = enrich("export", partial, "-o", tmp_path / "p", "--format", "merged16")
+    assert r.exit_code == 2 and "adapter weights missing" in r.output, r.output
 
 
 @pytest.mark.slow

@@ -220,3 +220,28 @@ def test_output_folder_that_is_a_file_is_a_validation_problem(tmp_path: Path) ->
 def test_set_needs_key_and_value() -> None:
     r = enrich("jobs", "show", REPO / "jobs" / "nightly.toml", "--set", "policies.empty")
     assert r.exit_code == 2 and "expected DOTTED.KEY=VALUE" in r.output
+
+
+def test_a_model_folder_in_a_job_file_is_relative_to_the_file(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cron starts in another folder: `ref = "./models/shop"` names the folder beside the job file; a preset
+    name stays a preset name."""
+    jobs = tmp_path / "jobs"
+    (jobs / "models").mkdir(parents=True)
+    (jobs / "models" / "shop").symlink_to(tiny_model)
+    shutil.copy(REPO / "examples" / "catalog.parquet", jobs / "catalog.parquet")
+    job = jobs / "a.toml"
+    job.write_text(
+        '[input]\npath = "catalog.parquet"\n[output]\npath = "out.parquet"\n[model]\nref = "./models/shop"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = enrich("jobs", "validate", job)
+    assert r.exit_code == 0, r.output
+    assert load_job(job).model.ref == str(jobs / "models" / "shop")
+    job.write_text(
+        '[input]\npath = "catalog.parquet"\n[output]\npath = "out.parquet"\n[model]\nref = "smollm2-135m"\n'
+    )
+    assert load_job(job).model.ref == "smollm2-135m"

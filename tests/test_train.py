@@ -122,12 +122,33 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     # A second run into the same directory must not mix with the first ...
     r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, *cols)
     assert r.exit_code == 2 and "--resume" in r.output
-    # ... and --resume continues from the last checkpoint.
+    # ... --resume refuses settings the checkpoints were not trained with (enrich.json would describe them) ...
+    r = tiny_finetune(
+        tiny_model, DATA / "shop_messy.csv", out, *cols, "--resume", "--max-steps", "3", "--lora-r", "8"
+    )
+    assert r.exit_code == 2 and "trained with other settings (r)" in r.output, r.output
+    # ... and with the same ones continues from the last checkpoint, a longer run allowed.
     r = tiny_finetune(
         tiny_model, DATA / "shop_messy.csv", out, *cols, "--resume", "--max-steps", "3", "--save-steps", "1"
     )
     assert r.exit_code == 0, r.output
     assert json.loads((out / "training_report.json").read_text())["steps"] == 3
+    # A checkpoint cut off while it was saved (weights unreadable) is passed over for the one before it.
+    from enrich.train import _last_checkpoint
+
+    newest = max((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    (newest / "adapter_model.safetensors").write_bytes(b"\x00" * 10)
+    assert _last_checkpoint(out / "checkpoints") not in (None, newest)
+
+
+def test_finetune_into_a_folder_of_other_files_is_refused(
+    tiny_model: Path, catalog: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "README.md").write_text("# my project")
+    r = tiny_finetune(tiny_model, catalog, tmp_path / "proj")
+    assert r.exit_code == 2 and "is not empty" in r.output, r.output
+    assert (tmp_path / "proj" / "README.md").read_text() == "# my project"
 
 
 @pytest.mark.parametrize(
@@ -157,7 +178,9 @@ def test_bad_data_exit_3(tiny_model: Path, catalog: Path, tmp_path: Path) -> Non
         {"title": ["Acme bolt", "Acme nut", "Acme gear"], "content": ["", "n/a", "Value not found"]}
     ).write_ndjson(junk)
     r = tiny_finetune(tiny_model, junk, tmp_path / "b")
-    assert r.exit_code == 3 and "0 usable rows after cleaning" in r.output
+    assert r.exit_code == 3 and "0 usable rows of 3 after cleaning (dropped: empty 1, junk 2)" in r.output, (
+        r.output
+    )
     r = tiny_finetune(tiny_model, catalog, tmp_path / "c", "--max-seq-length", "16")
     assert r.exit_code == 3 and "usable rows" in r.output  # every row is longer than 16 tokens
     r = tiny_finetune(tiny_model, tmp_path / "missing.parquet", tmp_path / "d")
