@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import csv
 import ctypes
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -85,7 +87,40 @@ def _polars_error(path: str, err: Exception) -> InputError:
         return InputError(f"{path}: the file is empty; give a catalog with a header and rows")
     if "out of specification" in text or "PAR1" in text:  # polars' words for a torn or foreign file
         text += " (the file is truncated, damaged or not Parquet)"
+    if file_format(path) == "csv" and ("malformed" in text or "fields" in text):
+        where = next((w for p in input_files(path) if (w := _first_bad_csv_line(p))), None)
+        text = where or text
     return InputError(f"{path}: cannot read it as {Path(path).suffix.lstrip('.') or 'a catalog'}: {text}")
+
+
+_STRAY_QUOTE = re.compile(
+    r'(?:^|,)[^",\r\n]+"'
+)  # a quote after other text in a field that did not open with one
+
+
+def _first_bad_csv_line(path: Path) -> str | None:
+    """Where a CSV that polars refused goes wrong, in words: a line with another field count than the header, or
+    a quote inside a field that is not quoted (12" for inches). Only called once the read has failed."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:  # streamed: catalogs are large
+        rows = csv.reader(f)
+        try:
+            width = len(next(rows, []))
+            for row in rows:
+                if row and len(row) != width:
+                    return (
+                        f"line {rows.line_num} has {len(row)} fields, the header {width}; "
+                        "quote fields holding commas"
+                    )
+        except csv.Error as err:
+            return f"line {rows.line_num}: {err}"
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        for number, line in enumerate(f, start=1):
+            if number > 1 and _STRAY_QUOTE.search(line):
+                return (
+                    f'line {number}: a " inside a field that is not quoted (12" for inches?); quote the field and '
+                    'double the quote: "Stanley 12"" ruler"'
+                )
+    return None
 
 
 def scan(path: str, fmt: str = "auto") -> pl.LazyFrame:
@@ -173,9 +208,13 @@ def require_columns(lf: pl.LazyFrame, path: str, columns: dict[str, str | None])
     names = lf.collect_schema().names()
     for role, name in columns.items():
         if name is not None and name not in names:
+            other = next((sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]), None)
+            hint = (
+                f"the file seems {other!r}-separated: save it comma-separated" if other else "map one with "
+            )
             raise InputError(
                 f"{path}: no column {name!r} for the {role} (columns: {', '.join(names[:20])}); "
-                f"map one with --{role}-col"
+                + (hint if other else f"{hint}--{role}-col")
             )
     return names
 

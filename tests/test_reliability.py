@@ -20,10 +20,11 @@ Bad input, each case run through the real CLI (`test_bad_input`), with its exit 
 | truncated_parquet       | the first half of a real Parquet file             | 3    | truncated, damaged or not Parquet          |
 | parquet_named_csv       | a Parquet file named .csv                         | 3    | is a Parquet file named like a CSV         |
 | latin1_csv              | a CSV in Latin-1                                  | 3    | not valid UTF-8                            |
-| ragged_csv              | a CSV line with more fields than the header       | 3    | more fields than defined                   |
+| ragged_csv              | a CSV line with more fields than the header       | 3    | line 2 has 4 fields, the header 2          |
+| inch_mark_csv           | 12" in a field that is not quoted                 | 3    | inside a field that is not quoted          |
 | unclosed_quote_csv      | a CSV quote never closed                          | 3    | cannot read it as csv                      |
 | repeated_header_csv     | a CSV header naming 'title' twice                 | 3    | the header repeats the column 'title'      |
-| semicolon_csv           | a ';'-separated file                              | 3    | no column 'title' for the title            |
+| semicolon_csv           | a ';'-separated file                              | 3    | seems ';'-separated                        |
 | no_title_column         | no 'title' column                                 | 3    | no column 'title' for the title            |
 | mapped_id_missing       | --id-col sku, no such column                      | 3    | no column 'sku' for the id                 |
 | title_is_numbers        | the title column is Int64                         | 3    | holds Int64, not text                      |
@@ -500,14 +501,23 @@ BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
     ),
     "parquet_named_csv": (_raw("p.csv", CATALOG.read_bytes()), 3, "is a Parquet file named like a CSV"),
     "latin1_csv": (_raw("l.csv", "id,title\n1,Caf\xe9 cr\xe8me\n".encode("latin-1")), 3, "not valid UTF-8"),
-    "ragged_csv": (_raw("rg.csv", b"id,title\n1,a,extra,more\n2,b\n"), 3, "more fields than defined"),
+    "ragged_csv": (
+        _raw("rg.csv", b"id,title\n1,a,extra,more\n2,b\n"),
+        3,
+        "line 2 has 4 fields, the header 2",
+    ),
+    "inch_mark_csv": (
+        _raw("in.csv", b'id,title\n1,Plain ruler\n2,Stanley 12" steel ruler\n3,Other\n'),
+        3,
+        "inside a field that is not quoted",  # the whole line names line 3; JSON escapes its quotes
+    ),
     "unclosed_quote_csv": (_raw("q.csv", b'id,title\n1,"abc\n2,def\n'), 3, "cannot read it as csv"),
     "repeated_header_csv": (
         _raw("dh.csv", b"id,title,title\n1,a,b\n"),
         3,
         "the header repeats the column 'title'",
     ),
-    "semicolon_csv": (_raw("sc.csv", b"id;title\n1;a\n"), 3, "no column 'title' for the title"),
+    "semicolon_csv": (_raw("sc.csv", b"id;title\n1;a\n"), 3, "seems ';'-separated"),
     "no_title_column": (_pq(B().drop("title")), 3, "no column 'title' for the title"),
     "mapped_id_missing": (_with(_pq(B()), "--id-col", "sku"), 3, "no column 'sku' for the id"),
     "title_is_numbers": (_pq(B().with_columns(pl.Series("title", range(6)))), 3, "holds Int64, not text"),
