@@ -12,10 +12,8 @@ import contextlib
 import csv
 import ctypes
 import hashlib
-import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -391,7 +389,7 @@ def assemble_output(
     writer: pq.ParquetWriter | None = None
     columns = lf.collect_schema().names()
     fixed = part_schema(names)
-    with _buffers_unmapped(), _atomic_file(output) as f:
+    with _buffers_unmapped(), atomic_file(output) as f:
         header = True
         windows = iter_windows(lf, columns, window_rows, input_path, limit)
         for index, frame in enumerate(windows):
@@ -428,7 +426,7 @@ def assemble_output(
 
 
 @contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A temporary file beside path, renamed onto it (both synced) when the block ends without an error: a
     crash at any instant leaves the previous file or the complete new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -441,69 +439,6 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
         _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-# ErrorRecord's fields (enrich/config.py, schemas/error.schema.json); id and value may be null.
-_ERROR_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("row", pa.int64()),
-        ("stage", pa.string()),
-        ("reason", pa.string()),
-        ("value", pa.string()),
-    ]
-)
-
-
-def assemble_errors(state: RunState, n_windows: int, path: Path, parquet: bool) -> int:
-    """Concatenate the windows' error files into one JSON-lines (or Parquet) file; returns the count."""
-    count = 0
-    with _atomic_file(path) as out:
-        if parquet:
-            # A window at a time, a row group each: memory holds one window's errors, not the run's. With no
-            # errors at all, still a valid file with the schema.
-            with pq.ParquetWriter(out, _ERROR_SCHEMA, compression="zstd") as writer:
-                for index in range(n_windows):
-                    data = state.errors_path(index).read_bytes()
-                    count += data.count(b"\n")
-                    records = [json.loads(line) for line in data.splitlines() if line.strip()]
-                    if records:
-                        writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
-        else:
-            for index in range(n_windows):
-                data = state.errors_path(index).read_bytes()
-                count += data.count(b"\n")
-                out.write(data)
-    return count
-
-
-def copy_errors(src: Path, src_parquet: bool, dest: Path, dest_parquet: bool) -> None:
-    """A finished run's error file at another path, converted between JSON lines and Parquet where the two
-    differ; streamed in batches like assemble_errors."""
-    try:
-        _copy_errors(src, src_parquet, dest, dest_parquet)
-    except (ValueError, pa.ArrowException) as err:  # json's decode errors are ValueErrors
-        raise InputError(
-            f"{src}: the error file is damaged ({str(err).splitlines()[0][:120]}), so it cannot be written to "
-            f"{dest}; re-run with --restart to regenerate the run"
-        ) from None
-
-
-def _copy_errors(src: Path, src_parquet: bool, dest: Path, dest_parquet: bool) -> None:
-    with _atomic_file(dest) as out:
-        if src_parquet == dest_parquet:
-            with src.open("rb") as f:
-                shutil.copyfileobj(f, out)
-        elif dest_parquet:
-            with pq.ParquetWriter(out, _ERROR_SCHEMA, compression="zstd") as writer, src.open("rb") as f:
-                while lines := f.readlines(1 << 24):
-                    records = [json.loads(line) for line in lines if line.strip()]
-                    writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
-        else:
-            for batch in pq.ParquetFile(src).iter_batches():
-                out.write(
-                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch.to_pylist()).encode()
-                )
 
 
 def iter_window_lists(

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from enrich import history, incremental, io
+from enrich import errorfile, history, incremental, io
 from enrich.config import ERROR_FILE_SUFFIXES, OUTPUT_COLUMNS, JobConfig, RunReport
 from enrich.engines import Engine, Sampling, make_engine, prompt_side
 from enrich.errors import ConfigError, Interrupted
@@ -214,7 +214,7 @@ def _files_of_finished_run(plan: Plan, report: RunReport) -> RunReport:
     before = Path(report.errors_file)
     if before.resolve() != plan.errors_path.resolve() and before.is_file():
         was_parquet = before.suffix.lower() in ERROR_FILE_SUFFIXES[1:]
-        io.copy_errors(before, was_parquet, plan.errors_path, plan.job.output.errors_parquet())
+        errorfile.copy_errors(before, was_parquet, plan.errors_path, plan.job.output.errors_parquet())
         report = report.model_copy(update={"errors_file": str(plan.errors_path)})
     write_json(plan.report_path, report.model_dump())  # small; where --report names another file, it is there
     return report
@@ -353,7 +353,9 @@ def _run_locked(
                 job.run.limit,
                 job.output.names(),
             )
-            n_errors = io.assemble_errors(state, n_windows, plan.errors_path, job.output.errors_parquet())
+            n_errors = errorfile.assemble_errors(
+                state, n_windows, plan.errors_path, job.output.errors_parquet()
+            )
             seconds["write"] += time.perf_counter() - t
     except KeyboardInterrupt:
         raise Interrupted(
