@@ -24,7 +24,17 @@ OUTPUT_COLUMNS = (
 )
 
 
-ERROR_FILE_SUFFIXES = (".jsonl", ".parquet", ".pq")  # JSON lines, then Parquet's
+# File formats by suffix: catalogs and outputs (Parquet or CSV), and the error file (JSON lines or Parquet).
+FORMAT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".txt": "csv"}
+PARQUET_SUFFIXES = tuple(s for s, f in FORMAT_SUFFIXES.items() if f == "parquet")
+ERROR_FILE_SUFFIXES = (".jsonl", *PARQUET_SUFFIXES)
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Parquet by the file's suffix, in any case."""
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
 Flag = Literal["truncated", "empty", "repetition", "template_leak", "unsupported_numbers"]
 
 
@@ -96,7 +106,7 @@ class OutputConfig(_Model):
 
     def errors_parquet(self) -> bool:
         """Whether the error file is Parquet (else JSON lines), by its suffix."""
-        return self.errors_path().suffix.lower() in ERROR_FILE_SUFFIXES[1:]
+        return is_parquet(self.errors_path())
 
     def report_path(self) -> Path:
         return Path(self.report or f"{self.path}.report.json")
@@ -337,9 +347,8 @@ def _format_errors(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        message = e["msg"].removeprefix(
-            "Value error, "
-        )  # a validator's own sentence, without pydantic's label
+        # A validator's own sentence, without pydantic's label.
+        message = e["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {path}: {message}")
     return "\n".join(lines)
 

@@ -37,15 +37,20 @@ def assemble_errors(state: RunState, n_windows: int, path: Path, parquet: bool) 
                 for index in range(n_windows):
                     data = state.errors_path(index).read_bytes()
                     count += data.count(b"\n")
-                    records = [json.loads(line) for line in data.splitlines() if line.strip()]
-                    if records:
-                        writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
+                    _write_lines(writer, data.splitlines())
         else:
             for index in range(n_windows):
                 data = state.errors_path(index).read_bytes()
                 count += data.count(b"\n")
                 out.write(data)
     return count
+
+
+def _write_lines(writer: pq.ParquetWriter, lines: list[bytes]) -> None:
+    """JSON-lines error records as one row group of the Parquet error file (none where there are none)."""
+    records = [json.loads(line) for line in lines if line.strip()]
+    if records:
+        writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
 
 
 def copy_errors(src: Path, src_parquet: bool, dest: Path, dest_parquet: bool) -> None:
@@ -68,8 +73,7 @@ def _copy_errors(src: Path, src_parquet: bool, dest: Path, dest_parquet: bool) -
         elif dest_parquet:
             with pq.ParquetWriter(out, _ERROR_SCHEMA, compression="zstd") as writer, src.open("rb") as f:
                 while lines := f.readlines(1 << 24):
-                    records = [json.loads(line) for line in lines if line.strip()]
-                    writer.write_table(pa.Table.from_pylist(records, schema=_ERROR_SCHEMA))
+                    _write_lines(writer, lines)
         else:
             for batch in pq.ParquetFile(src).iter_batches():
                 out.write(

@@ -63,9 +63,8 @@ def export(
         converter = _gguf_converter()  # fail before any work when the converter is missing
     spec = resolve_model(str(adapter_dir))
     info = read_enrich_json(adapter_dir)
-    out_dir.parent.mkdir(
-        parents=True, exist_ok=True
-    )  # the temporary folder beside it: the rename stays on one disk
+    # The temporary folder beside the output, so that the final rename stays on one disk.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
         if fmt == "adapter":

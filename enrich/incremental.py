@@ -25,9 +25,8 @@ if TYPE_CHECKING:
 
 REUSE = "reuse.parquet"
 REUSE_META = "reuse.json"
-NAMES_NOTE = (
-    "previous_output_names"  # in the manifest of an unfinished incremental run: where its results are
-)
+# In the manifest of an unfinished incremental run: the names the previous output's results are under.
+NAMES_NOTE = "previous_output_names"
 
 
 def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:

@@ -23,15 +23,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from enrich.config import FORMAT_SUFFIXES, is_parquet
 from enrich.errors import ConfigError, InputError
 from enrich.state import RunState, _fsync_dir
 
 # Arrow's default jemalloc pool keeps freed windows as resident memory; the system allocator returns
 # them, which keeps a long run's footprint at one window instead of its high-water mark.
 pa.set_memory_pool(pa.system_memory_pool())
-
-
-PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def _mmap_threshold(size: int, trim: bool = False) -> None:
@@ -68,10 +66,8 @@ def file_format(path: str, fmt: str = "auto") -> str:
     if fmt != "auto":
         return fmt
     suffix = Path(path).suffix.lower()
-    if suffix in PARQUET_SUFFIXES:
-        return "parquet"
-    if suffix in (".csv", ".txt"):
-        return "csv"
+    if suffix in FORMAT_SUFFIXES:
+        return FORMAT_SUFFIXES[suffix]
     raise ConfigError(
         f"{path}: cannot tell the format from the suffix {suffix!r}; use .parquet or .csv, or --format"
     )
@@ -91,9 +87,8 @@ def _polars_error(path: str, err: Exception) -> InputError:
     return InputError(f"{path}: cannot read it as {Path(path).suffix.lstrip('.') or 'a catalog'}: {text}")
 
 
-_STRAY_QUOTE = re.compile(
-    r'(?:^|,)[^",\r\n]+"'
-)  # a quote after other text in a field that did not open with one
+# A quote after other text in a field that did not open with one.
+_STRAY_QUOTE = re.compile(r'(?:^|,)[^",\r\n]+"')
 
 
 def _first_bad_csv_line(path: Path) -> str | None:
@@ -207,12 +202,13 @@ def require_columns(lf: pl.LazyFrame, path: str, columns: dict[str, str | None])
     for role, name in columns.items():
         if name is not None and name not in names:
             other = next((sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]), None)
-            hint = (
-                f"the file seems {other!r}-separated: save it comma-separated" if other else "map one with "
+            fix = (
+                f"the file seems {other!r}-separated: save it comma-separated"
+                if other
+                else f"map one with --{role}-col"
             )
             raise InputError(
-                f"{path}: no column {name!r} for the {role} (columns: {', '.join(names[:20])}); "
-                + (hint if other else f"{hint}--{role}-col")
+                f"{path}: no column {name!r} for the {role} (columns: {', '.join(names[:20])}); {fix}"
             )
     return names
 
@@ -233,7 +229,7 @@ def count_rows(lf: pl.LazyFrame, path: str, fmt: str = "auto") -> int:
 def _batches(lf: pl.LazyFrame, columns: Sequence[str], path: str, size: int) -> Iterator[pl.DataFrame]:
     """Record batches in file order. Parquet goes through pyarrow one row group at a time, which holds
     less in memory than polars' streaming collect; CSV goes through polars."""
-    if Path(path).suffix.lower() in PARQUET_SUFFIXES:
+    if is_parquet(path):
         for file in input_files(path):
             reader = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
             for batch in reader.iter_batches(batch_size=size, columns=list(columns), use_threads=False):
@@ -360,7 +356,7 @@ def _output_schema(input_path: str, joined: pa.Schema, fixed: pa.Schema) -> pa.S
     dictionary's indices as uint32), then the generated columns with the types of the part files (fixed)."""
     # Parquet by its suffix, as _batches reads it (an explicit --format does not change how windows are read).
     first = next(input_files(input_path), None)
-    parquet = Path(input_path).suffix.lower() in PARQUET_SUFFIXES and first is not None
+    parquet = is_parquet(input_path) and first is not None
     given = pq.read_schema(first) if parquet else pa.schema([])
     fields = []
     for field in joined:

@@ -7,10 +7,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from enrich.config import JobConfig, build_job, read_job_table
+from enrich.config import FORMAT_SUFFIXES, JobConfig, build_job, read_job_table
 from enrich.errors import ConfigError
-
-FORMAT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".txt": "csv"}
 
 
 def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:

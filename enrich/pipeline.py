@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from enrich import errorfile, history, incremental, io
-from enrich.config import ERROR_FILE_SUFFIXES, OUTPUT_COLUMNS, JobConfig, RunReport
+from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport, is_parquet
 from enrich.engines import Engine, Sampling, make_engine, prompt_side
 from enrich.errors import ConfigError, Interrupted
 from enrich.evaluate import FLAGS
@@ -213,8 +213,7 @@ def _files_of_finished_run(plan: Plan, report: RunReport) -> RunReport:
     written there from the finished run's, which stay where they were."""
     before = Path(report.errors_file)
     if before.resolve() != plan.errors_path.resolve() and before.is_file():
-        was_parquet = before.suffix.lower() in ERROR_FILE_SUFFIXES[1:]
-        errorfile.copy_errors(before, was_parquet, plan.errors_path, plan.job.output.errors_parquet())
+        errorfile.copy_errors(before, is_parquet(before), plan.errors_path, plan.job.output.errors_parquet())
         report = report.model_copy(update={"errors_file": str(plan.errors_path)})
     write_json(plan.report_path, report.model_dump())  # small; where --report names another file, it is there
     return report
