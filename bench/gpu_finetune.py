@@ -7,7 +7,7 @@ alpaca-pt template with EOS. Each backend runs in its own process (unsloth patch
 bench/device/run.sh runs it on the device; see bench/device/README.md.
 
   python bench/gpu_finetune.py model DIR                 # random bf16 weights, saved (both backends load it)
-  python bench/gpu_finetune.py train DIR PARTS --backend unsloth|peft [--steps 8 --warmup 2]
+  python bench/gpu_finetune.py train DIR PARTS --backend unsloth|peft [--steps 8 --warmup 2] [--join-to 2048 --tag long]
   python bench/gpu_finetune.py report PARTS              # bench/results/gpu_finetune.json
 """
 
@@ -30,7 +30,7 @@ RECIPE = {
     "batch_size": 4,
     "grad_accum": 4,
     "lr": 2e-4,
-    "max_seq_length": 1024,
+    "max_seq_length": 2048,
     "optim": "adamw_8bit",
     "seed": 3407,
     "quantization": "nf4, double quant, bf16 compute",
@@ -56,24 +56,40 @@ def make_model(out: Path) -> None:
     print(f"saved {out} in {time.perf_counter() - t:.1f}s", flush=True)
 
 
-def texts(tokenizer: Any, n: int) -> list[str]:
-    """Training texts as enrich builds them: alpaca-pt prompt + real description + EOS."""
+def texts(tokenizer: Any, n: int, join_to: int = 0) -> list[str]:
+    """n training texts as enrich builds them: alpaca-pt prompt + real description + EOS.
+
+    join_to > 0: each text is consecutive rows joined until it holds join_to tokens (cut there by max_length), the
+    long-sequence case, where every step does the same work on both backends.
+    """
     import pyarrow.parquet as pq
 
     from enrich.prompts import build_training_text, get_template
 
-    table = pq.read_table(HERE / "data" / "gpu_catalog.parquet", columns=["title", "content"]).slice(0, n)
+    table = pq.read_table(HERE / "data" / "gpu_catalog.parquet", columns=["title", "content"])
     template = get_template("alpaca-pt")
-    out = []
+    out: list[str] = []
+    joined, tokens = "", 0
     for title, content in zip(table["title"].to_pylist(), table["content"].to_pylist(), strict=True):
         prompt, completion = build_training_text(
             title.strip(), content.strip(), template, tokenizer.eos_token
         )
-        out.append(prompt + completion)
-    return out
+        if not join_to:
+            out.append(prompt + completion)
+        else:
+            joined += prompt + completion
+            tokens += len(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
+            if tokens >= join_to:
+                out.append(joined)
+                joined, tokens = "", 0
+        if len(out) == n:
+            return out
+    raise SystemExit(f"{HERE / 'data' / 'gpu_catalog.parquet'}: too few rows for {n} texts")
 
 
-def train(model_dir: Path, parts: Path, backend: str, steps: int, warmup: int) -> None:
+def train(
+    model_dir: Path, parts: Path, backend: str, steps: int, warmup: int, join_to: int, tag: str
+) -> None:
     """Load in 4 bits, add LoRA, run `steps` optimizer steps; time the steps after `warmup`."""
     t_start = time.perf_counter()
     if backend == "unsloth":
@@ -129,7 +145,7 @@ def train(model_dir: Path, parts: Path, backend: str, steps: int, warmup: int) -
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     per_step = RECIPE["batch_size"] * RECIPE["grad_accum"]
-    data = texts(tok, per_step * steps)
+    data = texts(tok, per_step * steps, join_to)
     lengths = [
         min(len(ids), RECIPE["max_seq_length"]) for ids in tok(data, add_special_tokens=False)["input_ids"]
     ]
@@ -183,6 +199,8 @@ def train(model_dir: Path, parts: Path, backend: str, steps: int, warmup: int) -
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     out = {
         "backend": backend,
+        "tag": tag,
+        "joined_to_tokens": join_to or None,
         "device": torch.cuda.get_device_name(),
         "steps": steps,
         "warmup_steps": warmup,
@@ -202,7 +220,7 @@ def train(model_dir: Path, parts: Path, backend: str, steps: int, warmup: int) -
         "versions": _versions(),
     }
     parts.mkdir(parents=True, exist_ok=True)
-    (parts / f"finetune_{backend}.json").write_text(json.dumps(out, indent=2))
+    (parts / f"finetune_{backend}{'_' + tag if tag else ''}.json").write_text(json.dumps(out, indent=2))
     print(json.dumps({k: v for k, v in out.items() if k not in ("losses", "recipe")}), flush=True)
 
 
@@ -233,10 +251,14 @@ def report(parts: Path, json_out: Path) -> None:
         p.stem.removeprefix("finetune_"): json.loads(p.read_text()) for p in parts.glob("finetune_*.json")
     }
     result: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "runs": runs}
-    if {"unsloth", "peft"} <= runs.keys():
-        u, p = runs["unsloth"], runs["peft"]
+    for tag in sorted({r.get("tag", "") for r in runs.values()}):
+        suffix = f"_{tag}" if tag else ""
+        u, p = runs.get(f"unsloth{suffix}"), runs.get(f"peft{suffix}")
+        if u is None or p is None:
+            continue
         result["device"] = u["device"]
-        result["unsloth_vs_peft"] = {
+        result[f"unsloth_vs_peft{suffix}"] = {
+            "mean_sequence_tokens": u["mean_sequence_tokens"],
             "tokens_per_s_ratio": round(u["tokens_per_s"] / p["tokens_per_s"], 3),
             "peak_reserved_ratio": round(u["peak_reserved_gib"] / p["peak_reserved_gib"], 3),
             "peak_allocated_ratio": round(u["peak_allocated_gib"] / p["peak_allocated_gib"], 3),
@@ -244,14 +266,16 @@ def report(parts: Path, json_out: Path) -> None:
         }
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| backend | tokens/s | s/step | peak reserved GiB | peak allocated GiB | load s |")
-    print("|---|---|---|---|---|---|")
-    for name, r in runs.items():
+    print("| run | tokens a sequence | tokens/s | s/step | peak reserved GiB | peak allocated GiB | load s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in sorted(runs.items()):
         print(
-            f"| {name} | {r['tokens_per_s']:,.0f} | {r['seconds_per_step']} | {r['peak_reserved_gib']} | "
-            f"{r['peak_allocated_gib']} | {r['load_s']} |"
+            f"| {name} | {r['mean_sequence_tokens']} | {r['tokens_per_s']:,.0f} | {r['seconds_per_step']} | "
+            f"{r['peak_reserved_gib']} | {r['peak_allocated_gib']} | {r['load_s']} |"
         )
-    print(json.dumps(result.get("unsloth_vs_peft", {})))
+    for key, ratios in result.items():
+        if key.startswith("unsloth_vs_peft"):
+            print(key, json.dumps(ratios))
 
 
 def main() -> None:
@@ -266,6 +290,8 @@ def main() -> None:
     t.add_argument("--backend", choices=["unsloth", "peft"], required=True)
     t.add_argument("--steps", type=int, default=8)
     t.add_argument("--warmup", type=int, default=2)
+    t.add_argument("--join-to", type=int, default=0, help="join rows into texts of this many tokens")
+    t.add_argument("--tag", default="", help="suffix of the result's name (finetune_BACKEND_TAG.json)")
     r = sub.add_parser("report")
     r.add_argument("parts", type=Path)
     r.add_argument("--json", type=Path, default=HERE / "results" / "gpu_finetune.json")
@@ -273,7 +299,7 @@ def main() -> None:
     if a.cmd == "model":
         make_model(a.dir)
     elif a.cmd == "train":
-        train(a.dir, a.parts, a.backend, a.steps, a.warmup)
+        train(a.dir, a.parts, a.backend, a.steps, a.warmup, a.join_to, a.tag)
     else:
         report(a.parts, a.json)
 

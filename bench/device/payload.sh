@@ -8,7 +8,8 @@
 #   ray.tar.xz    ray 2.60.0 with jsonschema and its deps, Java jars, RLlib and the dashboard's web client left
 #                 out (xz: 26 MB): the Ray stages
 # Call 1 holds .stack (47 MB) and the first piece; large items are cut at the call's limit, so an item is usable
-# once its last piece has arrived. .xfer/N/ is call N's carry; .xfer/1/manifest lists every item's pieces and
+# once its last piece has arrived. ITEMS="polars.tar ray.tar.xz gguf.xz" packs only those, in that order (work that
+# needs neither the quality run's data nor its metrics: Ray first, then the GPU tests). .xfer/N/ is call N's carry; .xfer/1/manifest lists every item's pieces and
 # sha256, which run.sh checks when it reassembles them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,11 +50,11 @@ tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %
 room=$((67108864 - tree - 300000))
 stack=$(du -cb .stack/*.tar.xz | tail -1 | cut -f1)
 rm -rf .xfer && mkdir -p .xfer/1
-python3 - "$W" "$room" "$stack" <<'EOF'
+python3 - "$W" "$room" "$stack" ${ITEMS:-gguf.xz polars.tar amazon.tar evaldeps.tar.xz ray.tar.xz} <<'EOF'
 import hashlib, sys
 from pathlib import Path
 work, room, stack = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-items = ["gguf.xz", "polars.tar", "amazon.tar", "evaldeps.tar.xz", "ray.tar.xz"]
+items = sys.argv[4:]
 call, free, manifest = 1, room - stack, []
 for name in items:
     data, part = (work / name).read_bytes(), 0

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmarks and GPU tests of enrich on the device (nvidia-h200). See bench/device/README.md.
 #   bench/device/run.sh STAGE...     stages: setup hf vllm-sweep vllm-enrich finetune quality ray first-window tests report
+#   bgN:STAGE starts STAGE in the background on GPU N (bg:STAGE on every GPU), once per machine: it outlives the
+#   call. wait:STAGE waits for it until WAIT_UNTIL (570) s into the call; the stages after it run only once it is done.
 # Results and logs go to /tmp/run, packed after every stage into $OUT/run.tgz (the device tool brings back
 # at most 8 files). Every stage is idempotent; a stage that lacks its payload says so and moves on, so one
 # call can hold whatever its 64 MiB carried, and a later call on the still-warm machine continues.
@@ -77,7 +79,7 @@ vllm_run() {  # label, options...
   local label=$1; shift
   if [ $SECONDS -gt "${DEADLINE:-430}" ]; then echo "SKIP vLLM $label: past ${DEADLINE:-430} s in this call"; return; fi
   log "vLLM $label $*"
-  PYTHONPATH=$INFER timeout 240 python3 bench/gpu_generate.py vllm $MODEL8B "$PARTS" --label "$label" "$@" \
+  PYTHONPATH=$INFER timeout "${VLLM_TIMEOUT:-240}" python3 bench/gpu_generate.py vllm $MODEL8B "$PARTS" --label "$label" "$@" \
     > "$RUN/vllm-$label.log" 2>&1
   echo "rc=$?"; grep -E "^(d_|e_)|started in|Error|error" "$RUN/vllm-$label.log" | tail -5
 }
@@ -90,11 +92,14 @@ vllm_sweep() {  # (d) bare vLLM under several settings, 2048 prompts each
   vllm_run s2048fp8 --max-num-seqs 2048 --max-num-batched-tokens 65536 --quantization fp8   # not yet measured
 }
 
-vllm_enrich() {  # (d) and (e) in one process, same engine; BEST holds the settings chosen from the sweep
+vllm_enrich() {  # (d) and (e) in one process, same engine, for each "label=options" of E_RUNS (;-separated)
   have vllm-enrich || return; have_polars vllm-enrich || return; model8b
-  # shellcheck disable=SC2086
-  vllm_run ${BEST_LABEL:-best} ${BEST:---max-num-seqs 2048 --max-num-batched-tokens 65536} \
-    --enrich-windows ${WINDOWS:-2048,1024}
+  local runs entry
+  IFS=';' read -ra runs <<< "${E_RUNS:-best=--max-num-seqs 2048 --max-num-batched-tokens 65536}"
+  for entry in "${runs[@]}"; do
+    # shellcheck disable=SC2086
+    vllm_run "${entry%%=*}" ${entry#*=} --enrich-windows ${WINDOWS:-2048,1024}
+  done
 }
 
 finetune() {
@@ -103,9 +108,10 @@ finetune() {
     PYTHONPATH=$PWD python3 bench/gpu_finetune.py model $FT8B 2>&1 | grep -v Warning | tail -3
   for b in unsloth peft; do
     log "finetune $b"
-    PYTHONPATH=$TRAIN timeout 300 python3 bench/gpu_finetune.py train $FT8B "$PARTS" --backend $b \
-      > "$RUN/finetune-$b.log" 2>&1
-    echo "rc=$?"; tail -2 "$RUN/finetune-$b.log"
+    # shellcheck disable=SC2086
+    PYTHONPATH=$TRAIN timeout "${FT_TIMEOUT:-300}" python3 bench/gpu_finetune.py train $FT8B "$PARTS" --backend $b \
+      ${FT_ARGS:-} > "$RUN/finetune-$b${FT_TAG:-}.log" 2>&1
+    echo "rc=$?"; tail -2 "$RUN/finetune-$b${FT_TAG:-}.log"
   done
 }
 
@@ -156,11 +162,31 @@ report() {
 
 pack() { tar -C /tmp -czf "$OUT/run.tgz" run; }
 
+bg() {  # bg GPUS STAGE: STAGE in the background on those GPUs (all: empty), once per machine; it outlives the call
+  local gpus=$1 stage=$2; mkdir -p "$RUN/bg"
+  [ -f "$RUN/bg/$stage.started" ] && { echo "bg $stage: already started"; return; }
+  touch "$RUN/bg/$stage.started"; log "bg $stage on GPUs ${gpus:-all}"
+  [ -n "$gpus" ] && export CUDA_VISIBLE_DEVICES=$gpus
+  OUT=/tmp/bg-out DEADLINE=100000 RAY_TIMEOUT=${RAY_TIMEOUT:-1200} setsid nohup bash -c \
+    "bash bench/device/run.sh $stage; touch $RUN/bg/$stage.done" > "$RUN/bg/$stage.log" 2>&1 < /dev/null &
+  unset CUDA_VISIBLE_DEVICES
+}
+
+wait_bg() {  # wait_bg STAGE: until its background run is done or WAIT_UNTIL s into this call
+  [ -f "$RUN/bg/$1.started" ] || { echo "wait $1: never started"; return 1; }
+  while [ ! -f "$RUN/bg/$1.done" ] && [ $SECONDS -lt "${WAIT_UNTIL:-570}" ]; do sleep 5; done
+  tail -15 "$RUN/bg/$1.log"
+  [ -f "$RUN/bg/$1.done" ] || { echo "wait $1: still running at ${SECONDS} s; call again with wait:$1"; return 1; }
+}
+
 setup
 for stage in "$@"; do
   case $stage in
     hf) hf ;; vllm-sweep) vllm_sweep ;; vllm-enrich) vllm_enrich ;; finetune) finetune ;; tests) tests ;;
-    quality) quality ;; ray) ray_gpu ;; first-window) first_window ;; report) report ;; setup) ;; *) echo "unknown stage $stage" ;;
+    quality) quality ;; ray) ray_gpu ;; first-window) first_window ;; report) report ;; setup) ;;
+    bg*:*) g=${stage%%:*}; bg "${g#bg}" "${stage#*:}" ;;
+    wait:*) wait_bg "${stage#wait:}" || { pack; break; } ;;
+    *) echo "unknown stage $stage" ;;
   esac
   pack
 done
