@@ -101,7 +101,9 @@ class GpuSampler:
             import pynvml
 
             pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            # NVML numbers the host's GPUs and ignores CUDA_VISIBLE_DEVICES: sample the one this process uses.
+            first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
         except Exception:
             return self
 

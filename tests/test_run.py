@@ -301,6 +301,25 @@ def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_mo
     assert "vllm" in r.output
 
 
+def test_vllm_arguments_follow_the_gpu_and_the_job(tiny_model: Path) -> None:
+    """The scheduler sizes and CUDA-graph range measured on the H200 apply on 70 GiB GPUs unless the job sets its own."""
+    from enrich.config import ModelConfig
+    from enrich.engines import _llm_args
+    from enrich.models import resolve_model
+
+    spec, gib = resolve_model(str(tiny_model)), 2**30
+    large = _llm_args(spec, ModelConfig(), 141 * gib)
+    assert (large["max_num_seqs"], large["max_num_batched_tokens"]) == (2048, 65536)
+    assert large["compilation_config"] == {"max_cudagraph_capture_size": 2048}
+    assert large["model"] == spec.path and "enable_lora" not in large
+    own = _llm_args(spec, ModelConfig(max_num_seqs=512, quantization="fp8"), 141 * gib)
+    assert own["max_num_seqs"] == 512 and own["quantization"] == "fp8"
+    assert own["compilation_config"] == {"max_cudagraph_capture_size": 512}
+    assert "compilation_config" not in _llm_args(spec, ModelConfig(max_num_seqs=128), 141 * gib)
+    small = _llm_args(spec, ModelConfig(), 24 * gib)
+    assert not {"max_num_seqs", "max_num_batched_tokens", "compilation_config"} & small.keys()
+
+
 def test_a_model_folder_without_its_tokenizer_is_engine_error(
     catalog: Path, tmp_path: Path, tiny_model: Path
 ) -> None:
