@@ -271,6 +271,19 @@ class FixedLength:
         pass
 
 
+def effective_settings(llm: Any) -> dict[str, Any]:
+    """What the engine runs with, enrich's defaults included: scheduler sizes and the CUDA-graph range."""
+    config = getattr(llm.llm_engine, "vllm_config", None)
+    if config is None:
+        return {}
+    return {
+        "max_num_seqs": config.scheduler_config.max_num_seqs,
+        "max_num_batched_tokens": config.scheduler_config.max_num_batched_tokens,
+        "max_cudagraph_capture_size": config.compilation_config.max_cudagraph_capture_size,
+        "quantization": config.model_config.quantization,
+    }
+
+
 def bench_vllm(
     model_dir: Path,
     parts: Path,
@@ -308,6 +321,7 @@ def bench_vllm(
         "new_tokens": NEW_TOKENS,
         "settings": settings,
         "startup_s": round(startup, 1),
+        "effective": effective_settings(llm),
         "versions": versions(),
     }
     warm = SamplingParams(temperature=TEMPERATURE, top_p=TOP_P, max_tokens=16)
