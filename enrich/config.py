@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from enrich.errors import ConfigError
 
@@ -50,10 +50,27 @@ class Columns(_Model):
     )
 
 
+def separator_character(value: str | None) -> str | None:
+    """A CSV separator: one character; the two characters \\t stand for a tab (what a shell or TOML passes)."""
+    if value is None:
+        return None
+    value = "\t" if value == "\\t" else value
+    if len(value) != 1 or value in '"\r\n':
+        raise ValueError(
+            f"separator {value!r}: give one character other than a quote or a line break, e.g. ';' or \\t"
+        )
+    return value
+
+
 class InputConfig(_Model):
     path: str = Field(description="Catalog file (Parquet or CSV), or a glob of files of one format.")
     format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
     columns: Columns = Field(default_factory=Columns, description="Which input columns play which role.")
+    separator: str = Field(
+        ",", description="CSV only: the field separator, one character (';', '|', \\t for tab)."
+    )
+
+    _check_separator = field_validator("separator")(separator_character)
 
 
 class OutputColumns(_Model):
@@ -73,6 +90,9 @@ class OutputConfig(_Model):
         description="Output file; Parquet or CSV by suffix. Every input row and column is kept."
     )
     format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
+    separator: str | None = Field(
+        None, description="CSV output only: the field separator; default the input's."
+    )
     errors: str | None = Field(
         None, description="Error file (JSONL or Parquet); default OUTPUT.errors.jsonl."
     )
@@ -100,6 +120,8 @@ class OutputConfig(_Model):
         if self.errors is not None and Path(self.errors).suffix.lower() not in ERROR_FILE_SUFFIXES:
             raise ValueError(f"errors: {self.errors}: an error file is .jsonl, or Parquet (.parquet, .pq)")
         return self
+
+    _check_separator = field_validator("separator")(separator_character)
 
     def errors_path(self) -> Path:
         return Path(self.errors or f"{self.path}.errors.jsonl")
@@ -254,6 +276,10 @@ class JobConfig(_Model):
                 "run.incremental: incremental runs are not spread over Ray yet; drop one of the two"
             )
         return self
+
+    def output_separator(self) -> str:
+        """A CSV output's field separator: output.separator, else the input's."""
+        return self.output.separator or self.input.separator
 
 
 class ErrorRecord(_Model):

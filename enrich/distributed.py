@@ -80,11 +80,13 @@ class Spread:
     workers: list[dict[str, Any]]
 
 
-def read_rows(path: str, fmt: str, columns: list[str], start: int, stop: int) -> dict[str, list[Any]]:
+def read_rows(
+    path: str, fmt: str, columns: list[str], start: int, stop: int, separator: str = ","
+) -> dict[str, list[Any]]:
     """Input rows [start, stop) as lists per column, in the order that io.iter_windows reads them."""
     if io.file_format(path, fmt) == "csv":
         # polars skips lines up to start (no random access in CSV) but parses only this window's rows.
-        frame = io.scan(path, fmt).slice(start, stop - start).select(columns).collect()
+        frame = io.scan(path, fmt, separator).slice(start, stop - start).select(columns).collect()
         return {c: frame.get_column(c).to_list() for c in columns}
     out: dict[str, list[Any]] = {c: [] for c in columns}
     offset = 0
@@ -183,7 +185,7 @@ class _Worker:
         start = index * plan.window_rows
         stop = min(start + plan.window_rows, self.total)
         t0 = time.perf_counter()
-        columns = read_rows(job.input.path, job.input.format, self.needed, start, stop)
+        columns = read_rows(job.input.path, job.input.format, self.needed, start, stop, job.input.separator)
         if len(columns[self.needed[0]]) != stop - start:
             raise InputError(
                 f"{job.input.path}: fewer rows than when the run started; the input changed; re-run"

@@ -31,7 +31,7 @@ class DryRun:
 
 def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: Engine | None = None) -> DryRun:
     """Generate for a seeded random sample and forecast the full run; writes nothing."""
-    lf = io.scan(job.input.path, job.input.format)
+    lf = io.scan(job.input.path, job.input.format, job.input.separator)
     job, _ = settle_columns(job, lf, on_event)
     plan = plan_run(job, on_event)
     cols = job.input.columns

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from enrich.config import Columns, Flag, ModelConfig, SamplingConfig
+from enrich.config import Columns, Flag, ModelConfig, SamplingConfig, separator_character
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
 
@@ -226,6 +226,11 @@ class EvalConfig(BaseModel):
     columns: Columns = Field(
         default_factory=Columns, description="Which columns hold id, title and description."
     )
+    separator: str = Field(
+        ",", description="CSV only: the field separator, one character (';', '|', \\t for tab)."
+    )
+
+    _check_separator = field_validator("separator")(separator_character)
     template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
         None, description="Prompt template for both models; default each model's own (enrich.json or preset)."
     )
@@ -270,7 +275,7 @@ def _resolve(role: str, ref: str) -> Any:
 def _rows(config: EvalConfig) -> dict[str, list[Any]]:
     from enrich.traindata import read_rows
 
-    data = read_rows(config.data, config.format, config.columns, with_id=True)
+    data = read_rows(config.data, config.format, config.columns, with_id=True, separator=config.separator)
     keep = [
         i
         for i, (t, c) in enumerate(zip(data["title"], data["content"], strict=True))

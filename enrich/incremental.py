@@ -105,7 +105,14 @@ def prepare(
     if rows != total:
         raise InputError(f"{plan.job.input.path}: the input changed while it was read; run again")
     try:
-        matched = io.build_reuse(keys, previous, plan.output_format, names or plan.job.output.names(), reuse)
+        matched = io.build_reuse(
+            keys,
+            previous,
+            plan.output_format,
+            names or plan.job.output.names(),
+            reuse,
+            plan.job.output_separator(),
+        )
     except ConfigError:
         if not plan.job.output.overwrite:
             raise

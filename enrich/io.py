@@ -87,28 +87,42 @@ def _polars_error(path: str, err: Exception) -> InputError:
     return InputError(f"{path}: cannot read it as {Path(path).suffix.lstrip('.') or 'a catalog'}: {text}")
 
 
-# A quote after other text in a field that did not open with one.
-_STRAY_QUOTE = re.compile(r'(?:^|,)[^",\r\n]+"')
+SEPARATORS = ",;\t|"  # the separators a CSV's header is checked for, to name the one a file uses
+
+
+def _stray_quote(separator: str) -> re.Pattern[str]:
+    """A quote after other text in a field that did not open with one."""
+    sep = re.escape(separator)
+    return re.compile(f'(?:^|{sep})[^"{sep}\r\n]+"')
+
+
+def _header_separator(path: Path) -> str:
+    """The separator the header line uses most, of SEPARATORS: the file's own, for a diagnosis after a failed read."""
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        header = f.readline()
+    return max(SEPARATORS, key=header.count) if any(c in header for c in SEPARATORS) else ","
 
 
 def _first_bad_csv_line(path: Path) -> str | None:
     """Where a CSV that polars refused goes wrong, in words: a line with another field count than the header, or
     a quote inside a field that is not quoted (12" for inches). Only called once the read has failed."""
+    separator = _header_separator(path)
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:  # streamed: catalogs are large
-        rows = csv.reader(f)
+        rows = csv.reader(f, delimiter=separator)
         try:
             width = len(next(rows, []))
             for row in rows:
                 if row and len(row) != width:
                     return (
                         f"line {rows.line_num} has {len(row)} fields, the header {width}; "
-                        "quote fields holding commas"
+                        f"quote fields holding {'commas' if separator == ',' else repr(separator)}"
                     )
         except csv.Error as err:
             return f"line {rows.line_num}: {err}"
+    stray = _stray_quote(separator)
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
         for number, line in enumerate(f, start=1):
-            if number > 1 and _STRAY_QUOTE.search(line):
+            if number > 1 and stray.search(line):
                 return (
                     f'line {number}: a " inside a field that is not quoted (12" for inches?); quote the field and '
                     'double the quote: "Stanley 12"" ruler"'
@@ -116,7 +130,7 @@ def _first_bad_csv_line(path: Path) -> str | None:
     return None
 
 
-def scan(path: str, fmt: str = "auto") -> pl.LazyFrame:
+def scan(path: str, fmt: str = "auto", separator: str = ",") -> pl.LazyFrame:
     """A lazy frame over the input; CSV columns stay text, so values round-trip unchanged (zip codes, SKUs)."""
     kind = file_format(path, fmt)
     if not any(True for _ in input_files(path)):
@@ -127,7 +141,7 @@ def scan(path: str, fmt: str = "auto") -> pl.LazyFrame:
         if kind == "parquet":
             lf = pl.scan_parquet(path)
         else:
-            lf = pl.scan_csv(path, infer_schema=False, raise_if_empty=True)
+            lf = pl.scan_csv(path, separator=separator, infer_schema=False, raise_if_empty=True)
         lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as err:
         raise _polars_error(path, err) from None
@@ -155,12 +169,12 @@ def _refuse_repeated_header(path: str, names: list[str]) -> None:
             raise InputError(f"{path}: the header repeats the column {base!r}; give each column its own name")
 
 
-def output_rows(path: Path, fmt: str) -> int | None:
+def output_rows(path: Path, fmt: str, separator: str = ",") -> int | None:
     """The rows of an existing output (Parquet from its footer), or None where it cannot be read."""
     try:
         if fmt == "parquet":
             return int(pq.ParquetFile(path).metadata.num_rows)
-        return count_rows(scan(str(path), fmt), str(path), fmt)
+        return count_rows(scan(str(path), fmt, separator), str(path), fmt)
     except (OSError, pa.ArrowException, InputError, pl.exceptions.PolarsError):
         return None
 
@@ -196,14 +210,18 @@ def input_identity(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def require_columns(lf: pl.LazyFrame, path: str, columns: dict[str, str | None]) -> list[str]:
+def require_columns(
+    lf: pl.LazyFrame, path: str, columns: dict[str, str | None], separator: str = ","
+) -> list[str]:
     """Check that mapped columns exist; returns every input column name."""
     names = lf.collect_schema().names()
     for role, name in columns.items():
         if name is not None and name not in names:
-            other = next((sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]), None)
+            other = next(
+                (c for c in SEPARATORS if c != separator and len(names) == 1 and c in names[0]), None
+            )
             fix = (
-                f"the file seems {other!r}-separated: save it comma-separated"
+                f"the file seems {other!r}-separated: pass --separator {other!r}"
                 if other
                 else f"map one with --{role}-col"
             )
@@ -379,9 +397,10 @@ def assemble_output(
     fmt: str,
     limit: int | None,
     names: Mapping[str, str],
+    separator: str = ",",
 ) -> None:
     """Zip the input (every column) with the part files, window by window, into OUTPUT atomically; names are
-    the generated columns' (OutputConfig.names)."""
+    the generated columns' (OutputConfig.names); separator is a CSV output's."""
     writer: pq.ParquetWriter | None = None
     columns = lf.collect_schema().names()
     fixed = part_schema(names)
@@ -403,7 +422,7 @@ def assemble_output(
                     writer = pq.ParquetWriter(f, schema, compression="zstd")
                 writer.write_table(table.cast(writer.schema))
             else:
-                _csv_ready(joined).write_csv(f, include_header=header)
+                _csv_ready(joined).write_csv(f, include_header=header, separator=separator)
                 header = False
             if index + 1 > n_windows:
                 raise InputError(f"{input_path}: the input grew during the run; re-run with --restart")
@@ -416,7 +435,7 @@ def assemble_output(
                     f, _output_schema(input_path, empty.schema, fixed), compression="zstd"
                 )
             else:
-                _csv_ready(pl.from_arrow(empty)).write_csv(f)  # type: ignore[arg-type]
+                _csv_ready(pl.from_arrow(empty)).write_csv(f, separator=separator)  # type: ignore[arg-type]
         if writer is not None:
             writer.close()
 
@@ -514,7 +533,9 @@ def write_keys(path: Path, windows: Iterator[list[str]]) -> int:
     return rows
 
 
-def build_reuse(keys: Path, previous: Path, fmt: str, names: Mapping[str, str], dest: Path) -> int:
+def build_reuse(
+    keys: Path, previous: Path, fmt: str, names: Mapping[str, str], dest: Path, separator: str = ","
+) -> int:
     """Join the input's keys with the previous output's results (ok or flagged rows only) into dest, streaming.
 
     Memory: polars' streaming hash join holds the previous output's distinct keys and results, never the input;
@@ -524,7 +545,7 @@ def build_reuse(keys: Path, previous: Path, fmt: str, names: Mapping[str, str], 
     standard = ["generated_description", *REUSE_COLUMNS]
     wanted = [names.get(c, c) for c in standard]
     try:
-        prev = scan(str(previous), kind)
+        prev = scan(str(previous), kind, separator)
         present = prev.collect_schema().names()
         missing = [c for c in wanted if c not in present]
         if missing:

@@ -104,14 +104,14 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
     t0 = time.perf_counter()
     planned: Plan | JobConfig = job
     try:  # a run that fails here (no input, an unknown model, the lock taken) is a run too: cron's history shows it
-        lf = io.scan(job.input.path, job.input.format)
+        lf = io.scan(job.input.path, job.input.format, job.input.separator)
         job, names = settle_columns(job, lf, on_event)
         plan = planned = plan_run(job, on_event)
         problems = path_problems(job)
         if problems:
             raise ConfigError("\n".join(message for _, message in problems))
         if job.run.incremental and job.run.limit is not None and plan.output.is_file():
-            had = io.output_rows(plan.output, plan.output_format)
+            had = io.output_rows(plan.output, plan.output_format, job.output_separator())
             if had is not None and had > job.run.limit:
                 raise ConfigError(
                     f"{plan.output}: --limit with --incremental would replace this output's {had} rows with the "
@@ -351,6 +351,7 @@ def _run_locked(
                 plan.output_format,
                 job.run.limit,
                 job.output.names(),
+                job.output_separator(),
             )
             n_errors = errorfile.assemble_errors(
                 state, n_windows, plan.errors_path, job.output.errors_parquet()

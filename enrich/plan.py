@@ -144,10 +144,11 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         "policies": job.policies.model_dump(),
         "generated_column": job.output.generated_column,
     }
-    if (
-        job.output.columns != OutputColumns()
-    ):  # only when renamed: the runs saved before it existed still resume
+    # Only where they differ from the defaults, so that runs saved before these settings existed still resume.
+    if job.output.columns != OutputColumns():
         details["output_columns"] = job.output.columns.model_dump()
+    if (job.input.separator, job.output_separator()) != (",", ","):
+        details["separators"] = [job.input.separator, job.output_separator()]
     fingerprint = hashlib.sha256(json.dumps(details, sort_keys=True).encode()).hexdigest()[:16]
     return Plan(
         job=job,
@@ -187,6 +188,11 @@ def settle_columns(job: JobConfig, lf: Any, on_event: Event = no_events) -> tupl
     if update:
         cols = cols.model_copy(update=update)
         job = job.model_copy(update={"input": job.input.model_copy(update={"columns": cols})})
-    io.require_columns(lf, job.input.path, {"id": cols.id, "title": cols.title, "content": cols.content})
+    io.require_columns(
+        lf,
+        job.input.path,
+        {"id": cols.id, "title": cols.title, "content": cols.content},
+        job.input.separator,
+    )
     io.require_text(lf, job.input.path, cols.title, "--title-col")
     return job, names

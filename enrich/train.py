@@ -74,7 +74,7 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
 
     t0 = time.perf_counter()
     rows = traindata.read_rows(
-        config.data, config.format, config.columns
+        config.data, config.format, config.columns, separator=config.separator
     )  # bad data fails before the model loads
     if backend == "unsloth":
         model, tokenizer = _load_unsloth(spec.path, config)
@@ -171,7 +171,9 @@ def _same_run(checkpoints: Path, config: TrainConfig, template: str, data: str) 
     path = checkpoints / RUN_FILE
     if config.resume and path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
-        changed = [k for k in this["settings"] if before["settings"].get(k) != settings[k]]
+        # A setting added to TrainConfig after the checkpoints were written counts as its default.
+        defaults = {k: f.default for k, f in TrainConfig.model_fields.items()}
+        changed = [k for k in settings if before["settings"].get(k, defaults.get(k)) != settings[k]]
         changed += [k for k in ("template", "data_fingerprint") if before.get(k) != this[k]]
         if changed:
             raise ConfigError(

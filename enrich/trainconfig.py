@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from enrich.config import Columns
+from enrich.config import Columns, separator_character
 from enrich.errors import ConfigError
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -24,6 +24,11 @@ class TrainConfig(BaseModel):
     columns: Columns = Field(
         default_factory=Columns, description="Which columns hold the title and description."
     )
+    separator: str = Field(
+        ",", description="CSV only: the field separator, one character (';', '|', \\t for tab)."
+    )
+
+    _check_separator = field_validator("separator")(separator_character)
     preset: Literal["reference", "cpu-small"] = Field(
         "cpu-small", description="Recipe the defaults come from."
     )

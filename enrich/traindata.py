@@ -50,7 +50,9 @@ class TrainData:
     fingerprint: str
 
 
-def read_rows(path: str, fmt: str, columns: Columns, with_id: bool = False) -> dict[str, list[Any]]:
+def read_rows(
+    path: str, fmt: str, columns: Columns, with_id: bool = False, separator: str = ","
+) -> dict[str, list[Any]]:
     """Titles and descriptions (and ids) from Parquet, CSV or JSONL; io.py reads Parquet and CSV."""
     from enrich import io
 
@@ -59,14 +61,14 @@ def read_rows(path: str, fmt: str, columns: Columns, with_id: bool = False) -> d
     kind = (
         fmt if fmt != "auto" else ("jsonl" if Path(path).suffix.lower() in (".jsonl", ".ndjson") else "auto")
     )
-    lf = _scan_jsonl(path) if kind == "jsonl" else io.scan(path, kind)
+    lf = _scan_jsonl(path) if kind == "jsonl" else io.scan(path, kind, separator)
     roles = {"title": columns.title, "content": columns.content}
     # The default id column is optional, as in `run`: without it the caller uses row positions.
     default_missing = columns.id == "id" and "id" not in lf.collect_schema().names()
     if with_id and columns.id and not default_missing:
         roles["id"] = columns.id
     checked: dict[str, str | None] = dict(roles)
-    io.require_columns(lf, path, checked)
+    io.require_columns(lf, path, checked, separator)
     out: dict[str, list[Any]] = {role: [] for role in roles}
     for window in io.iter_window_lists(lf, list(roles.values()), 65536, path):
         for role, name in roles.items():

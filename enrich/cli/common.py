@@ -13,6 +13,8 @@ import click
 
 from enrich.errors import EnrichError, Interrupted, PartialFailure
 
+SEPARATOR_HELP = "CSV field separator (default ,): one character such as ';' or '|', or \\t for a tab."
+
 # option name -> dotted path in the job config; every job-file field that makes sense per run is here.
 RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--model", "model.ref", {"help": "Preset, HF directory, GGUF file, adapter or export directory."}),
@@ -22,7 +24,9 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--title-col", "input.columns.title", {"help": "Title column (default: title)."}),
     ("--content-col", "input.columns.content", {"help": "Existing description column (default: content)."}),
     ("--input-format", "input.format", {"type": click.Choice(["auto", "parquet", "csv"])}),
+    ("--separator", "input.separator", {"help": SEPARATOR_HELP}),
     ("--output-format", "output.format", {"type": click.Choice(["auto", "parquet", "csv"])}),
+    ("--output-separator", "output.separator", {"help": "CSV output's separator (default: the input's)."}),
     ("--errors", "output.errors", {"help": "Error file (default OUTPUT.errors.jsonl; .parquet works too)."}),
     ("--report", "output.report", {"help": "Report file (default OUTPUT.report.json)."}),
     ("--generated-column", "output.generated_column", {"help": "Name of the generated column."}),

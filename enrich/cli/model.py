@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from enrich.cli.common import event_printer, log_options, option_table, param_name
+from enrich.cli.common import SEPARATOR_HELP, event_printer, log_options, option_table, param_name
 
 # option -> TrainConfig field; unset options keep the preset's value.
 FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
@@ -15,6 +15,7 @@ FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--template", "template", {"type": click.Choice(["alpaca", "alpaca-pt", "chat"])}),
     ("--backend", "backend", {"type": click.Choice(["auto", "unsloth", "peft"])}),
     ("--format", "format", {"type": click.Choice(["auto", "parquet", "csv", "jsonl"])}),
+    ("--separator", "separator", {"help": SEPARATOR_HELP}),
     ("--precision", "precision", {"type": click.Choice(["auto", "fp32", "bf16", "fp16"])}),
     ("--lora-r", "r", {"type": int, "help": "LoRA rank."}),
     ("--lora-alpha", "alpha", {"type": int}),
@@ -212,6 +213,7 @@ def export_cmd(
 @click.option("--id-col", help="Id column (default: id).")
 @click.option("--title-col", help="Title column (default: title).")
 @click.option("--content-col", help="Real description column (default: content).")
+@click.option("--separator", help=SEPARATOR_HELP)
 @click.option("--temperature", type=float, help="For both models (default: each model's own).")
 @click.option("--top-p", type=float)
 @click.option("--max-new-tokens", type=int)
@@ -233,6 +235,7 @@ def eval_cmd(
     id_col: str | None,
     title_col: str | None,
     content_col: str | None,
+    separator: str | None,
     log_format: str,
     quiet: bool,
     verbose: int,
@@ -270,6 +273,7 @@ def eval_cmd(
                 "baseline": baseline,
                 "data": data,
                 "format": fmt,
+                **({"separator": separator} if separator is not None else {}),
                 "columns": columns,
                 "template": template,
                 "sample": sample,
