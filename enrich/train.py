@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +104,13 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     )
     on_event("info", {"message": f"data: {json.dumps(data.counts)}"})
     _same_run(checkpoints, config, template.name, data.fingerprint)
-    trainer = _trainer(model, tokenizer, data, config, checkpoints, precision, gpu, on_event)
+    stop = _StopAfterStep(on_event)
+    trainer = _trainer(model, tokenizer, data, config, checkpoints, precision, gpu, on_event, stop)
     initial = trainer.evaluate()["eval_loss"]
     try:
-        trainer.train(resume_from_checkpoint=str(last) if config.resume and last else None)
-    except KeyboardInterrupt:
+        with stop.armed():
+            trainer.train(resume_from_checkpoint=str(last) if config.resume and last else None)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the first step ended
         kept = _last_checkpoint(checkpoints)
         raise Interrupted(
             f"interrupted at step {trainer.state.global_step}; "
@@ -114,6 +120,12 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
                 else "no checkpoint was saved yet"
             )
         ) from None
+    if stop.requested:
+        kept = _last_checkpoint(checkpoints)
+        raise Interrupted(
+            f"stopped at step {trainer.state.global_step}"
+            + (f"; {kept.name} is saved: re-run with --resume to continue" if kept else "")
+        )
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     # The last scheduled evaluation often falls on the last step; on CPU an evaluation costs minutes.
     if evals and evals[-1]["step"] == trainer.state.global_step:
@@ -300,6 +312,52 @@ def _load_peft(path: str, config: TrainConfig, gpu: bool, precision: str) -> tup
     return get_peft_model(model, lora), tokenizer
 
 
+class _StopAfterStep:
+    """Ctrl-C or SIGTERM during training: the step under way ends, a checkpoint of it is saved and training stops,
+    so --resume loses nothing; a second signal stops at once (the last periodic checkpoint is kept)."""
+
+    def __init__(self, on_event: Event) -> None:
+        self.on_event = on_event
+        self.requested = False
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers belong to the main thread; elsewhere a signal stops at once
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def request(signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            self.on_event(
+                "warning",
+                {"message": "stopping after this step, once its checkpoint is saved (again to stop at once)"},
+            )
+
+        for sig in previous:
+            signal.signal(sig, request)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        stop = self
+
+        class Stop(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if stop.requested:
+                    control.should_save = True
+                    control.should_training_stop = True
+
+        return Stop()
+
+
 def _trainer(
     model: Any,
     tokenizer: Any,
@@ -309,6 +367,7 @@ def _trainer(
     precision: str,
     gpu: bool,
     on_event: Event,
+    stop: _StopAfterStep,
 ) -> Any:
     from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
@@ -358,7 +417,7 @@ def _trainer(
         train_dataset=traindata.to_dataset(data.train),
         eval_dataset=traindata.to_dataset(data.val),
         processing_class=tokenizer,
-        callbacks=[_progress_callback(on_event, total)],
+        callbacks=[_progress_callback(on_event, total), stop.callback()],
     )
     # Without tqdm the trainer prints every log dict on stdout; our progress events say it once, and JSON
     # logs must stay JSON.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -221,3 +222,55 @@ def test_real_model_validation_loss_falls(embedded_dir: Path, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     report = json.loads((out / "training_report.json").read_text())
     assert report["final_val_loss"] < report["initial_val_loss"] - 0.05, report["val_loss"]
+
+
+def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A real `enrich finetune` process: SIGINT mid-run ends the step, saves its checkpoint (none was due: saves
+    every 1000 steps) and exits 130; --resume then continues from exactly that step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "adapter"
+    args = [
+        sys.executable, "-m", "enrich.cli", "finetune", str(DATA / "shop_messy.csv"), "-o", str(out),
+        "--title-col", "name", "--content-col", "body", "--base", str(tiny_model), "--template", "chat",
+        "--max-rows", "24", "--val-size", "4", "--logging-steps", "1", "--save-steps", "1000",
+        "--eval-steps", "1000", "--log-format", "json",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*args, "--max-steps", "400"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if '"step": 3,' in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    log = "".join(lines) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, log
+    saved = [p.name for p in (out / "checkpoints").glob("checkpoint-*")]
+    assert len(saved) == 1, saved
+    step = int(saved[0].split("-")[1])
+    assert 3 <= step < 400
+    assert f"stopped at step {step}; checkpoint-{step} is saved: re-run with --resume" in log
+    assert "stopping after this step" in log
+    assert not (out / "adapter_model.safetensors").exists()  # no adapter from half a run
+    done = subprocess.run(
+        [*args, "--max-steps", str(step + 2), "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["steps"] == step + 2
+    assert [p[0] for p in report["train_loss"]] == list(range(1, step + 3))  # one history across both runs
+    resumed = [int(m) for m in re.findall(r'"step": (\d+),', done.stdout + done.stderr)]
+    assert resumed and min(resumed) == step + 1  # continued from the saved step, not started over
