@@ -170,8 +170,11 @@ def _preset_names() -> set[str]:
     return set(MODEL_PRESETS)
 
 
-# What a resumed run may change: how long it trains, how often it logs, evaluates and saves.
-_RESUMABLE = {"resume", "epochs", "max_steps", "logging_steps", "eval_steps", "save_steps"}
+# What a resumed run may change: how long it trains, how often it logs, evaluates and saves; and where its data
+# lies and how the file is spelled (the data's fingerprint, of its cleaned rows, says whether it is the same).
+_RESUMABLE = {
+    "resume", "epochs", "max_steps", "logging_steps", "eval_steps", "save_steps", "data", "format", "separator"
+}  # fmt: skip
 RUN_FILE = "enrich-run.json"  # in checkpoints/: the settings and data the checkpoints were trained with
 
 

@@ -128,10 +128,12 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
         tiny_model, DATA / "shop_messy.csv", out, *cols, "--resume", "--max-steps", "3", "--lora-r", "8"
     )
     assert r.exit_code == 2 and "trained with other settings (r)" in r.output, r.output
-    # ... and with the same ones continues from the last checkpoint, a longer run allowed.
-    r = tiny_finetune(
-        tiny_model, DATA / "shop_messy.csv", out, *cols, "--resume", "--max-steps", "3", "--save-steps", "1"
-    )
+    # ... and with the same ones continues from the last checkpoint, a longer run allowed, the same data moved
+    # to another folder and file format allowed.
+    moved = tmp_path / "elsewhere" / "shop.parquet"
+    moved.parent.mkdir()
+    pl.read_csv(DATA / "shop_messy.csv", infer_schema=False).write_parquet(moved)
+    r = tiny_finetune(tiny_model, moved, out, *cols, "--resume", "--max-steps", "3", "--save-steps", "1")
     assert r.exit_code == 0, r.output
     assert json.loads((out / "training_report.json").read_text())["steps"] == 3
     # A checkpoint cut off while it was saved (weights unreadable) is passed over for the one before it.
