@@ -328,7 +328,12 @@ class _StopAfterStep:
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers belong to the main thread; elsewhere a signal stops at once
             return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # A signal the process was started ignoring stays ignored (SIGINT in a background job: `nohup ... &`).
+        previous = {
+            sig: handler
+            for sig in (signal.SIGINT, signal.SIGTERM)
+            if (handler := signal.getsignal(sig)) is not signal.SIG_IGN
+        }
 
         def request(signum: int, frame: Any) -> None:
             if self.requested:

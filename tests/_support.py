@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +84,14 @@ def enrich_argv(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "enrich.cli", *(str(a) for a in args)]
 
 
+def default_sigint() -> None:
+    """In a child about to start: Ctrl-C as a foreground process gets it. A test suite started in the
+    background (`nohup pytest &`) has SIGINT ignored, and children inherit that, so they would never see it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str | Path, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """Start `enrich ARGS` like cron does: no terminal on any stream, a bare environment."""
+    """Start `enrich ARGS` like cron does: no terminal on any stream, a bare environment, SIGINT not ignored."""
     return subprocess.Popen(
         enrich_argv(*args),
         cwd=cwd or REPO,
@@ -93,6 +100,7 @@ def start(*args: str | Path, cwd: Path | None = None) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from _support import default_sigint
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
@@ -245,7 +246,12 @@ def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [*args, "--max-steps", "400"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*args, "--max-steps", "400"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=default_sigint,
     )
     assert proc.stdout is not None
     lines = []
