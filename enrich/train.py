@@ -336,13 +336,11 @@ class _StopAfterStep:
         }
 
         def request(signum: int, frame: Any) -> None:
+            # Only a flag: the handler runs between two bytecodes of the main thread, which may hold the log's
+            # lock at that instant; printing from here could wait on it forever. The callback says it.
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
-            self.on_event(
-                "warning",
-                {"message": "stopping after this step, once its checkpoint is saved (again to stop at once)"},
-            )
 
         for sig in previous:
             signal.signal(sig, request)
@@ -362,6 +360,12 @@ class _StopAfterStep:
                 if stop.requested:
                     control.should_save = True
                     control.should_training_stop = True
+                    stop.on_event(
+                        "warning",
+                        {
+                            "message": f"stopping: saving checkpoint-{state.global_step} (again to stop at once)"
+                        },
+                    )
 
         return Stop()
 

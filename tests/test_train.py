@@ -267,7 +267,7 @@ def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
     step = int(saved[0].split("-")[1])
     assert 3 <= step < 400
     assert f"stopped at step {step}; checkpoint-{step} is saved: re-run with --resume" in log
-    assert "stopping after this step" in log
+    assert f"stopping: saving checkpoint-{step}" in log
     assert not (out / "adapter_model.safetensors").exists()  # no adapter from half a run
     done = subprocess.run(
         [*args, "--max-steps", str(step + 2), "--resume"],
