@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import csv
 import ctypes
 import hashlib
 import os
-import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from enrich import csvlines
 from enrich.config import FORMAT_SUFFIXES, is_parquet
 from enrich.errors import ConfigError, InputError
 from enrich.state import RunState, _fsync_dir
@@ -82,52 +81,9 @@ def _polars_error(path: str, err: Exception) -> InputError:
     if "out of specification" in text or "PAR1" in text:  # polars' words for a torn or foreign file
         text += " (the file is truncated, damaged or not Parquet)"
     if file_format(path) == "csv" and ("malformed" in text or "fields" in text):
-        where = next((w for p in input_files(path) if (w := _first_bad_csv_line(p))), None)
+        where = next((w for p in input_files(path) if (w := csvlines.first_bad_line(p))), None)
         text = where or text
     return InputError(f"{path}: cannot read it as {Path(path).suffix.lstrip('.') or 'a catalog'}: {text}")
-
-
-SEPARATORS = ",;\t|"  # the separators a CSV's header is checked for, to name the one a file uses
-
-
-def _stray_quote(separator: str) -> re.Pattern[str]:
-    """A quote after other text in a field that did not open with one."""
-    sep = re.escape(separator)
-    return re.compile(f'(?:^|{sep})[^"{sep}\r\n]+"')
-
-
-def _header_separator(path: Path) -> str:
-    """The separator the header line uses most, of SEPARATORS: the file's own, for a diagnosis after a failed read."""
-    with path.open(encoding="utf-8-sig", errors="replace") as f:
-        header = f.readline()
-    return max(SEPARATORS, key=header.count) if any(c in header for c in SEPARATORS) else ","
-
-
-def _first_bad_csv_line(path: Path) -> str | None:
-    """Where a CSV that polars refused goes wrong, in words: a line with another field count than the header, or
-    a quote inside a field that is not quoted (12" for inches). Only called once the read has failed."""
-    separator = _header_separator(path)
-    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:  # streamed: catalogs are large
-        rows = csv.reader(f, delimiter=separator)
-        try:
-            width = len(next(rows, []))
-            for row in rows:
-                if row and len(row) != width:
-                    return (
-                        f"line {rows.line_num} has {len(row)} fields, the header {width}; "
-                        f"quote fields holding {'commas' if separator == ',' else repr(separator)}"
-                    )
-        except csv.Error as err:
-            return f"line {rows.line_num}: {err}"
-    stray = _stray_quote(separator)
-    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
-        for number, line in enumerate(f, start=1):
-            if number > 1 and stray.search(line):
-                return (
-                    f'line {number}: a " inside a field that is not quoted (12" for inches?); quote the field and '
-                    'double the quote: "Stanley 12"" ruler"'
-                )
-    return None
 
 
 def scan(path: str, fmt: str = "auto", separator: str = ",") -> pl.LazyFrame:
@@ -218,7 +174,7 @@ def require_columns(
     for role, name in columns.items():
         if name is not None and name not in names:
             other = next(
-                (c for c in SEPARATORS if c != separator and len(names) == 1 and c in names[0]), None
+                (c for c in csvlines.SEPARATORS if c != separator and len(names) == 1 and c in names[0]), None
             )
             fix = (
                 f"the file seems {other!r}-separated: pass --separator {other!r}"
