@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from enrich.errors import ConfigError
 
@@ -50,10 +50,8 @@ class Columns(_Model):
     )
 
 
-def separator_character(value: str | None) -> str | None:
+def _separator_character(value: str) -> str:
     """A CSV separator: one character; the two characters \\t stand for a tab (what a shell or TOML passes)."""
-    if value is None:
-        return None
     value = "\t" if value == "\\t" else value
     if len(value) != 1 or value in '"\r\n':
         raise ValueError(
@@ -62,15 +60,16 @@ def separator_character(value: str | None) -> str | None:
     return value
 
 
+# The CSV field separator of every config that reads or writes CSV (run, finetune, eval).
+CsvSeparator = Annotated[str, AfterValidator(_separator_character)]
+SEPARATOR_DESCRIPTION = "CSV only: the field separator, one character (';', '|', \\t for tab)."
+
+
 class InputConfig(_Model):
     path: str = Field(description="Catalog file (Parquet or CSV), or a glob of files of one format.")
     format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
     columns: Columns = Field(default_factory=Columns, description="Which input columns play which role.")
-    separator: str = Field(
-        ",", description="CSV only: the field separator, one character (';', '|', \\t for tab)."
-    )
-
-    _check_separator = field_validator("separator")(separator_character)
+    separator: CsvSeparator = Field(",", description=SEPARATOR_DESCRIPTION)
 
 
 class OutputColumns(_Model):
@@ -90,7 +89,7 @@ class OutputConfig(_Model):
         description="Output file; Parquet or CSV by suffix. Every input row and column is kept."
     )
     format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
-    separator: str | None = Field(
+    separator: CsvSeparator | None = Field(
         None, description="CSV output only: the field separator; default the input's."
     )
     errors: str | None = Field(
@@ -120,8 +119,6 @@ class OutputConfig(_Model):
         if self.errors is not None and Path(self.errors).suffix.lower() not in ERROR_FILE_SUFFIXES:
             raise ValueError(f"errors: {self.errors}: an error file is .jsonl, or Parquet (.parquet, .pq)")
         return self
-
-    _check_separator = field_validator("separator")(separator_character)
 
     def errors_path(self) -> Path:
         return Path(self.errors or f"{self.path}.errors.jsonl")

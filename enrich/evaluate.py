@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from enrich.config import Columns, Flag, ModelConfig, SamplingConfig, separator_character
+from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, Flag, ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
 
@@ -226,11 +226,7 @@ class EvalConfig(BaseModel):
     columns: Columns = Field(
         default_factory=Columns, description="Which columns hold id, title and description."
     )
-    separator: str = Field(
-        ",", description="CSV only: the field separator, one character (';', '|', \\t for tab)."
-    )
-
-    _check_separator = field_validator("separator")(separator_character)
+    separator: CsvSeparator = Field(",", description=SEPARATOR_DESCRIPTION)
     template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
         None, description="Prompt template for both models; default each model's own (enrich.json or preset)."
     )

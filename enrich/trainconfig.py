@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from enrich.config import Columns, separator_character
+from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator
 from enrich.errors import ConfigError
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -24,11 +24,7 @@ class TrainConfig(BaseModel):
     columns: Columns = Field(
         default_factory=Columns, description="Which columns hold the title and description."
     )
-    separator: str = Field(
-        ",", description="CSV only: the field separator, one character (';', '|', \\t for tab)."
-    )
-
-    _check_separator = field_validator("separator")(separator_character)
+    separator: CsvSeparator = Field(",", description=SEPARATOR_DESCRIPTION)
     preset: Literal["reference", "cpu-small"] = Field(
         "cpu-small", description="Recipe the defaults come from."
     )

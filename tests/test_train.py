@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from _support import default_sigint
+from _support import call, start
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
@@ -232,35 +232,24 @@ def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
 ) -> None:
     """A real `enrich finetune` process: SIGINT mid-run ends the step, saves its checkpoint (none was due: saves
     every 1000 steps) and exits 130; --resume then continues from exactly that step."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     out = tmp_path / "adapter"
     args = [
-        sys.executable, "-m", "enrich.cli", "finetune", str(DATA / "shop_messy.csv"), "-o", str(out),
-        "--title-col", "name", "--content-col", "body", "--base", str(tiny_model), "--template", "chat",
-        "--max-rows", "24", "--val-size", "4", "--logging-steps", "1", "--save-steps", "1000",
-        "--eval-steps", "1000", "--log-format", "json",
+        "finetune", DATA / "shop_messy.csv", "-o", out, "--title-col", "name", "--content-col", "body",
+        "--base", tiny_model, "--template", "chat", "--max-rows", "24", "--val-size", "4", "--logging-steps", "1",
+        "--save-steps", "1000", "--eval-steps", "1000", "--log-format", "json",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [*args, "--max-steps", "400"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=default_sigint,
-    )
-    assert proc.stdout is not None
+    proc = start(*args, "--max-steps", "400")
+    assert proc.stderr is not None
     lines = []
-    for line in proc.stdout:
+    for line in proc.stderr:  # the JSON log lines
         lines.append(line)
         if '"step": 3,' in line:
             proc.send_signal(signal.SIGINT)
             break
-    log = "".join(lines) + proc.communicate(timeout=300)[0]
+    rest, rest_err = proc.communicate(timeout=300)
+    log = "".join(lines) + rest_err + rest
     assert proc.returncode == 130, log
     saved = [p.name for p in (out / "checkpoints").glob("checkpoint-*")]
     assert len(saved) == 1, saved
@@ -269,13 +258,7 @@ def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
     assert f"stopped at step {step}; checkpoint-{step} is saved: re-run with --resume" in log
     assert f"stopping: saving checkpoint-{step}" in log
     assert not (out / "adapter_model.safetensors").exists()  # no adapter from half a run
-    done = subprocess.run(
-        [*args, "--max-steps", str(step + 2), "--resume"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = call(*args, "--max-steps", str(step + 2), "--resume")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "training_report.json").read_text())
     assert report["steps"] == step + 2
