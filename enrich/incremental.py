@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
 
 REUSE = "reuse.parquet"
 REUSE_META = "reuse.json"
-# In the manifest of an unfinished incremental run: the names the previous output's results are under.
+# In the manifest of an unfinished incremental run: the names the previous output's results are under, and the
+# separator it was written with.
 NAMES_NOTE = "previous_output_names"
+SEPARATOR_NOTE = "previous_output_separator"
 
 
 def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
@@ -52,20 +55,34 @@ def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
         yield keys
 
 
-def output_names(plan: Plan, manifest: dict[str, Any]) -> dict[str, str]:
-    """The column names the previous output was written with: those its finished run recorded (a job may rename
-    a column between two incremental runs), or that an interrupted incremental run noted, else this run's."""
+@dataclass(frozen=True)
+class Previous:
+    """How the previous output was written: its column names and (for CSV) its separator."""
+
+    names: dict[str, str]
+    separator: str
+
+    def note(self) -> dict[str, Any]:
+        """For the manifest of an unfinished incremental run, which replaces the finished run's."""
+        return {NAMES_NOTE: self.names, SEPARATOR_NOTE: self.separator}
+
+
+def previous_output(plan: Plan, manifest: dict[str, Any]) -> Previous:
+    """How the previous output was written: as its finished run recorded (a job may rename a column or change the
+    separator between two incremental runs), or as an interrupted incremental run noted, else as this run writes."""
+    this = Previous(plan.job.output.names(), plan.job.output_separator())
     if not manifest.get("complete") and isinstance(manifest.get(NAMES_NOTE), dict):
-        return dict(manifest[NAMES_NOTE])
+        return Previous(dict(manifest[NAMES_NOTE]), str(manifest.get(SEPARATOR_NOTE, this.separator)))
     details = manifest.get("details", {}) if manifest.get("complete") else {}
     if "generated_column" not in details:
-        return plan.job.output.names()
+        return this
     renamed = OutputConfig(
         path=plan.job.output.path,
         generated_column=details["generated_column"],
         columns=details.get("output_columns", {}),
     )
-    return renamed.names()
+    separators = details.get("separators")  # recorded only where they were not commas
+    return Previous(renamed.names(), separators[1] if separators else ",")
 
 
 def prepare(
@@ -75,10 +92,10 @@ def prepare(
     total: int,
     pending: list[int],
     on_event: Event,
-    names: dict[str, str] | None = None,
+    written: Previous,
 ) -> Path | None:
     """Build (or, on resume, reuse) the reuse file for this run; None when there is nothing to copy from.
-    names: the previous output's column names (output_names), by default this run's."""
+    written: how the previous output was written (previous_output)."""
     previous = plan.output
     if not pending:
         return None
@@ -105,14 +122,7 @@ def prepare(
     if rows != total:
         raise InputError(f"{plan.job.input.path}: the input changed while it was read; run again")
     try:
-        matched = io.build_reuse(
-            keys,
-            previous,
-            plan.output_format,
-            names or plan.job.output.names(),
-            reuse,
-            plan.job.output_separator(),
-        )
+        matched = io.build_reuse(keys, previous, plan.output_format, written.names, reuse, written.separator)
     except ConfigError:
         if not plan.job.output.overwrite:
             raise

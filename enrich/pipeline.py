@@ -238,11 +238,11 @@ def _run_locked(
                 f"{plan.output}: holds a finished run with other settings (changed since: "
                 f"{changed_settings(manifest, plan.details)}); pass --restart to regenerate it, or choose another -o"
             )
-    previous_names = incremental.output_names(plan, manifest)  # before open_state replaces the manifest
+    previous = incremental.previous_output(plan, manifest)  # before open_state replaces the manifest
     restart = (
         job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
     )
-    note = {incremental.NAMES_NOTE: previous_names} if job.run.incremental else None
+    note = previous.note() if job.run.incremental else None
     state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart, note)
     for w in state.warnings:
         on_event("warning", {"message": w})
@@ -266,7 +266,7 @@ def _run_locked(
     try:
         with _sigterm_as_interrupt():
             reuse = (
-                incremental.prepare(plan, lf, state, total, pending, on_event, previous_names)
+                incremental.prepare(plan, lf, state, total, pending, on_event, previous)
                 if job.run.incremental
                 else None
             )

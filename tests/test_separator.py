@@ -50,6 +50,14 @@ def test_semicolon_catalog_round_trips_with_its_separator(tmp_path: Path) -> Non
     summary = json.loads(out.with_name("out.csv.report.json").read_text())
     assert (summary["counts"]["generated"], summary["counts"]["copied"]) == (1, 5)
     assert pl.read_csv(out, separator=";", infer_schema=False)["title"].to_list() == more["title"]
+    # The output's separator changed the next night: the previous output is read with the one it was written
+    # with (its finished run recorded it), and every row is copied into a '|'-separated output.
+    r = enrich("run", src, "-o", out, "--separator", ";", "--output-separator", "|", *ECHO, "--incremental")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(out.with_name("out.csv.report.json").read_text())
+    assert (summary["counts"]["generated"], summary["counts"]["copied"]) == (0, 6)
+    back = pl.read_csv(out, separator="|", infer_schema=False)
+    assert back["title"].to_list() == more["title"] and back["generated_description"].null_count() == 0
 
 
 def test_tab_input_and_comma_output(tmp_path: Path) -> None:
