@@ -356,7 +356,7 @@ def bench_vllm(
     source = work / f"catalog-{n}.parquet"
     pq.write_table(pa.table({"id": ids, "title": tls}), source)
     for w in windows:
-        from enrich import pipeline  # polars: only the (e) runs need it
+        from enrich.run import run  # polars: only the (e) runs need it
 
         out = work / f"out-{label}-{w}.parquet"
         job = JobConfig.model_validate(
@@ -377,7 +377,7 @@ def bench_vllm(
         llm.reset_prefix_cache()
         with GpuSampler() as gpu:
             t = time.perf_counter()
-            report = pipeline.run(job, engine=FixedLength(engine))  # type: ignore[arg-type]
+            report = run(job, engine=FixedLength(engine))  # type: ignore[arg-type]
             secs = time.perf_counter() - t
         rows_out = pq.read_metadata(out).num_rows
         assert rows_out == n, f"{out}: {rows_out} rows, expected {n}"

@@ -41,7 +41,7 @@ def make_catalog(rows: int, path: Path) -> None:
 def child(catalog: str, out: str, window_rows: int) -> None:
     """One run in this process; prints the report's stage seconds and this process's peak RSS."""
     from enrich.config import build_job
-    from enrich.pipeline import run
+    from enrich.run import run
 
     job = build_job(
         {"input": {"path": catalog}, "output": {"path": out, "overwrite": True}},

@@ -364,6 +364,10 @@ class RunReport(_Model):
     workers: list[dict[str, Any]] | None = Field(
         None, description="Ray runs: per worker (actor process) its windows, rows, busy seconds and rows/s."
     )
+    advice: list[str] = Field(
+        default_factory=list,
+        description="What to change where a quality flag marks most of the generated rows (the cause, the remedy).",
+    )
 
 
 def _format_errors(source: str, err: ValidationError) -> str:

@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 from enrich import io
 from enrich.engines import Sampling, make_engine
 from enrich.errors import ConfigError, EngineError, EnrichError, InputError, Interrupted
+from enrich.files import input_files
 from enrich.state import RunState
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def read_rows(
         return {c: frame.get_column(c).to_list() for c in columns}
     out: dict[str, list[Any]] = {c: [] for c in columns}
     offset = 0
-    for file in io.input_files(path):  # the same files in the same order as the local reader
+    for file in input_files(path):  # the same files in the same order as the local reader
         reader = pq.ParquetFile(file)
         meta = reader.metadata
         for group in range(meta.num_row_groups):
@@ -182,8 +183,7 @@ class _Worker:
 
         plan = self.plan
         job = plan.job
-        start = index * plan.window_rows
-        stop = min(start + plan.window_rows, self.total)
+        start, stop = plan.windows.bounds(index, self.total)
         t0 = time.perf_counter()
         columns = read_rows(job.input.path, job.input.format, self.needed, start, stop, job.input.separator)
         if len(columns[self.needed[0]]) != stop - start:
@@ -251,10 +251,9 @@ def _dataset(plan: Plan, total: int, pending: list[int], duplicates: dict[int, i
     # them (Ray Data gives each to the least busy worker). Without the wait the first worker ready took up to 4
     # queued windows: measured on 2 H200s, 2 windows of 2,048 rows both went to one GPU (0.95x, not 2x).
     context.wait_for_min_actors_s = math.ceil(plan.job.ray.start_timeout_s)
-    w = plan.window_rows
     by_window: dict[int, dict[str, int]] = {}
     for row, first in duplicates.items():
-        by_window.setdefault(row // w, {})[str(row)] = first
+        by_window.setdefault(plan.windows.index_of(row), {})[str(row)] = first
     items = [{"index": k, "duplicates": json.dumps(by_window.get(k, {}))} for k in pending]
     cfg = plan.job.ray
     gpus = cfg.gpus_per_worker

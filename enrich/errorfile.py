@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from enrich.errors import InputError
-from enrich.io import atomic_file
+from enrich.files import atomic_file
 from enrich.state import RunState
 
 # ErrorRecord's fields (enrich/config.py, schemas/error.schema.json); id and value may be null.

@@ -39,19 +39,13 @@ class PartialFailure(EnrichError):
     exit_code = 6
 
 
+class DiskFull(EnrichError):
+    """A write found no room (disk full, quota, file-size limit): what was saved is kept; free space and re-run."""
+
+    exit_code = 7
+
+
 class Interrupted(EnrichError):
     """SIGINT/SIGTERM: state is saved and a re-run resumes."""
 
     exit_code = 130
-
-
-EXIT_NAMES = {
-    0: "ok",
-    1: "crash",
-    2: "config_error",
-    3: "input_error",
-    4: "locked",
-    5: "engine_error",
-    6: "partial",
-    130: "interrupted",
-}

@@ -14,13 +14,19 @@ from typing import TYPE_CHECKING, Any
 from enrich.config import Counts, JobConfig, RunReport, Seconds, Tokens
 from enrich.errors import EnrichError, Interrupted
 from enrich.evaluate import FLAGS
+from enrich.files import write_json
 from enrich.models import versions
-from enrich.state import JOURNAL, write_json
+from enrich.target import JOURNAL
 
 if TYPE_CHECKING:
     from enrich.plan import Plan
 
 COUNT_KEYS = ("ok", "flagged", "error", "skipped", "generated", "copied")
+
+
+def now() -> str:
+    """The time of day as the reports give it: ISO 8601, UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def keep(history_dir: str | None, report: RunReport, started: str | None = None) -> Path | None:
@@ -110,7 +116,7 @@ def failure_report(plan: Plan | JobConfig, started: str, t0: float, err: BaseExc
         exit_code=code,
         error=message[:500],
         started=started,
-        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        finished=now(),
         resumed=False,
         **fields,
         counts=Counts(

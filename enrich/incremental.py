@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from enrich import io
 from enrich.config import OutputConfig
 from enrich.errors import ConfigError, InputError
-from enrich.state import RunState, sha256_file, write_json
+from enrich.files import write_json
+from enrich.state import RunState, sha256_file
+from enrich.windows import Windows
 
 if TYPE_CHECKING:
     from enrich.events import Event
@@ -41,7 +43,7 @@ def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
     pol = job.policies
     needed = [c for c in (cols.id, cols.title) if c]
     start = 0
-    for columns in io.iter_window_lists(lf, needed, plan.window_rows, job.input.path, job.run.limit):
+    for columns in io.iter_window_lists(lf, needed, plan.windows, job.input.path, job.run.limit):
         titles = columns[cols.title]
         ids = columns[cols.id] if cols.id else [None] * len(titles)
         keys = []
@@ -148,12 +150,12 @@ def prepare(
     return reuse
 
 
-def windows(reuse: Path | None, window_rows: int) -> Iterator[dict[str, list[Any]] | None]:
+def windows(reuse: Path | None, cut: Windows) -> Iterator[dict[str, list[Any]] | None]:
     """The reuse file's windows, or None forever when there is none."""
     if reuse is None:
         while True:
             yield None
-    yield from io.iter_reuse(reuse, window_rows)
+    yield from io.iter_reuse(reuse, cut)
 
 
 def apply(window: Window, old: dict[str, list[Any]] | None, context_key: str) -> None:

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -24,7 +24,9 @@ import pyarrow.parquet as pq
 from enrich import csvlines
 from enrich.config import FORMAT_SUFFIXES, is_parquet
 from enrich.errors import ConfigError, InputError
-from enrich.state import RunState, _fsync_dir
+from enrich.files import atomic_file, input_files
+from enrich.state import RunState
+from enrich.windows import Windows
 
 # Arrow's default jemalloc pool keeps freed windows as resident memory; the system allocator returns
 # them, which keeps a long run's footprint at one window instead of its high-water mark.
@@ -68,11 +70,12 @@ def file_format(path: str, fmt: str = "auto") -> str:
     if suffix in FORMAT_SUFFIXES:
         return FORMAT_SUFFIXES[suffix]
     raise ConfigError(
-        f"{path}: cannot tell the format from the suffix {suffix!r}; use .parquet or .csv, or --format"
+        f"{path}: cannot tell the format from the suffix {suffix!r}; use .parquet or .csv, or name the format "
+        "(run: --input-format, --output-format; finetune and eval: --format)"
     )
 
 
-def _polars_error(path: str, err: Exception) -> InputError:
+def _polars_error(path: str, err: Exception, fmt: str = "auto") -> InputError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if "utf-8" in text.lower() or "utf8" in text.lower():
         return InputError(f"{path}: not valid UTF-8 ({text}); re-encode it, e.g. iconv -f latin1 -t utf-8")
@@ -80,7 +83,7 @@ def _polars_error(path: str, err: Exception) -> InputError:
         return InputError(f"{path}: the file is empty; give a catalog with a header and rows")
     if "out of specification" in text or "PAR1" in text:  # polars' words for a torn or foreign file
         text += " (the file is truncated, damaged or not Parquet)"
-    if file_format(path) == "csv" and ("malformed" in text or "fields" in text):
+    if file_format(path, fmt) == "csv" and ("malformed" in text or "fields" in text):
         where = next((w for p in input_files(path) if (w := csvlines.first_bad_line(p))), None)
         text = where or text
     return InputError(f"{path}: cannot read it as {Path(path).suffix.lstrip('.') or 'a catalog'}: {text}")
@@ -92,7 +95,7 @@ def scan(path: str, fmt: str = "auto", separator: str = ",") -> pl.LazyFrame:
     if not any(True for _ in input_files(path)):
         raise InputError(f"{path}: no such file")
     if kind == "csv":
-        _refuse_parquet_as_csv(path)
+        _refuse_foreign_bytes(path)
     try:
         if kind == "parquet":
             lf = pl.scan_parquet(path)
@@ -100,20 +103,46 @@ def scan(path: str, fmt: str = "auto", separator: str = ",") -> pl.LazyFrame:
             lf = pl.scan_csv(path, separator=separator, infer_schema=False, raise_if_empty=True)
         lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise _polars_error(path, err) from None
+        raise _polars_error(path, err, kind) from None
     if kind == "csv":
         _refuse_repeated_header(path, lf.collect_schema().names())
     return lf
 
 
-def _refuse_parquet_as_csv(path: str) -> None:
-    """A Parquet file named .csv would be read as garbage column names; say what it is instead."""
+# Byte-order marks of the encodings a CSV must be converted from (UTF-32 first: its LE mark starts as UTF-16's).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def _refuse_foreign_bytes(path: str) -> None:
+    """A CSV that is a Parquet file, or text in UTF-16 or UTF-32, would be read as garbage column names; say
+    what it is and how to convert it instead."""
     for p in input_files(path):
         with p.open("rb") as f:
-            if f.read(4) == b"PAR1":
-                raise InputError(
-                    f"{p}: is a Parquet file named like a CSV; rename it .parquet or pass --input-format parquet"
-                )
+            head = f.read(4)
+        if head == b"PAR1":
+            raise InputError(
+                f"{p}: is a Parquet file named like a CSV; rename it .parquet or pass --input-format parquet"
+            )
+        encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+        if encoding:
+            raise InputError(
+                f"{p}: is {encoding} (it starts with a {encoding} byte-order mark); enrich reads UTF-8: convert "
+                f"it, e.g. iconv -f {encoding} -t UTF-8 {p.name} > {p.stem}.utf8{p.suffix}"
+            )
+
+
+def nested_columns(lf: pl.LazyFrame) -> list[str]:
+    """Columns that a CSV cannot hold: lists, arrays, structs (and maps, read as lists of structs), bytes."""
+    return [
+        name
+        for name, dtype in lf.collect_schema().items()
+        if isinstance(dtype, pl.List | pl.Array | pl.Struct) or dtype in (pl.Binary, pl.Object)
+    ]
 
 
 def _refuse_repeated_header(path: str, names: list[str]) -> None:
@@ -144,25 +173,15 @@ def require_text(lf: pl.LazyFrame, path: str, column: str, option: str) -> None:
         )
 
 
-def input_files(path: str) -> Iterator[Path]:
-    """The input's files: those a glob matches, in name order, or the one file."""
-    if any(c in path for c in "*?["):
-        yield from sorted(Path().glob(path) if not Path(path).is_absolute() else Path("/").glob(path[1:]))
-    elif Path(path).is_file():
-        yield Path(path)
-
-
 def input_identity(path: str) -> str:
-    """A cheap identity of the input files: sizes, modification times and the first and last MiB."""
+    """The input's content, hashed: every byte of every file (SHA-256, about 1 GB/s with the CPU's SHA
+    instructions), with each file's name and size. A resume compares it, so any edit of the input is seen, also
+    one that keeps the size and puts the modification time back."""
     h = hashlib.sha256()
     for p in input_files(path):
-        st = p.stat()
-        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.name}:{p.stat().st_size}\n".encode())
         with p.open("rb") as f:
-            h.update(f.read(1 << 20))
-            if st.st_size > 2 << 20:
-                f.seek(-(1 << 20), os.SEEK_END)
-                h.update(f.read())
+            h.update(hashlib.file_digest(f, "sha256").digest())
     return h.hexdigest()[:16]
 
 
@@ -197,7 +216,7 @@ def count_rows(lf: pl.LazyFrame, path: str, fmt: str = "auto") -> int:
             return int(lf.select(pl.len().alias("__n"), *checks).collect(engine="streaming")["__n"].item())
         return int(lf.select(pl.len()).collect().item())
     except pl.exceptions.PolarsError as err:
-        raise _polars_error(path, err) from None
+        raise _polars_error(path, err, fmt) from None
 
 
 def _batches(lf: pl.LazyFrame, columns: Sequence[str], path: str, size: int) -> Iterator[pl.DataFrame]:
@@ -213,24 +232,28 @@ def _batches(lf: pl.LazyFrame, columns: Sequence[str], path: str, size: int) -> 
 
 
 def iter_windows(
-    lf: pl.LazyFrame, columns: Sequence[str], window_rows: int, path: str, limit: int | None = None
+    lf: pl.LazyFrame, columns: Sequence[str], windows: int | Windows, path: str, limit: int | None = None
 ) -> Iterator[pl.DataFrame]:
-    """Frames of exactly window_rows rows (the last may be shorter), in input order."""
+    """Frames cut as windows says (an int: windows of that many rows), the last may be shorter, in input order."""
+    cut = Windows.fixed(windows) if isinstance(windows, int) else windows
+    sizes = cut.sizes()
+    want = next(sizes)
     pending: list[pl.DataFrame] = []
     held = 0
     left = limit if limit is not None else -1
     try:
-        for batch in _batches(lf, columns, path, window_rows):
+        for batch in _batches(lf, columns, path, cut.size):
             if left >= 0:
                 batch = batch.head(left)
                 left -= batch.height
             pending.append(batch)
             held += batch.height
-            while held >= window_rows:
+            while held >= want:
                 frame = pl.concat(pending, rechunk=False)
-                yield frame.slice(0, window_rows)
-                rest = frame.slice(window_rows)
+                yield frame.slice(0, want)
+                rest = frame.slice(want)
                 pending, held = ([rest] if rest.height else []), rest.height
+                want = next(sizes)
             if left == 0:
                 break
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as err:
@@ -243,7 +266,7 @@ _BUCKET_ROWS = 1 << 18  # ids per bucket file of the duplicate check: 4 MiB of (
 
 
 def duplicate_rows(
-    lf: pl.LazyFrame, id_col: str, limit: int | None, path: str, scratch: Path
+    lf: pl.LazyFrame, id_col: str, limit: int | None, path: str, scratch: Path, total: int
 ) -> dict[int, int]:
     """Rows whose id repeats an earlier row's: {row: first row}.
 
@@ -252,7 +275,6 @@ def duplicate_rows(
     """
     import numpy as np
 
-    total = count_rows(lf, path) if limit is None else limit
     n_buckets = max(1, -(-total // _BUCKET_ROWS))
     scratch.mkdir(parents=True, exist_ok=True)
     pair = np.dtype([("h", "<u8"), ("r", "<i8")])
@@ -328,7 +350,7 @@ def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
 def _output_schema(input_path: str, joined: pa.Schema, fixed: pa.Schema) -> pa.Schema:
     """OUTPUT's Arrow schema: a Parquet input's own column types (polars reads string as large_string, a
     dictionary's indices as uint32), then the generated columns with the types of the part files (fixed)."""
-    # Parquet by its suffix, as _batches reads it (an explicit --format does not change how windows are read).
+    # Parquet by its suffix, as _batches reads it (an explicit --input-format does not change how windows are read).
     first = next(input_files(input_path), None)
     parquet = is_parquet(input_path) and first is not None
     given = pq.read_schema(first) if parquet else pa.schema([])
@@ -348,7 +370,7 @@ def assemble_output(
     input_path: str,
     state: RunState,
     n_windows: int,
-    window_rows: int,
+    windows: Windows,
     output: Path,
     fmt: str,
     limit: int | None,
@@ -362,8 +384,7 @@ def assemble_output(
     fixed = part_schema(names)
     with _buffers_unmapped(), atomic_file(output) as f:
         header = True
-        windows = iter_windows(lf, columns, window_rows, input_path, limit)
-        for index, frame in enumerate(windows):
+        for index, frame in enumerate(iter_windows(lf, columns, windows, input_path, limit)):
             part = pl.read_parquet(state.part_path(index))
             if part.height != frame.height:
                 raise InputError(
@@ -396,27 +417,11 @@ def assemble_output(
             writer.close()
 
 
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A temporary file beside path, renamed onto it (both synced) when the block ends without an error: a
-    crash at any instant leaves the previous file or the complete new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def iter_window_lists(
-    lf: pl.LazyFrame, columns: Sequence[str], window_rows: int, path: str, limit: int | None = None
+    lf: pl.LazyFrame, columns: Sequence[str], windows: int | Windows, path: str, limit: int | None = None
 ) -> Iterator[dict[str, list[Any]]]:
     """Windows as plain Python lists per column, for the code that knows nothing of polars."""
-    for frame in iter_windows(lf, columns, window_rows, path, limit):
+    for frame in iter_windows(lf, columns, windows, path, limit):
         yield {c: frame.get_column(c).to_list() for c in columns}
 
 
@@ -539,7 +544,7 @@ def build_reuse(
         ) from None
 
 
-def iter_reuse(path: Path, window_rows: int) -> Iterator[dict[str, list[Any]]]:
+def iter_reuse(path: Path, windows: Windows) -> Iterator[dict[str, list[Any]]]:
     """The reuse file's windows, in step with the input's windows."""
     columns = ["__hit", "generated_description", *REUSE_COLUMNS]
-    yield from iter_window_lists(pl.scan_parquet(path), columns, window_rows, str(path))
+    yield from iter_window_lists(pl.scan_parquet(path), columns, windows, str(path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -38,24 +37,10 @@ def _exists_glob(path: str) -> bool:
     return Path(path).is_file()
 
 
-def _writable_dir(path: Path) -> str | None:
-    """Why files cannot be created under path (its nearest existing ancestor decides), or None."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return f"{path}: no existing parent folder"
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return None
-
-
 def check_job(job: JobConfig) -> list[tuple[str, str]]:
     """Problems that a valid model can still have on this machine: (dotted path, message) pairs."""
     from enrich.models import PRESETS
-    from enrich.plan import path_problems
+    from enrich.target import Target
 
     problems: list[tuple[str, str]] = []
     if not _exists_glob(job.input.path):
@@ -68,16 +53,7 @@ def check_job(job: JobConfig) -> list[tuple[str, str]]:
             problems.append(
                 (dotted, f"{value}: cannot tell the format from the suffix; use .parquet or .csv")
             )
-    out = Path(job.output.path)
-    for dotted, folder in (
-        ("output.path", out.parent),
-        ("run.state_dir", Path(job.run.state_dir) if job.run.state_dir else None),
-        ("run.history_dir", Path(job.run.history_dir) if job.run.history_dir else None),
-    ):
-        why = _writable_dir(folder) if folder is not None else None
-        if why:
-            problems.append((dotted, why))
-    problems += path_problems(job)
+    problems += Target.of(job).problems()
     ref = job.model.ref
     if ref is not None and ref not in PRESETS and not Path(ref).expanduser().exists():
         problems.append(("model.ref", f"{ref!r}: not a preset ({', '.join(PRESETS)}) nor an existing path"))

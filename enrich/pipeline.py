@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import shutil
 import signal
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,18 +20,11 @@ from enrich.engines import Engine, Sampling, make_engine, prompt_side
 from enrich.errors import ConfigError, Interrupted
 from enrich.evaluate import FLAGS
 from enrich.events import Event, no_events
-from enrich.plan import Plan, path_problems, plan_run, settle_columns
+from enrich.files import remove_stale_temps, write_json
+from enrich.plan import Plan, plan_run, settle_columns
 from enrich.rows import Window, finish_window, prepare_window, tokenizer_hooks
-from enrich.state import (
-    LOCK,
-    Lock,
-    RunState,
-    acquire_lock,
-    changed_settings,
-    open_state,
-    read_manifest,
-    write_json,
-)
+from enrich.state import RunState, changed_settings, open_state, read_manifest
+from enrich.target import MANIFEST, MARKER, Held, Target
 
 
 @dataclass
@@ -94,22 +84,24 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = None) -> RunReport:
-    """Run a job to the end (or to an interrupt), resuming from its state; returns the report."""
-    started = _now()
-    t0 = time.perf_counter()
+def run_held(
+    job: JobConfig,
+    target: Target,
+    held: Held,
+    started: str,
+    t0: float,
+    on_event: Event = no_events,
+    engine: Engine | None = None,
+) -> RunReport:
+    """The run, once its files are checked and its lock held (enrich.run.run); releases the lock."""
     planned: Plan | JobConfig = job
-    try:  # a run that fails here (no input, an unknown model, the lock taken) is a run too: cron's history shows it
+    try:
+        for warning in held.warnings:
+            on_event("warning", {"message": warning})
+        _remove_stale_temps(target)
         lf = io.scan(job.input.path, job.input.format, job.input.separator)
         job, names = settle_columns(job, lf, on_event)
         plan = planned = plan_run(job, on_event)
-        problems = path_problems(job)
-        if problems:
-            raise ConfigError("\n".join(message for _, message in problems))
         if job.run.incremental and job.run.limit is not None and plan.output.is_file():
             had = io.output_rows(plan.output, plan.output_format, job.output_separator())
             if had is not None and had > job.run.limit:
@@ -125,87 +117,35 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
         ]
         if clashes:
             raise ConfigError("\n".join(clashes))  # every one at once: a re-enriched output has all six
-        _ensure_writable(plan)
-        lock, warning = _lock_run(plan)
-    except BaseException as err:
-        history.keep_failure(planned, started, t0, err)
-        raise
-    try:
-        if warning:
-            on_event("warning", {"message": warning})
-        # Counted under the lock, so a second run is refused at once; before any state is touched, so bad
-        # bytes in a CSV fail the run without discarding a saved one.
+        nested = io.nested_columns(lf) if plan.output_format == "csv" else []
+        if nested:  # refused now, not after the whole run's generation when the output is assembled
+            raise ConfigError(
+                f"{job.input.path}: columns {', '.join(nested)} are nested (lists, structs or bytes), which a CSV "
+                "output cannot hold; write Parquet (-o OUTPUT.parquet), or drop those columns from the input"
+            )
+        # Counted before any state is touched, so bad bytes in a CSV fail the run without discarding a saved one.
         total = io.count_rows(lf, job.input.path, job.input.format)
         if job.run.limit is not None:
             total = min(total, job.run.limit)
         report = _run_locked(plan, lf, total, started, t0, on_event, engine)
+        held.keep()
+        target.record_written(plan.output, plan.errors_path, plan.report_path)
     except BaseException as err:
-        history.keep_failure(plan, started, t0, err)
+        history.keep_failure(planned, started, t0, err)
         raise
     finally:
-        lock.release()
+        held.release()  # a run that saved no window removes the state folder it created: a refusal leaves nothing
     history.keep(job.run.history_dir, report, started)
     return report
 
 
-@dataclass
-class _Locks:
-    """The locks a run holds, released together."""
-
-    held: list[Lock]
-
-    def release(self) -> None:
-        for lock in reversed(self.held):
-            lock.release()
-
-
-def _lock_run(plan: Plan) -> tuple[_Locks, str | None]:
-    """Lock the state folder and, where the state lives elsewhere (--state-dir), the output's default one too:
-    one writer per state and one per output, whatever state folders two runs were given."""
-    paths = [plan.state_dir / LOCK]
-    beside = Path(f"{plan.output}.enrich") / LOCK
-    if beside.resolve() != paths[0].resolve():
-        paths.append(beside)
-    held: list[Lock] = []
-    warnings: list[str] = []
-    try:
-        for path in paths:
-            lock, warning = acquire_lock(path, str(plan.output))
-            held.append(lock)
-            warnings += [warning] if warning else []
-    except BaseException:
-        for lock in held:
-            lock.release()
-        raise
-    return _Locks(held), "; ".join(warnings) or None
-
-
-def _ensure_writable(plan: Plan) -> None:
-    """Create the state, output and history folders up front: a path that cannot be written is a clear
-    configuration error (exit 2) before any work, not a traceback after hours of generation."""
-    state_option = "--state-dir" if plan.job.run.state_dir else "-o"
-    folders = [(plan.output.parent, "the output", "-o"), (plan.state_dir, "the run state", state_option)]
-    folders += [
-        (plan.errors_path.parent, "the error file", "--errors"),
-        (plan.report_path.parent, "the report", "--report"),
-    ]
-    if plan.job.run.history_dir:
-        folders.append((Path(plan.job.run.history_dir), "the report history", "--history-dir"))
-    for folder, what, option in folders:
-        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if blocker is not None and not blocker.is_dir():
-            raise ConfigError(
-                f"{blocker}: is a file, so {what} cannot be written under it; choose another {option}"
-            )
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".enrich-write-test-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
-        except OSError as err:
-            raise ConfigError(
-                f"{folder}: cannot write {what} there ({err.strerror or err}); choose another {option}"
-            ) from None
+def _remove_stale_temps(target: Target) -> None:
+    """Temporary files of this output's files that a killed run left behind (their writer is gone)."""
+    paths = [target.output, target.errors, target.report]
+    for folder in target.state_dirs:
+        paths += [folder / MANIFEST, folder / MARKER]
+    for path in paths:
+        remove_stale_temps(path)
 
 
 def _files_of_finished_run(plan: Plan, report: RunReport) -> RunReport:
@@ -220,7 +160,13 @@ def _files_of_finished_run(plan: Plan, report: RunReport) -> RunReport:
 
 
 def _run_locked(
-    plan: Plan, lf: Any, total: int, started: str, t0: float, on_event: Event, engine: Engine | None
+    plan: Plan,
+    lf: Any,
+    total: int,
+    started: str,
+    t0: float,
+    on_event: Event,
+    engine: Engine | None,
 ) -> RunReport:
     job = plan.job
     manifest = read_manifest(plan.state_dir)
@@ -246,14 +192,14 @@ def _run_locked(
     state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart, note)
     for w in state.warnings:
         on_event("warning", {"message": w})
-    n_windows = (total + plan.window_rows - 1) // plan.window_rows
+    n_windows = plan.windows.count(total)
     if state.resumed:
         on_event("info", {"message": f"resuming: {len(state.parts)} of {n_windows} windows already done"})
     resumed_rows = sum(int(p["rows"]) for p in state.parts.values())
     on_event("start", state.progress(resumed_rows, total, 0, 0, max(time.perf_counter() - t0, 1e-9)))
     cols = job.input.columns
     duplicates = (
-        io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch")
+        io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch", total)
         if cols.id
         else {}
     )
@@ -346,7 +292,7 @@ def _run_locked(
                 job.input.path,
                 state,
                 n_windows,
-                plan.window_rows,
+                plan.windows,
                 plan.output,
                 plan.output_format,
                 job.run.limit,
@@ -370,7 +316,7 @@ def _run_locked(
         report = report.model_copy(update={"workers": ray_workers})
     write_json(plan.report_path, report.model_dump())
     state.mark_complete(report.model_dump())
-    shutil.rmtree(state.parts_dir, ignore_errors=True)
+    state.clear_parts()
     return report
 
 
@@ -392,17 +338,17 @@ def _windows(
     max_prompt: int,
     reuse: Path | None = None,
 ) -> Iterator[Window]:
-    reused = incremental.windows(reuse, plan.window_rows)  # in step with the input's windows
+    reused = incremental.windows(reuse, plan.windows)  # in step with the input's windows
     t = time.perf_counter()
     job = plan.job
     for index, columns in enumerate(
-        io.iter_window_lists(lf, needed, plan.window_rows, job.input.path, job.run.limit)
+        io.iter_window_lists(lf, needed, plan.windows, job.input.path, job.run.limit)
     ):
         old = next(reused)
         read = time.perf_counter() - t
         if index in pending:
             t = time.perf_counter()
-            start = index * plan.window_rows
+            start = plan.windows.start(index)
             window = prepare_window(
                 index, start, columns, plan, duplicates, render, count, max_prompt, job.input.path
             )
@@ -411,6 +357,27 @@ def _windows(
             window.seconds_prompt = time.perf_counter() - t
             yield window
         t = time.perf_counter()
+
+
+# Why a flag marks most rows, and what to change: the remedies of the common causes.
+_REMEDIES = {
+    "truncated": "were cut at the {limit}-token limit: raise --max-new-tokens, or use a model fine-tuned to end its "
+    "descriptions (enrich finetune)",
+    "empty": "came out empty: check that --template is the one the model was trained with",
+    "repetition": "repeat themselves: raise --repetition-penalty (1.1 to 1.3)",
+    "template_leak": "repeat the prompt's markers: the template is likely not the one the model was trained with",
+    "unsupported_numbers": "state numbers the title lacks: fine-tune on your catalog, or send them to the error file "
+    "with --set policies.unsupported_numbers=error",
+}
+
+
+def advice(flags: Counter[str] | dict[str, int], rows: int, limit: int) -> list[str]:
+    """A line for each quality flag that marks more than half of the rows: how many, why, and what to change."""
+    return [
+        f"{flags[flag]} of {rows} rows " + remedy.format(limit=limit)
+        for flag, remedy in _REMEDIES.items()
+        if rows and flags.get(flag, 0) > rows / 2
+    ]
 
 
 def _report(
@@ -436,7 +403,7 @@ def _report(
         status="partial" if n_errors else "ok",
         exit_code=exit_code,
         started=started,
-        finished=_now(),
+        finished=history.now(),
         resumed=state.resumed,
         **plan.report_fields(),
         counts={
@@ -449,6 +416,9 @@ def _report(
             for k in ("read", "prompt", "generate", "postprocess", "write", "total")
         },
         flags={f: flags.get(f, 0) for f in FLAGS},
+        advice=advice(
+            flags, counts.get("generated", 0) + counts.get("copied", 0), plan.sampling.max_new_tokens
+        ),
         rows_per_s=round(fresh_rows / elapsed, 3),
         output_tokens_per_s=round(fresh_out_tokens / elapsed, 3),
     )

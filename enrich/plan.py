@@ -15,39 +15,9 @@ from enrich.errors import ConfigError
 from enrich.events import Event, no_events
 from enrich.models import ModelSpec, resolve_model, versions
 from enrich.prompts import Template, get_template
-from enrich.state import JOURNAL, LOCK, MANIFEST
+from enrich.windows import Windows
 
-
-def path_problems(job: JobConfig) -> list[tuple[str, str]]:
-    """Files of one run that would overwrite the input, each other or the run state (whose parts the run
-    deletes), or are folders: (dotted path, message) pairs, each message naming its option."""
-    out = job.output
-    state = Path(job.run.state_dir or f"{out.path}.enrich").resolve()
-    # What the run writes and deletes there (state.py, incremental.py); the last two are folders.
-    owned = [state, *(state / name for name in (MANIFEST, JOURNAL, LOCK, "parts", "scratch"))]
-    inputs = {p.resolve() for p in io.input_files(job.input.path)} | {Path(job.input.path).resolve()}
-    written = [
-        ("output.path", "the output", "-o", Path(out.path)),
-        ("output.errors", "the error file", "--errors", out.errors_path()),
-        ("output.report", "the report", "--report", out.report_path()),
-    ]
-    problems: list[tuple[str, str]] = []
-    seen: dict[Path, str] = {}
-    for dotted, what, option, path in written:
-        real = path.resolve()
-        if real in inputs:
-            why = f"{what} would overwrite the input"
-        elif real in seen:
-            why = f"{what} would overwrite {seen[real]}"
-        elif real in owned or any(folder == real or folder in real.parents for folder in owned[-2:]):
-            why = f"{what} would overwrite the run state in {state}"
-        elif path.is_dir():
-            why = f"{what} would replace a folder"
-        else:
-            seen[real] = what
-            continue
-        problems.append((dotted, f"{path}: {why}; choose another {option}"))
-    return problems
+CPU_FIRST_WINDOW = 4  # rows: on 2 shared cores the embedded model writes them in well under a minute
 
 
 @dataclass(frozen=True)
@@ -64,7 +34,7 @@ class Plan:
     engine_name: str
     template: Template
     sampling: Sampling
-    window_rows: int
+    windows: Windows
     batch_size: int
     fingerprint: str
     details: dict[str, Any]
@@ -126,6 +96,9 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     on_gpu = engine_name == "vllm"
     batch_size = job.batch.batch_size or (256 if on_gpu else 16)
     window_rows = job.batch.window_rows or (8192 if on_gpu else 4 * batch_size)
+    # On a CPU a window of the default size takes minutes: unless the size was chosen, the windows ramp up from
+    # a few rows, so the first is saved (and shown) within about a minute.
+    first = window_rows if on_gpu or job.batch.window_rows else min(CPU_FIRST_WINDOW, window_rows)
     context = {
         "model": spec.identity,
         "template": template.name,
@@ -133,12 +106,13 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         "engine": engine_name,
     }
     context_key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
-    details = {
+    details: dict[str, Any] = {
         "input": str(Path(job.input.path).resolve()),
         "input_identity": io.input_identity(job.input.path),
         "columns": job.input.columns.model_dump(),
         "context": context,
         "window_rows": window_rows,
+        **({"first_window_rows": first} if first != window_rows else {}),
         "batch_size": batch_size,
         "limit": job.run.limit,
         "policies": job.policies.model_dump(),
@@ -161,7 +135,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         engine_name=engine_name,
         template=template,
         sampling=sampling,
-        window_rows=window_rows,
+        windows=Windows(window_rows, first),
         batch_size=batch_size,
         fingerprint=fingerprint,
         details=details,

@@ -171,6 +171,8 @@ def print_report(report: RunReport, log_format: str = "auto") -> None:
     )
     if c.error:
         table.add_row("errors file", report.errors_file)
+    for line in report.advice:
+        table.add_row("[yellow]advice[/]", line)
     Console().print(table)
 
 
@@ -182,7 +184,8 @@ def print_dry_run(result: Any, log_format: str = "auto") -> None:
     table = Table(
         title=f"dry run: {len(result.rows)} sampled rows ({result.model}, {result.engine})", show_lines=True
     )
-    table.add_column("row", justify="right")
+    widest = max((len(str(r["id"])) for r in result.rows), default=2)
+    table.add_column("id", no_wrap=True, min_width=min(widest, 24))  # an id cut in two cannot be searched for
     table.add_column("title", max_width=30)
     table.add_column("original", max_width=45)
     table.add_column("generated", max_width=60)
@@ -190,7 +193,7 @@ def print_dry_run(result: Any, log_format: str = "auto") -> None:
     for r in result.rows:
         original = (r["original"] or "")[:300]
         generated = r["generated"] if r["generated"] is not None else f"[red]{r['status']}[/]"
-        table.add_row(str(r["row"]), r["title"], original, generated, ", ".join(r["flags"]))
+        table.add_row(str(r["id"]), r["title"], original, generated, ", ".join(r["flags"]))
     console = Console()
     console.print(table)
     console.print(

@@ -6,12 +6,9 @@ run killed at any instant leaves either a recorded, intact part or nothing that 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,34 +17,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrich.errors import ConfigError, RunLocked
-
-MANIFEST = "manifest.json"
-
-
-JOURNAL = "parts.jsonl"
-
-
-LOCK = "lock"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write, fsync, then rename: a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+from enrich.errors import ConfigError
+from enrich.files import no_room, write_bytes
+from enrich.target import JOURNAL, MANIFEST, clear
 
 
 def sha256_file(path: Path) -> str:
@@ -57,11 +29,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a JSON document atomically."""
-    atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -99,11 +66,11 @@ class RunState:
         """Write a window's part and error files atomically, then journal them (the commit point)."""
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         err_bytes = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors).encode()
-        atomic_write_bytes(self.errors_path(index), err_bytes)
+        write_bytes(self.errors_path(index), err_bytes)
         buf = pa.BufferOutputStream()
         pq.write_table(frame, buf, compression="zstd")
         data = buf.getvalue().to_pybytes()
-        atomic_write_bytes(self.part_path(index), data)
+        write_bytes(self.part_path(index), data)
         entry = {
             "index": index,
             "rows": frame.num_rows,
@@ -112,10 +79,14 @@ class RunState:
             **stats,
         }
         entry["check"] = _entry_check(entry)
-        with (self.directory / JOURNAL).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = json.dumps(entry) + "\n"
+        try:
+            with (self.directory / JOURNAL).open("a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:  # a torn line is ignored on resume: the window is redone
+            raise no_room(err, self.directory / JOURNAL, len(line)) or err from None
         self.parts[index] = entry
 
     def progress(
@@ -134,17 +105,61 @@ class RunState:
             "eta_s": (rows_total - rows_done) / rate if rate > 0 else None,
         }
 
+    def clear_parts(self) -> None:
+        """Remove the part files (the output holds their rows now) and parts/ itself where nothing else is in it."""
+        clear(self.parts_dir)
+
     def mark_complete(self, report: dict[str, Any]) -> None:
         manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
         manifest.update(complete=True, report=report)
-        atomic_write_bytes(self.directory / MANIFEST, json.dumps(manifest, indent=2).encode())
+        write_bytes(self.directory / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
 def changed_settings(manifest: dict[str, Any], details: dict[str, Any]) -> str:
-    """The settings that differ between a saved run's manifest and this run, in words."""
+    """The job fields that differ between a saved run's manifest and this run, with their old and new values."""
+    changes: list[str] = []
     before = manifest.get("details", {})
-    changed = [_SETTING_WORDS.get(k, k) for k in {**before, **details} if before.get(k) != details.get(k)]
-    return ", ".join(changed) or "unknown: the manifest was edited"
+    for key in sorted({*before, *details}):
+        _differences(key, before.get(key), details.get(key), changes)
+    return "; ".join(changes) or "unknown: the manifest was edited"
+
+
+def _differences(path: str, old: Any, new: Any, out: list[str]) -> None:
+    if old == new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict) and path not in _OPAQUE:
+        for key in sorted({*old, *new}):
+            _differences(f"{path}.{key}", old.get(key), new.get(key), out)
+        return
+    if path in _OPAQUE:
+        out.append(_OPAQUE[path])
+        return
+    field = next((f + path[len(p) :] for p, f in _FIELDS if path == p or path.startswith(p + ".")), path)
+    out.append(f"{field} {_brief(old)} -> {_brief(new)}")
+
+
+def _brief(value: Any) -> str:
+    text = "(unset)" if value is None else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# Fingerprint entries whose values say nothing to a reader (hashes), in words.
+_OPAQUE = {"input_identity": "the input file's content", "context.model": "the model"}
+# Fingerprint entries -> the job fields (and so the options) that set them.
+_FIELDS = (
+    ("input", "input.path"),
+    ("columns", "input.columns"),
+    ("context.sampling", "sampling"),
+    ("context.template", "prompt.template"),
+    ("context.engine", "model.engine"),
+    ("window_rows", "batch.window_rows"),
+    ("first_window_rows", "the first window's rows"),
+    ("batch_size", "batch.batch_size"),
+    ("limit", "run.limit"),
+    ("generated_column", "output.generated_column"),
+    ("output_columns", "output.columns"),
+    ("separators", "input.separator, output.separator"),
+)
 
 
 def open_state(
@@ -175,28 +190,15 @@ def open_state(
         parts = _load_journal(directory, warnings)
         return RunState(directory, fingerprint, parts, resumed=bool(parts), warnings=warnings)
     if directory.exists():
-        for p in [*directory.glob("parts/*"), directory / JOURNAL, manifest_path]:
+        clear(directory / "parts")
+        for p in (directory / JOURNAL, manifest_path):
             p.unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {"fingerprint": fingerprint, "details": details, "created": time.time(), "complete": False}
     manifest |= note or {}
-    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
+    write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
     (directory / JOURNAL).unlink(missing_ok=True)
     return RunState(directory, fingerprint, {}, resumed=False, warnings=warnings)
-
-
-_SETTING_WORDS = {
-    "input": "the input path",
-    "input_identity": "the input file's content",
-    "columns": "the column mapping",
-    "context": "the model, template or sampling",
-    "window_rows": "the window size",
-    "batch_size": "the batch size",
-    "limit": "the row limit",
-    "policies": "the policies",
-    "generated_column": "the generated column's name",
-    "output_columns": "the output column names",
-}
 
 
 def _entry_check(entry: dict[str, Any]) -> str:
@@ -234,54 +236,3 @@ def _load_journal(directory: Path, warnings: list[str]) -> dict[int, dict[str, A
             continue
         parts[index] = entry
     return parts
-
-
-@dataclass
-class Lock:
-    """An flock on a file; the kernel drops it when the holder dies, kill -9 included."""
-
-    path: Path
-    fd: int
-
-    def release(self) -> None:
-        with contextlib.suppress(OSError):
-            os.ftruncate(self.fd, 0)
-        os.close(self.fd)
-
-
-def acquire_lock(path: Path, what: str) -> tuple[Lock, str | None]:
-    """Take the lock or raise RunLocked naming the holder; returns a warning when a dead run's lock is taken."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _read_holder(fd)
-        os.close(fd)
-        raise RunLocked(
-            f"{what} is locked by another run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-            f"started {holder.get('started', '?')}); wait for it or stop it ({path})"
-        ) from None
-    previous = _read_holder(fd)
-    warning = None
-    if previous.get("pid"):
-        warning = (
-            f"taking over the lock of a run that is gone (pid {previous['pid']} on {previous.get('host', '?')}, "
-            f"started {previous.get('started', '?')})"
-        )
-    holder = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder).encode(), 0)
-    return Lock(path, fd), warning
-
-
-def _read_holder(fd: int) -> dict[str, Any]:
-    try:
-        data = os.pread(fd, 4096, 0)
-        return dict(json.loads(data)) if data.strip() else {}
-    except (OSError, json.JSONDecodeError, TypeError, ValueError):
-        return {}

@@ -20,9 +20,10 @@ import polars as pl
 import pytest
 from _support import REPO, call, greedy_run_args, start
 
-from enrich import pipeline, plan
+from enrich import plan
 from enrich.config import build_job
 from enrich.errors import ConfigError
+from enrich.run import run
 
 ray = pytest.importorskip("ray")
 
@@ -97,7 +98,7 @@ def test_two_workers_give_the_rows_of_a_single_process_run(
     ray_session: None, source: Path, greedy_model: Path, reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.parquet"
-    report = pipeline.run(ray_job(source, out, greedy_model))
+    report = run(ray_job(source, out, greedy_model))
     assert_same_rows(out, reference)
     assert report.workers is not None and len(report.workers) == 2  # both workers took windows
     assert sum(w["windows"] for w in report.workers) == ROWS // WINDOW
@@ -141,7 +142,7 @@ def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_doubled(
     journal = Path(f"{out}.enrich") / "parts.jsonl"
     job = ray_job(source, out, greedy_model)
 
-    report = pipeline.run(job, watch)
+    report = run(job, watch)
     assert killed and report.workers is not None
     pid, answered_at_kill = killed
     assert answered_at_kill < ROWS // WINDOW  # killed mid-run: windows were still to come
@@ -160,7 +161,7 @@ def test_as_many_windows_as_workers_go_one_to_each(
     out = tmp_path / "out.parquet"
     job = ray_job(source, out, greedy_model)
     job = job.model_copy(update={"run": job.run.model_copy(update={"limit": 2 * WINDOW})})
-    report = pipeline.run(job)
+    report = run(job)
     assert report.workers is not None
     assert sorted(w["windows"] for w in report.workers) == [1, 1], report.workers
     assert pl.read_parquet(out).equals(pl.read_parquet(reference).head(2 * WINDOW))

@@ -208,8 +208,8 @@ def test_an_enriched_catalog_enriched_again_under_other_column_names(
 def test_a_rename_interrupted_before_the_reuse_file_resumes(catalog: Path, tmp_path: Path) -> None:
     """A crash right after the state is opened (before the previous output is read): the unfinished manifest
     notes where the previous results are, so the same command resumes and copies them under the new name."""
-    from enrich import pipeline
     from enrich.config import build_job
+    from enrich.run import run
 
     src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
     pl.read_parquet(catalog).head(12).write_parquet(src)
@@ -223,7 +223,7 @@ def test_a_rename_interrupted_before_the_reuse_file_resumes(catalog: Path, tmp_p
     table = {"input": {"path": str(src)}, "output": {"path": str(out), "generated_column": "v2"}}
     overrides = {"model.engine": "echo", "prompt.template": "alpaca", "run.incremental": True}
     with pytest.raises(RuntimeError, match="crashed"):
-        pipeline.run(build_job(table, overrides), crash_at_start)
+        run(build_job(table, overrides), crash_at_start)
     manifest = json.loads((tmp_path / "out.parquet.enrich" / "manifest.json").read_text())
     assert not manifest["complete"] and manifest["previous_output_names"]["generated_description"] == (
         "generated_description"

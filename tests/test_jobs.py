@@ -214,7 +214,10 @@ def test_output_folder_that_is_a_file_is_a_validation_problem(tmp_path: Path) ->
     )
     r = enrich("jobs", "validate", job)
     assert r.exit_code == 2
-    assert f"output.path: {tmp_path / 'blocker'} is a file, not a folder" in r.output
+    assert (
+        f"output.path: {tmp_path / 'blocker'}: is a file, so the output cannot be written under it"
+        in r.output
+    )
 
 
 def test_set_needs_key_and_value() -> None:

@@ -61,6 +61,15 @@ Bad input, each case run through the real CLI (`test_bad_input`), with its exit 
 | incremental_limit       | --incremental --limit 2 over an existing output   | 2    | would replace this output                  |
 | dry_run_negative_sample | --dry-run --sample -1                             | 2    | run.sample                                 |
 | dry_run_no_rows         | --dry-run on a CSV with a header only             | 3    | no rows to sample                          |
+| foreign_state_folder    | --state-dir holding a parts/ of the user's        | 2    | which enrich did not write                 |
+| input_inside_state      | the input inside --state-dir                      | 2    | the input lies inside the run state folder |
+| foreign_errors_file     | --errors an existing file of the user's           | 2    | exists and enrich did not write it         |
+| foreign_report_file     | --report an existing file of the user's           | 2    | pass --overwrite to replace it             |
+| foreign_default_report  | OUTPUT.report.json exists, enrich did not write it | 2   | exists and enrich did not write it         |
+| report_in_model_folder  | --report in a model folder, even with --overwrite | 2    | is a model folder; enrich never writes into one |
+| nested_columns_csv_out  | struct and list columns, CSV output               | 2    | columns dims, sizes are nested             |
+| utf16_csv               | a CSV in UTF-16 (with its BOM)                    | 3    | is UTF-16                                  |
+| input_format_option     | a Parquet file named .data, --input-format parquet | 0   | run finished                               |
 """
 
 from __future__ import annotations
@@ -461,8 +470,43 @@ def _under_a_file(d: Path) -> str:
 def _damaged_manifest(d: Path) -> list[str]:
     state = d / "out.parquet.enrich"
     state.mkdir()
+    (state / ".enrich-state").write_text('{"written_by": "enrich"}')  # an enrich state, torn manifest
     (state / "manifest.json").write_text('{"fingerprint": ')
     return _pq(_base())(d)
+
+
+def _foreign_state(d: Path) -> list[str]:
+    (d / "mine" / "parts").mkdir(parents=True)
+    (d / "mine" / "parts" / "notes.txt").write_text("the user's own")
+    return [*_pq(_base())(d), "--state-dir", str(d / "mine")]
+
+
+def _input_in_state(d: Path) -> list[str]:
+    (d / "st").mkdir()
+    _base().write_parquet(d / "st" / "in.parquet")
+    return [str(d / "st" / "in.parquet"), "--state-dir", str(d / "st")]
+
+
+def _existing(name: str, option: str | None) -> Maker:
+    """An input, and a file of the user's at name that the run would write (by option, or by default)."""
+
+    def make(d: Path) -> list[str]:
+        (d / name).write_text("the user's own")
+        return [*_pq(_base())(d), *([option, str(d / name)] if option else [])]
+
+    return make
+
+
+def _model_folder(d: Path) -> list[str]:
+    (d / "model").mkdir()
+    (d / "model" / "config.json").write_text("{}")
+    (d / "model" / "model.safetensors").write_bytes(b"")
+    return [*_pq(_base())(d), "--report", str(d / "model" / "report.json"), "--overwrite"]
+
+
+def _odd_suffix(d: Path) -> list[str]:
+    _base().write_parquet(d / "catalog.data")
+    return [str(d / "catalog.data"), "--input-format", "parquet"]
 
 
 def _folder(d: Path) -> list[str]:
@@ -618,6 +662,27 @@ BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
     ),
     "dry_run_negative_sample": (_with(_pq(B()), "--dry-run", "--sample", "-1"), 2, "run.sample"),
     "dry_run_no_rows": (_raw("h.csv", b"id,title\n", "--dry-run"), 3, "no rows to sample"),
+    "foreign_state_folder": (_foreign_state, 2, "which enrich did not write"),
+    "input_inside_state": (_input_in_state, 2, "the input lies inside the run state folder"),
+    "foreign_errors_file": (_existing("notes.jsonl", "--errors"), 2, "exists and enrich did not write it"),
+    "foreign_report_file": (_existing("notes.json", "--report"), 2, "pass --overwrite to replace it"),
+    "foreign_default_report": (
+        _existing("out.parquet.report.json", None),
+        2,
+        "exists and enrich did not write it",
+    ),
+    "report_in_model_folder": (_model_folder, 2, "is a model folder; enrich never writes into one"),
+    "nested_columns_csv_out": (
+        lambda d: [
+            *_pq(B().with_columns(pl.struct(a=pl.lit(1)).alias("dims"), pl.lit([1, 2]).alias("sizes")))(d),
+            "-o",
+            str(d / "out.csv"),
+        ],
+        2,
+        "columns dims, sizes are nested",
+    ),
+    "utf16_csv": (_raw("u.csv", "id,title\n1,Caf\xe9\n".encode("utf-16")), 3, "is UTF-16"),
+    "input_format_option": (_odd_suffix, 0, "run finished"),
 }
 
 
@@ -640,6 +705,7 @@ def test_bad_input(case: str, tiny_model: Path, tmp_path: Path) -> None:
     if case == "output_in_sysfs" and os.access("/sys", os.W_OK) and not Path("/sys/kernel").is_dir():
         pytest.skip("/sys is not sysfs here")
     given = make(tmp_path)
+    before = _tree(tmp_path)
     args = [
         "run",
         given[0],
@@ -658,3 +724,14 @@ def test_bad_input(case: str, tiny_model: Path, tmp_path: Path) -> None:
     assert message in result.output
     if code not in (0, 6):
         assert "Traceback" not in result.output
+        assert _tree(tmp_path) == before  # a refused run leaves nothing behind and changes nothing
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every path under root with a checksum of its content (folders as 'dir')."""
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }

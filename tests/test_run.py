@@ -194,8 +194,7 @@ def test_existing_output_needs_overwrite(tiny_model: Path, catalog: Path, tmp_pa
     r = enrich("run", catalog, "-o", out, "--limit", "5", "--seed", "3", *tiny_args(tiny_model))
     assert (
         r.exit_code == 2
-        and "holds a finished run with other settings (changed since: the model, template or sampling)"
-        in r.output
+        and "holds a finished run with other settings (changed since: sampling.seed 0 -> 3)" in r.output
     )
     assert "--restart" in r.output and pl.read_parquet(out).height == 5
     r = enrich("run", catalog, "-o", out, "--limit", "5", "--seed", "3", "--restart", *tiny_args(tiny_model))
@@ -355,6 +354,33 @@ def test_dry_run_writes_nothing(tiny_model: Path, catalog: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "forecast for 200 rows" in r.output and "rows/s" in r.output
     assert sorted(p.name for p in catalog.parent.iterdir()) == before
+    ids = pl.read_parquet(catalog)["id"].to_list()
+    assert sum(i in r.output for i in ids) >= 3  # the rows are named by their ids, not their positions
+
+
+def test_cpu_windows_ramp_up_from_a_few_rows(tiny_model: Path, catalog: Path, tmp_path: Path) -> None:
+    """Without --window-rows, a CPU run's first window is 4 rows and each next one twice the last (to 4 x the
+    batch size), so the first is saved within about a minute; the output is the same rows in the same order."""
+    out = tmp_path / "out.parquet"
+    r = enrich("run", catalog, "-o", out, "--limit", "70", "--model", tiny_model, "--max-new-tokens", "2")
+    assert r.exit_code == 0, r.output
+    journal = [json.loads(line) for line in Path(f"{out}.enrich/parts.jsonl").read_text().splitlines()]
+    assert [e["rows"] for e in sorted(journal, key=lambda e: e["index"])] == [4, 8, 16, 32, 10]
+    assert pl.read_parquet(out)["id"].to_list() == pl.read_parquet(catalog)["id"].head(70).to_list()
+
+
+def test_a_run_where_most_rows_are_flagged_says_why_and_what_to_do(
+    tiny_model: Path, catalog: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.parquet"
+    r = enrich("run", catalog, "-o", out, "--limit", "8", *tiny_args(tiny_model))
+    assert r.exit_code == 0, r.output
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["advice"] == [
+        "8 of 8 rows were cut at the 4-token limit: raise --max-new-tokens, or use a model fine-tuned to end its "
+        "descriptions (enrich finetune)"
+    ]
+    assert "were cut at the 4-token limit" in r.output  # in the final log line too
 
 
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -539,5 +565,5 @@ def test_duplicate_ids_are_checked_against_the_ids_not_only_their_hashes(tmp_pat
     src = tmp_path / "ids.parquet"
     pl.DataFrame({"id": ["a", "x", "b", "x", "c", "a"], "title": ["t"] * 6}).write_parquet(src)
     lf = io.scan(str(src))
-    assert io.duplicate_rows(lf, "id", None, str(src), tmp_path / "scratch") == {3: 1, 5: 0}
+    assert io.duplicate_rows(lf, "id", None, str(src), tmp_path / "scratch", 6) == {3: 1, 5: 0}
     assert io._exact_duplicates({2: 0, 5: 0}, lf, "id", None, str(src)) == {5: 0}

@@ -194,8 +194,8 @@ def quiet_libraries() -> None:
 def execute(
     job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = False, sample: int = 20
 ) -> None:
-    from enrich import dryrun, pipeline
     from enrich.report import Reporter, print_dry_run, print_report, use_json
+    from enrich.run import run
 
     click.get_current_context().meta[LOG_FORMAT] = log_format  # a job file's format, where it set one
     if use_json(log_format):
@@ -203,9 +203,11 @@ def execute(
     reporter = Reporter(log_format, -1 if quiet else verbose, job.run.log_every_s)
     try:
         if dry:
+            from enrich import dryrun
+
             print_dry_run(dryrun.dry_run(job, sample, reporter), log_format)
             return
-        report = pipeline.run(job, reporter)
+        report = run(job, reporter)
     finally:
         reporter.close()
     print_report(report, log_format)

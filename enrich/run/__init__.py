@@ -1,0 +1,34 @@
+"""A run of a job, from the input to the output; `run` is its entry.
+
+The entry takes the run's lock before anything heavy loads (polars, torch, the model): a second run of the same
+output exits 4 at once, and a run whose files are refused leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from enrich import history
+from enrich.events import Event, no_events
+from enrich.target import Target, require_problem_free
+
+if TYPE_CHECKING:
+    from enrich.config import JobConfig, RunReport
+    from enrich.engines import Engine
+
+
+def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = None) -> RunReport:
+    """Run a job to the end (or to an interrupt), resuming from its state; returns the report."""
+    started = history.now()
+    t0 = time.perf_counter()
+    try:  # a run refused here (its files, the lock taken) is a run too: cron's history shows it
+        target = Target.of(job)
+        require_problem_free(target)
+        held = target.hold()
+    except BaseException as err:
+        history.keep_failure(job, started, t0, err)
+        raise
+    from enrich import pipeline  # polars, pyarrow and the engines load only once the lock is held
+
+    return pipeline.run_held(job, target, held, started, t0, on_event, engine)
