@@ -178,8 +178,8 @@ def read_errors(output: Path, report: dict[str, Any], rows: set[int]) -> ErrorSu
         for row, stage, reason in _error_records(path):
             summary.total += 1
             summary.groups[(stage, reason_group(reason))] += 1
-            if row in rows:
-                summary.reasons[row] = reason
+            if row in rows:  # the page shows the row's number beside it
+                summary.reasons[row] = _ROW_PREFIX.sub("", reason, count=1)
             if len(summary.groups) > 10_000:  # reasons with values the groups miss: keep the commonest
                 summary.groups = Counter(dict(summary.groups.most_common(1_000)))
     except (ValueError, KeyError, TypeError, OSError) as err:

@@ -200,7 +200,7 @@
         const decision = (decisions.get(r.row) || {}).decision;
         return el("tr", { "data-row": r.row, "data-key": r.key, "data-status": r.status, class: decision || null },
           el("td", { "data-label": "row" }, el("div", { class: "rownum" }, `#${r.row}`), r.id === null ? null : el("div", { class: "id" }, r.id)),
-          el("td", {}, el("div", { class: "title" }, r.title ?? "(no title)"), attrList(r.attrs)),
+          el("td", {}, (r.title ? el("div", { class: "title" }, r.title) : el("div", { class: "none" }, "(no title)")), attrList(r.attrs)),
           el("td", { "data-label": "existing" }, textBlock(r.content)),
           el("td", { "data-label": "generated", class: "generated" }, r.text === null && r.status === "error" ? el("span", { class: "none" }, "not generated") : textBlock(r.text, r.unsupported)),
           el("td", { class: "n", "data-label": "chars" }, fmt(r.chars)),
@@ -294,7 +294,7 @@
       row(r) {
         return el("tr", { "data-row": r.row },
           el("td", { "data-label": "row" }, el("div", { class: "rownum" }, `#${r.row}`), r.id === null ? null : el("div", { class: "id" }, r.id)),
-          el("td", {}, el("div", { class: "title" }, r.title ?? "(no title)"), attrList(r.attrs)),
+          el("td", {}, (r.title ? el("div", { class: "title" }, r.title) : el("div", { class: "none" }, "(no title)")), attrList(r.attrs)),
           el("td", { "data-label": "real" }, textBlock(r.reference)),
           ...roles.map(([role]) => gen(r, role)),
           ...(roles.length > 1 ? [el("td", { class: "n", "data-label": "differ" }, r.diff.toFixed(2))] : []),
