@@ -3,6 +3,7 @@ an error up to a cap, and a seeded uniform sample of the others), in memory boun
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,30 +21,32 @@ _MAX_WORDS = 50_000  # distinct unsupported words kept while counting; the rares
 @dataclass
 class _BottomK:
     """The size rows with the smallest random keys seen so far: a uniform sample without replacement that
-    needs no second pass and, for a given seed, is the same whatever the window size."""
+    needs no second pass and, for a given seed, is the same whatever the window size.
+
+    Rows are kept as Python dicts: a polars frame filtered down to a few rows still holds the whole window's
+    string buffers, so kept frames would hold every window that gave a row (1M rows: 1.4 GB instead of 0.3)."""
 
     size: int
     seen: int = 0
-    kept: pl.DataFrame | None = None
-    limit: float = float("inf")  # the largest key kept once full: rows above it can no longer get in
+    heap: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)  # (-key, row, row's values)
 
     def offer(self, frame: pl.DataFrame) -> None:
         self.seen += frame.height
-        frame = frame.filter(pl.col("__key") < self.limit)
         if self.size == 0 or frame.height == 0:
             return
-        self.kept = frame if self.kept is None else pl.concat([self.kept, frame], how="vertical_relaxed")
-        if self.kept.height >= 2 * self.size:
-            self._compact()
+        if len(self.heap) >= self.size:
+            frame = frame.filter(pl.col("__key") < -self.heap[0][0])
+        if frame.height > self.size:
+            frame = frame.bottom_k(self.size, by="__key")
+        for values in frame.to_dicts():
+            item = (-values.pop("__key"), values["row"], values)
+            if len(self.heap) < self.size:
+                heapq.heappush(self.heap, item)
+            elif item[0] > self.heap[0][0]:
+                heapq.heapreplace(self.heap, item)
 
-    def rows(self) -> pl.DataFrame | None:
-        self._compact()
-        return None if self.kept is None else self.kept.sort("row").drop("__key")
-
-    def _compact(self) -> None:
-        if self.kept is not None and self.kept.height >= self.size:
-            self.kept = self.kept.sort("__key").head(self.size)
-            self.limit = float(self.kept["__key"][-1])
+    def rows(self) -> list[dict[str, Any]]:
+        return [values for _, _, values in self.heap]
 
 
 @dataclass
@@ -87,9 +90,7 @@ def summarize(output: Path, shape: Layout, max_flagged: int, sample: int, seed: 
         if len(summary.unsupported) > _MAX_WORDS:
             summary.unsupported = Counter(dict(summary.unsupported.most_common(_MAX_WORDS // 2)))
     summary.attention, summary.others = pools[0].seen, pools[1].seen
-    chosen = [f for f in (p.rows() for p in pools) if f is not None and f.height]
-    if chosen:
-        summary.chosen = pl.concat(chosen, how="vertical_relaxed").sort("row").to_dicts()
+    summary.chosen = sorted((*pools[0].rows(), *pools[1].rows()), key=lambda values: int(values["row"]))
     return summary
 
 

@@ -62,6 +62,10 @@
   const attrList = (attrs) => (attrs && attrs.length
     ? el("ul", { class: "attrs" }, ...attrs.map(([label, value]) => el("li", {}, el("b", {}, label + ": "), value)))
     : null);
+  // Below the text too: a clamped text may hide its marks.
+  const unsupportedLine = (words) => (words && words.length
+    ? el("div", { class: "unsupported" }, "unsupported: ", ...words.flatMap((w, i) => [i ? ", " : "", el("mark", {}, w)]))
+    : null);
   const flagBadges = (flags) => (flags || []).map((f) => el("span", { class: "flag" }, f));
   const options = (select, first, pairs) => {
     select.replaceChildren(el("option", { value: "" }, first), ...pairs.map(([value, label]) => el("option", { value }, label)));
@@ -202,7 +206,7 @@
           el("td", { "data-label": "row" }, el("div", { class: "rownum" }, `#${r.row}`), r.id === null ? null : el("div", { class: "id" }, r.id)),
           el("td", {}, (r.title ? el("div", { class: "title" }, r.title) : el("div", { class: "none" }, "(no title)")), attrList(r.attrs)),
           el("td", { "data-label": "existing" }, textBlock(r.content)),
-          el("td", { "data-label": "generated", class: "generated" }, r.text === null && r.status === "error" ? el("span", { class: "none" }, "not generated") : textBlock(r.text, r.unsupported)),
+          el("td", { "data-label": "generated", class: "generated" }, r.text === null && r.status === "error" ? el("span", { class: "none" }, "not generated") : textBlock(r.text, r.unsupported), unsupportedLine(r.unsupported)),
           el("td", { class: "n", "data-label": "chars" }, fmt(r.chars)),
           el("td", { class: "n", "data-label": "tokens" }, fmt(r.tokens), r.finish ? el("div", { class: "finish" }, r.finish) : null),
           el("td", {}, el("span", { class: `badge s-${r.status}` }, r.status), el("div", {}, ...flagBadges(r.flags)), r.error ? el("div", { class: "reason" }, r.error) : null),
@@ -270,7 +274,7 @@
     const gen = (r, role) => {
       const g = r.roles[role];
       return el("td", { "data-label": role },
-        textBlock(g.text, g.unsupported), el("div", {}, ...flagBadges(g.flags)),
+        textBlock(g.text, g.unsupported), unsupportedLine(g.unsupported), el("div", {}, ...flagBadges(g.flags)),
         el("div", { class: "score" }, `overlap ${g.score.toFixed(2)}${g.finish ? ` · ${g.finish}` : ""}`));
     };
     return {
