@@ -67,9 +67,9 @@ def make_output(rows: int, path: Path) -> None:
             for i in range(start, min(start + CHUNK, rows)):
                 p = i % len(titles)
                 at = rng.randrange(len(corpus) - 700)
-                text = corpus[at : at + rng.randint(300, 600)]
+                text: str | None = corpus[at : at + rng.randint(300, 600)]
                 draw = rng.random()
-                status, flags, unsupported = "ok", [], []
+                status, flags, unsupported = "ok", list[str](), list[str]()
                 if draw < ERRORS:
                     status, text = "error", None
                     errors.append(

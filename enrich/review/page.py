@@ -40,7 +40,6 @@ def write_review(
         "kind": "run",
         "storageKey": f"enrich.review:{output.resolve()}",
         "decisionsName": f"{output.name}.decisions.jsonl",
-        "hasId": "id" in shape.columns,
         "statuses": _ordered(STATUSES, Counter(r["status"] for r in rows)),
         "flags": _ordered(KNOWN_FLAGS, Counter(f for r in rows for f in r["flags"])),
         "rows": rows,
