@@ -10,6 +10,7 @@ import click
 from enrich.cli.common import EnrichGroup, overrides_from
 from enrich.cli.jobs import jobs
 from enrich.cli.model import eval_cmd, export_cmd, finetune
+from enrich.cli.review import review
 from enrich.cli.run import models, run
 
 __all__ = ["main", "overrides_from", "run"]
@@ -31,5 +32,5 @@ def main() -> None:
     """
 
 
-for command in (run, models, jobs, finetune, export_cmd, eval_cmd):
+for command in (run, models, jobs, finetune, export_cmd, eval_cmd, review):
     main.add_command(command)
