@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,6 +64,17 @@ def _separator_character(value: str) -> str:
 # The CSV field separator of every config that reads or writes CSV (run, finetune, eval).
 CsvSeparator = Annotated[str, AfterValidator(_separator_character)]
 SEPARATOR_DESCRIPTION = "CSV only: the field separator, one character (';', '|', \\t for tab)."
+
+
+_DEVICE = re.compile(r"cpu|cuda(?::\d+)?|mps")
+DEVICE_FORMS = "cpu, cuda, cuda:N (N the GPU's index) or mps"
+
+
+def _torch_device(value: str | None) -> str | None:
+    """A torch device name that the transformers engine can be given; checked before any model loads."""
+    if value is not None and not _DEVICE.fullmatch(value):
+        raise ValueError(f"--device {value!r} is not a device; use {DEVICE_FORMS}")
+    return value
 
 
 class InputConfig(_Model):
@@ -147,7 +159,11 @@ class ModelConfig(_Model):
         "ray spreads the run over a Ray Data actor pool of ray.engine engines (see [ray]).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype.")
-    device: str | None = Field(None, description="Torch device for the transformers engine (cpu, cuda).")
+    device: Annotated[str | None, AfterValidator(_torch_device)] = Field(
+        None,
+        description=f"Torch device for the transformers engine: {DEVICE_FORMS}; "
+        "default: cuda where a GPU is present, else cpu.",
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM: share of GPU memory to use.")
     max_num_seqs: int | None = Field(None, ge=1, description="vLLM: sequences scheduled at once.")
     max_num_batched_tokens: int | None = Field(None, ge=1, description="vLLM: tokens per scheduler step.")
