@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,19 @@ def error_line(stderr: str) -> str:
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr
     return errors[0]
+
+
+def copy_model(tiny_model: Path, dest: Path, **config_changes: object) -> Path:
+    """The tiny model with its config.json changed (a key set to None is removed)."""
+    shutil.copytree(tiny_model, dest)
+    config = json.loads((dest / "config.json").read_text())
+    for key, value in config_changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
 
 
 @NO_GPU
@@ -67,3 +82,47 @@ def test_cpu_and_cuda_devices_are_accepted_by_the_job(tmp_path: Path) -> None:
     table = {"input": {"path": "a.parquet"}, "output": {"path": "b.parquet"}}
     for device in ("cpu", "cuda", "cuda:0", "cuda:3", "mps"):
         assert build_job(table, {"model.device": device}).model.device == device
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"auto_map": {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}},
+            "enrich never runs a model's own code",
+        ),
+        ({"model_type": None}, "no model_type"),
+    ],
+    ids=["auto_map", "no_model_type"],
+)
+def test_a_model_directory_that_needs_its_own_code_or_names_no_architecture_is_refused(
+    change: dict[str, object], expected: str, source: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    model = copy_model(tiny_model, tmp_path / "model", **change)
+    out = tmp_path / "out.parquet"
+    r = call("run", source, "-o", out, "--model", model, "--limit", "2", "--log-format", "text")
+    assert r.returncode == 2, r.stderr
+    line = error_line(r.stderr)
+    assert f"{model / 'config.json'}: " in line and expected in line
+    assert not out.exists()
+
+
+def test_an_adapter_on_a_base_that_needs_its_own_code_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    """The base named by an adapter is resolved as carefully as a model given directly."""
+    from enrich.errors import ConfigError
+    from enrich.models import resolve_model
+
+    base = copy_model(tiny_model, tmp_path / "base", auto_map={"AutoConfig": "configuration_x.XConfig"})
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base), "r": 8}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="enrich never runs a model's own code") as err:
+        resolve_model(str(adapter))
+    assert str(base / "config.json") in str(err.value)
+
+
+def test_the_bundled_models_resolve(tiny_model: Path) -> None:
+    from enrich.models import resolve_model
+
+    assert resolve_model(str(tiny_model)).path == str(tiny_model)
