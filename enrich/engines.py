@@ -87,6 +87,17 @@ def load_tokenizer(spec: ModelSpec) -> Any:
         ) from None
 
 
+def special_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """Every special-token string of a tokenizer (named ones such as EOS, and every added token marked special,
+    Llama 3's reserved ones included): the strings that prompts.neutralise keeps catalog text from spelling."""
+    if tokenizer is None:
+        return ()
+    found = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found.update(token.content for token in added.values() if getattr(token, "special", False))
+    return tuple(sorted(t for t in found if isinstance(t, str) and t))
+
+
 @dataclass(frozen=True)
 class PromptSide:
     """What building and checking prompts needs of an engine (its tokenizer and context), without weights."""
