@@ -8,7 +8,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from enrich.errors import ConfigError
 
@@ -41,6 +49,11 @@ Flag = Literal["truncated", "empty", "repetition", "template_leak", "unsupported
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A switch takes true or false only: pydantic's lax mode reads "yes", "off", 1 and 0 as booleans too, so a job file's
+# `overwrite = "yes"` (or `--set run.incremental=1`) would pass as a decision that nobody wrote down as one.
+Switch = StrictBool
 
 
 class Columns(_Model):
@@ -108,7 +121,7 @@ class OutputConfig(_Model):
         None, description="Error file (JSONL or Parquet); default OUTPUT.errors.jsonl."
     )
     report: str | None = Field(None, description="Run report JSON; default OUTPUT.report.json.")
-    overwrite: bool = Field(False, description="Replace an existing output that this run did not write.")
+    overwrite: Switch = Field(False, description="Replace an existing output that this run did not write.")
     generated_column: str = Field(
         "generated_description",
         min_length=1,
@@ -169,7 +182,7 @@ class ModelConfig(_Model):
     max_num_batched_tokens: int | None = Field(None, ge=1, description="vLLM: tokens per scheduler step.")
     max_model_len: int | None = Field(None, ge=16, description="Context length; default the model's.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one model is split over.")
-    enable_prefix_caching: bool = Field(
+    enable_prefix_caching: Switch = Field(
         True, description="vLLM: reuse the KV cache of the shared prompt prefix."
     )
     quantization: str | None = Field(None, description="vLLM: quantization method (e.g. fp8), or none.")
@@ -224,18 +237,18 @@ class PolicyConfig(_Model):
 
 class RunConfig(_Model):
     state_dir: str | None = Field(None, description="Resume state; default OUTPUT.enrich/ beside the output.")
-    restart: bool = Field(
+    restart: Switch = Field(
         False,
         description="Discard any saved resume state and start over (needed when settings or input changed).",
     )
     limit: int | None = Field(None, ge=1, description="Process only the first N rows.")
-    incremental: bool = Field(
+    incremental: Switch = Field(
         False, description="Copy rows whose content key is unchanged from the previous output."
     )
     log_format: Literal["auto", "text", "json"] = Field("auto", description="auto: json when not a terminal.")
     log_every_s: float = Field(10.0, gt=0, description="Seconds between JSON progress lines.")
     history_dir: str | None = Field(None, description="Folder keeping one report per run (cron history).")
-    dry_run: bool = Field(
+    dry_run: Switch = Field(
         False, description="Generate for a sample, print it with a forecast; write nothing."
     )
     sample: int = Field(20, ge=1, description="Rows in a dry run's seeded random sample.")
@@ -388,6 +401,8 @@ def _format_errors(source: str, err: ValidationError) -> str:
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
         # A validator's own sentence, without pydantic's label.
         message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "bool_type":
+            message = f"expected true or false (unquoted), not {e['input']!r}"
         lines.append(f"{source}: {path}: {message}")
     return "\n".join(lines)
 
