@@ -4,9 +4,11 @@ same exit code whether validated or run, and an unknown key names the closest va
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from _support import REPO, call
 from click.testing import CliRunner, Result
 
@@ -71,3 +73,36 @@ def test_finetune_switches_are_strict_booleans() -> None:
     assert build_train_config({"data": "d.parquet", "packing": True, "resume": False}).packing is True
     with pytest.raises(ConfigError, match="packing"):
         build_train_config({"data": "d.parquet", "packing": "yes"})
+
+
+def test_a_missing_input_is_exit_3_in_validate_and_in_run(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.parquet"
+    job = job_file(tmp_path, input_path=missing)
+    r = call("jobs", "validate", job, "--log-format", "text")
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.splitlines() == [f"error: {job}: input.path: {missing}: no such file"]
+    r = call("jobs", "run", job, "--log-format", "text")
+    assert r.returncode == 3, r.stderr
+    assert f"error: {missing}: no such file" in r.stderr and "Traceback" not in r.stderr
+    # Every problem is still listed; one that is the job's own (a suffix enrich cannot read) makes it a 2.
+    job.write_text(f'[input]\npath = "{missing}"\n[output]\npath = "out.xlsx"\n')
+    r = enrich("jobs", "validate", job)
+    assert r.exit_code == 2, r.output
+    assert f"{job}: input.path: {missing}: no such file" in r.output and f"{job}: output.path:" in r.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_an_unreadable_input_is_exit_3_in_validate(tmp_path: Path) -> None:
+    unreadable = tmp_path / "catalog.parquet"
+    unreadable.write_bytes(CATALOG.read_bytes())
+    unreadable.chmod(0)
+    r = enrich("jobs", "validate", job_file(tmp_path, input_path=unreadable))
+    assert r.exit_code == 3 and f"{unreadable}: not readable" in r.output, r.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_device_this_machine_lacks_is_exit_5_in_validate(tmp_path: Path) -> None:
+    job = job_file(tmp_path, '[model]\ndevice = "cuda:1"\n')
+    r = enrich("jobs", "validate", job)
+    assert r.exit_code == 5, r.output
+    assert f"{job}: model.device: --device cuda:1: this machine has no CUDA GPU" in r.output

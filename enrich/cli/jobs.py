@@ -29,17 +29,21 @@ def jobs() -> None:
 def jobs_validate(
     files: tuple[str, ...], sets: tuple[str, ...], log_format: str, quiet: bool, verbose: int
 ) -> None:
-    """Check job files: every problem of every file at once, each with its dotted path (exit 2 if any).
+    """Check job files: every problem of every file at once, a line each with its dotted path.
 
-    Checks the fields' types and ranges, unknown keys, that the input exists, that the output's
-    folder can be written and that the model reference exists. Nothing is loaded or run.
+    Checks the fields' types and ranges, unknown keys, that the input exists and can be read, that the
+    output's folder can be written, that the model reference exists and that the device is on this
+    machine. Nothing is loaded or run.
 
     \b
     Example:
       enrich jobs validate jobs/*.toml
+    \b
+    Exit codes, as `enrich jobs run` would stop: 0 every file ok; 1 a bug (traceback kept); 2 a problem in a job
+    file or option (wins over the others); 3 only the input is missing or unreadable; 5 only the device's GPU is
+    missing; 130 interrupted.
     """
-    from enrich.errors import ConfigError
-    from enrich.jobs import parse_sets, validate_file
+    from enrich.jobs import parse_sets, validate_file, validation_error
 
     overrides = parse_sets(sets)
     problems = []
@@ -50,7 +54,7 @@ def jobs_validate(
         elif not quiet:
             click.echo(f"ok: {f}")
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise validation_error(problems)
 
 
 @jobs.command("show")
