@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -395,12 +396,39 @@ class RunReport(_Model):
     )
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the table at loc (a validation error's path), or [] where loc leaves the models."""
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return []
+        annotation = field.annotation
+        nested = [
+            a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """An unknown key's message, with the closest valid name at its level (a typo), else every valid name."""
+    name, valid = str(loc[-1]), _fields_at(model, loc[:-1])
+    close = difflib.get_close_matches(name, valid, n=1)
+    if close:
+        return f"unknown field {name!r}; did you mean {close[0]!r}?"
+    return f"unknown field {name!r}; valid here: {', '.join(valid)}" if valid else f"unknown field {name!r}"
+
+
+def _format_errors(source: str, err: ValidationError, model: type[BaseModel]) -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
         # A validator's own sentence, without pydantic's label.
         message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = _unknown_field(model, e["loc"])
         if e["type"] == "bool_type":
             message = f"expected true or false (unquoted), not {e['input']!r}"
         lines.append(f"{source}: {path}: {message}")
@@ -410,8 +438,11 @@ def _format_errors(source: str, err: ValidationError) -> str:
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set data['a']['b'] = value for 'a.b', creating tables on the way."""
     *parents, leaf = dotted.split(".")
-    for key in parents:
+    for depth, key in enumerate(parents):
         data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            field = ".".join(parents[: depth + 1])
+            raise ConfigError(f"--set {dotted}: {field} is a value, not a table; set {field}=VALUE")
     data[leaf] = value
 
 
@@ -426,7 +457,7 @@ def build_job(
     try:
         return JobConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_errors(source, err)) from None
+        raise ConfigError(_format_errors(source, err, JobConfig)) from None
 
 
 def read_job_table(path: Path) -> dict[str, Any]:

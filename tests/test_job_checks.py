@@ -106,3 +106,33 @@ def test_a_device_this_machine_lacks_is_exit_5_in_validate(tmp_path: Path) -> No
     r = enrich("jobs", "validate", job)
     assert r.exit_code == 5, r.output
     assert f"{job}: model.device: --device cuda:1: this machine has no CUDA GPU" in r.output
+
+
+def test_an_unknown_key_suggests_the_closest_valid_one(tmp_path: Path) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[input]\npath = "{CATALOG}"\ncolums = {{ title = "name" }}\n[ouptut]\npath = "out.parquet"\n'
+        '[sampling]\ntemprature = 0\n[model]\nflavour = "x"\n'
+    )
+    r = call("jobs", "validate", job, "--log-format", "text")
+    assert r.returncode == 2, r.stderr
+    for line in (
+        f"error: {job}: ouptut: unknown field 'ouptut'; did you mean 'output'?",
+        f"error: {job}: input.colums: unknown field 'colums'; did you mean 'columns'?",
+        f"error: {job}: sampling.temprature: unknown field 'temprature'; did you mean 'temperature'?",
+        f"error: {job}: model.flavour: unknown field 'flavour'; valid here: ref, engine, dtype, device,",
+    ):
+        assert any(got.startswith(line) for got in r.stderr.splitlines()), (line, r.stderr)
+
+
+def test_an_unknown_set_key_suggests_the_closest_valid_one(tmp_path: Path) -> None:
+    r = enrich("run", CATALOG, "-o", tmp_path / "o.parquet", "--set", "policies.emty=flag")
+    assert r.exit_code == 2
+    assert "options: policies.emty: unknown field 'emty'; did you mean 'empty'?" in r.output
+    r = enrich("jobs", "show", job_file(tmp_path), "--set", "input.columns.titel=name")
+    assert (
+        r.exit_code == 2 and "input.columns.titel: unknown field 'titel'; did you mean 'title'?" in r.output
+    )
+    # A key below a value (not a table) is a usage error too, not a crash.
+    r = enrich("jobs", "show", job_file(tmp_path), "--set", "input.path.x=1")
+    assert r.exit_code == 2 and "--set input.path.x: input.path is a value, not a table" in r.output
