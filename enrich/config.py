@@ -18,6 +18,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from enrich.errors import ConfigError
 
@@ -179,14 +180,24 @@ class ModelConfig(_Model):
         "default: cuda where a GPU is present, else cpu.",
     )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM: share of GPU memory to use.")
-    max_num_seqs: int | None = Field(None, ge=1, description="vLLM: sequences scheduled at once.")
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="vLLM: tokens per scheduler step.")
+    max_num_seqs: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM: sequences scheduled at once; default: 2048 on a GPU of 70 GiB or more, else vLLM's own.",
+    )
+    max_num_batched_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM: tokens per scheduler step; default: 65536 on a GPU of 70 GiB or more, else vLLM's own.",
+    )
     max_model_len: int | None = Field(None, ge=16, description="Context length; default the model's.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one model is split over.")
     enable_prefix_caching: Switch = Field(
         True, description="vLLM: reuse the KV cache of the shared prompt prefix."
     )
-    quantization: str | None = Field(None, description="vLLM: quantization method (e.g. fp8), or none.")
+    quantization: str | None = Field(
+        None, description="vLLM: quantization method (e.g. fp8); default: none, the weights' own precision."
+    )
 
 
 class PromptConfig(_Model):
@@ -197,23 +208,45 @@ class PromptConfig(_Model):
 
 class SamplingConfig(_Model):
     temperature: float | None = Field(
-        None, ge=0, le=5, description="0 is greedy; default from the preset (0.7)."
+        None,
+        ge=0,
+        le=5,
+        description="0 is greedy; default: the model's enrich.json, else the preset's (0.7).",
     )
     top_p: float | None = Field(
-        None, gt=0, le=1, description="Nucleus sampling; default from the preset (0.9)."
+        None,
+        gt=0,
+        le=1,
+        description="Nucleus sampling; default: the model's enrich.json, else the preset's (0.9).",
     )
     max_new_tokens: int | None = Field(
-        None, ge=1, le=32768, description="Default from the preset (256 on GPU)."
+        None,
+        ge=1,
+        le=32768,
+        description="Tokens generated at most; default: the model's enrich.json, else the preset's "
+        "(128 for smollm2-135m, 256 for llama-3.1-8b-4bit and other models).",
     )
     repetition_penalty: float | None = Field(
-        None, ge=1, le=3, description="1 is none; default from the preset."
+        None,
+        ge=1,
+        le=3,
+        description="1 is none; default: the model's enrich.json, else the preset's "
+        "(1.1 for smollm2-135m, 1.0 for llama-3.1-8b-4bit and other models).",
     )
     seed: int = Field(0, ge=0, description="Seed; with the same seed a run is reproducible.")
 
 
 class BatchConfig(_Model):
-    window_rows: int | None = Field(None, ge=1, description="Rows read, prompted and written per window.")
-    batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
+    window_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Rows read, prompted and written per window; default: 8192 with vLLM, else 4 x batch_size.",
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Prompts per generate call (transformers engine; vLLM batches by itself); default: 16.",
+    )
 
 
 class PolicyConfig(_Model):
@@ -242,13 +275,15 @@ class RunConfig(_Model):
         False,
         description="Discard any saved resume state and start over (needed when settings or input changed).",
     )
-    limit: int | None = Field(None, ge=1, description="Process only the first N rows.")
+    limit: int | None = Field(None, ge=1, description="Process only the first N rows; default: every row.")
     incremental: Switch = Field(
         False, description="Copy rows whose content key is unchanged from the previous output."
     )
     log_format: Literal["auto", "text", "json"] = Field("auto", description="auto: json when not a terminal.")
     log_every_s: float = Field(10.0, gt=0, description="Seconds between JSON progress lines.")
-    history_dir: str | None = Field(None, description="Folder keeping one report per run (cron history).")
+    history_dir: str | None = Field(
+        None, description="Folder keeping one report per run (cron history); default: none, no history kept."
+    )
     dry_run: Switch = Field(
         False, description="Generate for a sample, print it with a forecast; write nothing."
     )
@@ -396,20 +431,35 @@ class RunReport(_Model):
     )
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The field names of the table at loc (a validation error's path), or [] where loc leaves the models."""
+def _table_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model of the table at loc (a dotted path as a tuple), or None where loc leaves the models."""
     for key in loc:
         field = model.model_fields.get(str(key))
         if field is None:
-            return []
+            return None
         annotation = field.annotation
         nested = [
             a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)
         ]
         if not nested:
-            return []
+            return None
         model = nested[0]
-    return list(model.model_fields)
+    return model
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the table at loc (a validation error's path), or [] where loc leaves the models."""
+    table = _table_at(model, loc)
+    return list(table.model_fields) if table else []
+
+
+def job_field(dotted: str) -> FieldInfo:
+    """The job file's field at a dotted path (sampling.temperature): its description and default, for --help."""
+    *parents, name = dotted.split(".")
+    table = _table_at(JobConfig, tuple(parents))
+    if table is None or name not in table.model_fields:
+        raise KeyError(f"no job field {dotted!r}")
+    return table.model_fields[name]
 
 
 def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:

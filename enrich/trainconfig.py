@@ -141,6 +141,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def preset_defaults(field: str) -> dict[str, Any]:
+    """A field's default under each preset: the preset's own value, else the field's default."""
+    default = TrainConfig.model_fields[field].default
+    return {name: values.get(field, default) for name, values in PRESETS.items()}
+
+
 def build_train_config(options: dict[str, Any]) -> TrainConfig:
     """Preset defaults, then the options that are set; validation problems are reported together."""
     preset = options.get("preset") or "cpu-small"

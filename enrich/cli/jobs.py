@@ -38,10 +38,10 @@ def jobs_validate(
     \b
     Example:
       enrich jobs validate jobs/*.toml
-    \b
-    Exit codes, as `enrich jobs run` would stop: 0 every file ok; 1 a bug (traceback kept); 2 a problem in a job
-    file or option (wins over the others); 3 only the input is missing or unreadable; 5 only the device's GPU is
-    missing; 130 interrupted.
+
+    Exit codes, as `enrich jobs run` would stop: 0 every file ok; 1 a bug (traceback kept); 2 a problem in
+    a job file or option (wins over the others); 3 only the input is missing or unreadable; 5 only the GPU
+    that model.device names is missing; 130 interrupted.
     """
     from enrich.jobs import parse_sets, validate_file, validation_error
 
@@ -72,6 +72,8 @@ def jobs_show(
     Examples:
       enrich jobs show jobs/nightly.toml
       enrich jobs show jobs/nightly.toml --limit 100 --format json
+
+    Exit codes: 0 ok; 1 a bug (traceback kept); 2 a problem in the job file or an option; 130 interrupted.
     """
     import json
 
@@ -102,8 +104,11 @@ def jobs_run(
 ) -> None:
     """Run a job file; options given here override the file. This is what cron calls.
 
-    Exit codes: 0 ok, 2 bad job file, 3 bad input, 4 another run holds the lock, 5 engine,
-    6 finished with rows in the error file, 130 interrupted (a re-run resumes).
+    The defaults shown below are those of the fields that the file leaves unset.
+
+    Exit codes: 0 every row ok; 1 a bug (traceback kept); 2 a problem in the job file or an option; 3 unreadable or
+    invalid input; 4 another run holds the lock; 5 the engine failed (no GPU, out of memory); 6 finished,
+    with rows in the error file; 130 interrupted (state saved: a re-run resumes).
 
     \b
     Examples:
