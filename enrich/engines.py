@@ -187,7 +187,7 @@ class TransformersEngine:
         except (torch.OutOfMemoryError, MemoryError):
             raise EngineError(
                 f"out of memory generating {len(prompts)} prompts on {self.device} in batches of "
-                f"{self.batch_size}; lower --batch-size, --window-rows or --max-new-tokens (finished windows are saved)"
+                f"{self.batch_size}; lower --batch-size or --max-new-tokens (a run's finished windows are saved)"
             ) from None
 
     def _generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
@@ -449,7 +449,7 @@ def make_engine(name: str, spec: ModelSpec, config: ModelConfig, batch_size: int
             raise EngineError(why)
     if spec.needs_gpu and name != "echo" and not cuda_available():
         raise EngineError(
-            f"model {spec.ref!r} needs a GPU and none is present; use --model smollm2-135m on CPU"
+            f"model {spec.ref!r} needs a GPU and none is present; use the smollm2-135m preset on CPU"
         )
     return ENGINES[name](spec, config, batch_size)
 
