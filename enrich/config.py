@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from enrich.errors import ConfigError
 
@@ -42,6 +53,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A switch takes true or false only: pydantic's lax mode reads "yes", "off", 1 and 0 as booleans too, so a job file's
+# `overwrite = "yes"` (or `--set run.incremental=1`) would pass as a decision that nobody wrote down as one.
+Switch = StrictBool
+
+
 class Columns(_Model):
     id: str | None = Field("id", description="Column holding the product id; null uses the row position.")
     title: str = Field("title", description="Column holding the product title: the prompt's input.")
@@ -63,6 +79,17 @@ def _separator_character(value: str) -> str:
 # The CSV field separator of every config that reads or writes CSV (run, finetune, eval).
 CsvSeparator = Annotated[str, AfterValidator(_separator_character)]
 SEPARATOR_DESCRIPTION = "CSV only: the field separator, one character (';', '|', \\t for tab)."
+
+
+_DEVICE = re.compile(r"cpu|cuda(?::\d+)?|mps")
+DEVICE_FORMS = "cpu, cuda, cuda:N (N the GPU's index) or mps"
+
+
+def _torch_device(value: str | None) -> str | None:
+    """A torch device name that the transformers engine can be given; checked before any model loads."""
+    if value is not None and not _DEVICE.fullmatch(value):
+        raise ValueError(f"--device {value!r} is not a device; use {DEVICE_FORMS}")
+    return value
 
 
 class InputConfig(_Model):
@@ -96,7 +123,7 @@ class OutputConfig(_Model):
         None, description="Error file (JSONL or Parquet); default OUTPUT.errors.jsonl."
     )
     report: str | None = Field(None, description="Run report JSON; default OUTPUT.report.json.")
-    overwrite: bool = Field(False, description="Replace an existing output that this run did not write.")
+    overwrite: Switch = Field(False, description="Replace an existing output that this run did not write.")
     generated_column: str = Field(
         "generated_description",
         min_length=1,
@@ -147,16 +174,30 @@ class ModelConfig(_Model):
         "ray spreads the run over a Ray Data actor pool of ray.engine engines (see [ray]).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype.")
-    device: str | None = Field(None, description="Torch device for the transformers engine (cpu, cuda).")
+    device: Annotated[str | None, AfterValidator(_torch_device)] = Field(
+        None,
+        description=f"Torch device for the transformers engine: {DEVICE_FORMS}; "
+        "default: cuda where a GPU is present, else cpu.",
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM: share of GPU memory to use.")
-    max_num_seqs: int | None = Field(None, ge=1, description="vLLM: sequences scheduled at once.")
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="vLLM: tokens per scheduler step.")
+    max_num_seqs: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM: sequences scheduled at once; default: 2048 on a GPU of 70 GiB or more, else vLLM's own.",
+    )
+    max_num_batched_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM: tokens per scheduler step; default: 65536 on a GPU of 70 GiB or more, else vLLM's own.",
+    )
     max_model_len: int | None = Field(None, ge=16, description="Context length; default the model's.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one model is split over.")
-    enable_prefix_caching: bool = Field(
+    enable_prefix_caching: Switch = Field(
         True, description="vLLM: reuse the KV cache of the shared prompt prefix."
     )
-    quantization: str | None = Field(None, description="vLLM: quantization method (e.g. fp8), or none.")
+    quantization: str | None = Field(
+        None, description="vLLM: quantization method (e.g. fp8); default: none, the weights' own precision."
+    )
 
 
 class PromptConfig(_Model):
@@ -167,23 +208,45 @@ class PromptConfig(_Model):
 
 class SamplingConfig(_Model):
     temperature: float | None = Field(
-        None, ge=0, le=5, description="0 is greedy; default from the preset (0.7)."
+        None,
+        ge=0,
+        le=5,
+        description="0 is greedy; default: the model's enrich.json, else the preset's (0.7).",
     )
     top_p: float | None = Field(
-        None, gt=0, le=1, description="Nucleus sampling; default from the preset (0.9)."
+        None,
+        gt=0,
+        le=1,
+        description="Nucleus sampling; default: the model's enrich.json, else the preset's (0.9).",
     )
     max_new_tokens: int | None = Field(
-        None, ge=1, le=32768, description="Default from the preset (256 on GPU)."
+        None,
+        ge=1,
+        le=32768,
+        description="Tokens generated at most; default: the model's enrich.json, else the preset's "
+        "(128 for smollm2-135m, 256 for llama-3.1-8b-4bit and other models).",
     )
     repetition_penalty: float | None = Field(
-        None, ge=1, le=3, description="1 is none; default from the preset."
+        None,
+        ge=1,
+        le=3,
+        description="1 is none; default: the model's enrich.json, else the preset's "
+        "(1.1 for smollm2-135m, 1.0 for llama-3.1-8b-4bit and other models).",
     )
     seed: int = Field(0, ge=0, description="Seed; with the same seed a run is reproducible.")
 
 
 class BatchConfig(_Model):
-    window_rows: int | None = Field(None, ge=1, description="Rows read, prompted and written per window.")
-    batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
+    window_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Rows read, prompted and written per window; default: 8192 with vLLM, else 4 x batch_size.",
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Prompts per generate call (transformers engine; vLLM batches by itself); default: 16.",
+    )
 
 
 class PolicyConfig(_Model):
@@ -208,18 +271,20 @@ class PolicyConfig(_Model):
 
 class RunConfig(_Model):
     state_dir: str | None = Field(None, description="Resume state; default OUTPUT.enrich/ beside the output.")
-    restart: bool = Field(
+    restart: Switch = Field(
         False,
         description="Discard any saved resume state and start over (needed when settings or input changed).",
     )
-    limit: int | None = Field(None, ge=1, description="Process only the first N rows.")
-    incremental: bool = Field(
+    limit: int | None = Field(None, ge=1, description="Process only the first N rows; default: every row.")
+    incremental: Switch = Field(
         False, description="Copy rows whose content key is unchanged from the previous output."
     )
     log_format: Literal["auto", "text", "json"] = Field("auto", description="auto: json when not a terminal.")
     log_every_s: float = Field(10.0, gt=0, description="Seconds between JSON progress lines.")
-    history_dir: str | None = Field(None, description="Folder keeping one report per run (cron history).")
-    dry_run: bool = Field(
+    history_dir: str | None = Field(
+        None, description="Folder keeping one report per run (cron history); default: none, no history kept."
+    )
+    dry_run: Switch = Field(
         False, description="Generate for a sample, print it with a forecast; write nothing."
     )
     sample: int = Field(20, ge=1, description="Rows in a dry run's seeded random sample.")
@@ -370,12 +435,56 @@ class RunReport(_Model):
     )
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
+def _table_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model of the table at loc (a dotted path as a tuple), or None where loc leaves the models."""
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return None
+        annotation = field.annotation
+        nested = [
+            a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the table at loc (a validation error's path), or [] where loc leaves the models."""
+    table = _table_at(model, loc)
+    return list(table.model_fields) if table else []
+
+
+def job_field(dotted: str) -> FieldInfo:
+    """The job file's field at a dotted path (sampling.temperature): its description and default, for --help."""
+    *parents, name = dotted.split(".")
+    table = _table_at(JobConfig, tuple(parents))
+    if table is None or name not in table.model_fields:
+        raise KeyError(f"no job field {dotted!r}")
+    return table.model_fields[name]
+
+
+def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """An unknown key's message, with the closest valid name at its level (a typo), else every valid name."""
+    name, valid = str(loc[-1]), _fields_at(model, loc[:-1])
+    close = difflib.get_close_matches(name, valid, n=1)
+    if close:
+        return f"unknown field {name!r}; did you mean {close[0]!r}?"
+    return f"unknown field {name!r}; valid here: {', '.join(valid)}" if valid else f"unknown field {name!r}"
+
+
+def _format_errors(source: str, err: ValidationError, model: type[BaseModel]) -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
         # A validator's own sentence, without pydantic's label.
         message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = _unknown_field(model, e["loc"])
+        if e["type"] == "bool_type":
+            message = f"expected true or false (unquoted), not {e['input']!r}"
         lines.append(f"{source}: {path}: {message}")
     return "\n".join(lines)
 
@@ -383,8 +492,11 @@ def _format_errors(source: str, err: ValidationError) -> str:
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set data['a']['b'] = value for 'a.b', creating tables on the way."""
     *parents, leaf = dotted.split(".")
-    for key in parents:
+    for depth, key in enumerate(parents):
         data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            field = ".".join(parents[: depth + 1])
+            raise ConfigError(f"--set {dotted}: {field} is a value, not a table; set {field}=VALUE")
     data[leaf] = value
 
 
@@ -399,7 +511,7 @@ def build_job(
     try:
         return JobConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_errors(source, err)) from None
+        raise ConfigError(_format_errors(source, err, JobConfig)) from None
 
 
 def read_job_table(path: Path) -> dict[str, Any]:

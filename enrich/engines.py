@@ -87,6 +87,17 @@ def load_tokenizer(spec: ModelSpec) -> Any:
         ) from None
 
 
+def special_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """Every special-token string of a tokenizer (named ones such as EOS, and every added token marked special,
+    Llama 3's reserved ones included): the strings that prompts.neutralise keeps catalog text from spelling."""
+    if tokenizer is None:
+        return ()
+    found = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found.update(token.content for token in added.values() if getattr(token, "special", False))
+    return tuple(sorted(t for t in found if isinstance(t, str) and t))
+
+
 @dataclass(frozen=True)
 class PromptSide:
     """What building and checking prompts needs of an engine (its tokenizer and context), without weights."""
@@ -176,7 +187,7 @@ class TransformersEngine:
         except (torch.OutOfMemoryError, MemoryError):
             raise EngineError(
                 f"out of memory generating {len(prompts)} prompts on {self.device} in batches of "
-                f"{self.batch_size}; lower --batch-size, --window-rows or --max-new-tokens (finished windows are saved)"
+                f"{self.batch_size}; lower --batch-size or --max-new-tokens (a run's finished windows are saved)"
             ) from None
 
     def _generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
@@ -409,13 +420,36 @@ def pick_engine(name: str) -> str:
     return "vllm" if vllm_installed() and cuda_available() else "transformers"
 
 
+def device_problem(device: str | None) -> str | None:
+    """Why this machine cannot run on the torch device (cpu, cuda, cuda:N, mps; None: the engine picks), or None."""
+    if device is None or device == "cpu":
+        return None
+    import torch
+
+    if device == "mps":
+        if torch.backends.mps.is_available():
+            return None
+        return "--device mps: this machine has no Apple GPU (MPS); use --device cpu, or leave --device unset"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return f"--device {device}: this machine has no CUDA GPU; use --device cpu, or leave --device unset"
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        return f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+    return None
+
+
 def make_engine(name: str, spec: ModelSpec, config: ModelConfig, batch_size: int) -> Engine:
-    """Build the named engine."""
+    """Build the named engine; what the machine lacks is refused here, before any weights load."""
     if name not in ENGINES:
         raise ConfigError(f"unknown engine {name!r}; choose one of auto, {', '.join(ENGINES)}")
+    if name == "transformers":  # the one engine that takes a device
+        why = device_problem(config.device)
+        if why:
+            raise EngineError(why)
     if spec.needs_gpu and name != "echo" and not cuda_available():
         raise EngineError(
-            f"model {spec.ref!r} needs a GPU and none is present; use --model smollm2-135m on CPU"
+            f"model {spec.ref!r} needs a GPU and none is present; use the smollm2-135m preset on CPU"
         )
     return ENGINES[name](spec, config, batch_size)
 

@@ -290,7 +290,7 @@ def generate_for(
     config: EvalConfig, ref: str, titles: list[str], on_event: Event = no_events
 ) -> dict[str, Any]:
     """One model's cleaned generations, finish reasons, flags and token counts for the titles."""
-    from enrich.engines import make_engine, pick_engine
+    from enrich.engines import make_engine, pick_engine, special_tokens
     from enrich.models import resolve_model
     from enrich.prompts import build_prompts, clean_output, get_template
 
@@ -306,7 +306,9 @@ def generate_for(
         tok = engine.tokenizer
         if template.prompt is None and not getattr(tok, "chat_template", None):
             raise ConfigError(f"model {ref!r} has no chat template; use --template alpaca")
-        prompts = build_prompts(titles, template, getattr(tok, "apply_chat_template", None))
+        prompts = build_prompts(
+            titles, template, getattr(tok, "apply_chat_template", None), special_tokens(tok)
+        )
         on_event("info", {"message": f"generating {len(prompts)} rows with {spec.name} ({engine.name})"})
         t0 = time.perf_counter()
         gens = engine.generate(prompts, sampling)

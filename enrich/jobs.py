@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from enrich.config import FORMAT_SUFFIXES, JobConfig, build_job, read_job_table
-from enrich.errors import ConfigError
+from enrich.errors import ConfigError, EngineError, EnrichError, InputError
 
 
 def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -30,43 +32,81 @@ def load_job(path: Path, overrides: dict[str, Any] | None = None) -> JobConfig:
     return build_job(read_job_table(path), overrides, source=str(path))
 
 
-def _exists_glob(path: str) -> bool:
+def _input_problem(path: str) -> str | None:
+    """Why the input cannot be read (missing, or not readable), or None."""
     if any(c in path for c in "*?["):
         root = Path("/") if Path(path).is_absolute() else Path()
-        return any(root.glob(path.lstrip("/") if Path(path).is_absolute() else path))
-    return Path(path).is_file()
+        files = list(root.glob(path.lstrip("/") if Path(path).is_absolute() else path))
+        if not files:
+            return f"{path}: no file matches"
+    elif not Path(path).is_file():
+        return f"{path}: no such file"
+    else:
+        files = [Path(path)]
+    unreadable = [f for f in files if not os.access(f, os.R_OK)]
+    return f"{unreadable[0]}: not readable (permissions)" if unreadable else None
 
 
-def check_job(job: JobConfig) -> list[tuple[str, str]]:
-    """Problems that a valid model can still have on this machine: (dotted path, message) pairs."""
+@dataclass(frozen=True)
+class Problem:
+    """One reason a job cannot run: where (a dotted path, after the file's name once validated), what, and the
+    error that `jobs run` stops with for it (its exit code)."""
+
+    where: str
+    message: str
+    error: type[EnrichError] = ConfigError
+
+
+def check_job(job: JobConfig) -> list[Problem]:
+    """Problems that a valid model can still have on this machine."""
+    from enrich.engines import device_problem
     from enrich.models import PRESETS
     from enrich.target import Target
 
-    problems: list[tuple[str, str]] = []
-    if not _exists_glob(job.input.path):
-        problems.append(("input.path", f"{job.input.path}: no such file"))
+    problems: list[Problem] = []
+    missing = _input_problem(job.input.path)
+    if missing:
+        problems.append(Problem("input.path", missing, InputError))
     for dotted, value, fmt in (
         ("input.path", job.input.path, job.input.format),
         ("output.path", job.output.path, job.output.format),
     ):
         if fmt == "auto" and Path(value).suffix.lower() not in FORMAT_SUFFIXES:
             problems.append(
-                (dotted, f"{value}: cannot tell the format from the suffix; use .parquet or .csv")
+                Problem(dotted, f"{value}: cannot tell the format from the suffix; use .parquet or .csv")
             )
-    problems += Target.of(job).problems()
+    problems += [Problem(dotted, message) for dotted, message in Target.of(job).problems()]
     ref = job.model.ref
     if ref is not None and ref not in PRESETS and not Path(ref).expanduser().exists():
-        problems.append(("model.ref", f"{ref!r}: not a preset ({', '.join(PRESETS)}) nor an existing path"))
+        problems.append(
+            Problem("model.ref", f"{ref!r}: not a preset ({', '.join(PRESETS)}) nor an existing path")
+        )
+    no_device = device_problem(job.model.device) if job.model.engine in ("auto", "transformers") else None
+    if no_device:
+        problems.append(Problem("model.device", no_device, EngineError))
     return problems
 
 
-def validate_file(path: Path, overrides: dict[str, Any] | None = None) -> list[str]:
-    """Every problem of one job file, each as 'FILE: dotted.path: message'; empty when it is good to run."""
+def validate_file(path: Path, overrides: dict[str, Any] | None = None) -> list[Problem]:
+    """Every problem of one job file; empty when it is good to run."""
     try:
         job = load_job(path, overrides)
-    except ConfigError as err:
-        return str(err).splitlines()
-    return [f"{path}: {dotted}: {message}" for dotted, message in check_job(job)]
+    except ConfigError as err:  # its lines already name the file and the field
+        return [Problem("", line) for line in str(err).splitlines()]
+    return [Problem(f"{path}: {p.where}", p.message, p.error) for p in check_job(job)]
+
+
+# Which problem decides the exit code of `jobs validate`, first to last: a job-file problem (2) is fixed before the
+# input is looked at (3), and both before the machine's GPU matters (5).
+_PRECEDENCE: tuple[type[EnrichError], ...] = (ConfigError, InputError, EngineError)
+
+
+def validation_error(problems: list[Problem]) -> EnrichError:
+    """One error listing every problem, a line each; its exit code is 2 where any problem is the job's, else 3
+    where the input is missing or unreadable, else 5 (the device's GPU is not there)."""
+    kinds = {p.error for p in problems}
+    error = next(kind for kind in _PRECEDENCE if kind in kinds)
+    return error("\n".join(f"{p.where}: {p.message}" if p.where else p.message for p in problems))
 
 
 def _toml_value(value: Any) -> str:

@@ -264,6 +264,30 @@ def _require_safetensors(directory: Path) -> None:
         )
 
 
+def _require_own_architecture(path: Path) -> None:
+    """The model's config.json names an architecture that transformers itself implements.
+
+    enrich never passes trust_remote_code: a model that ships its own Python (auto_map) is refused here, with
+    the reason, rather than by transformers after minutes of loading, or run.
+    """
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err}); restore the model's config.json") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a JSON object; restore the model's config.json")
+    if "auto_map" in config:
+        raise ConfigError(
+            f"{path}: the model asks to run its own code (auto_map); enrich never runs a model's own code: "
+            "use a model whose architecture transformers implements"
+        )
+    if not config.get("model_type"):
+        raise ConfigError(
+            f"{path}: no model_type, so the architecture is unknown; restore the model's config.json "
+            "(save_pretrained writes it)"
+        )
+
+
 def _spec_from_dir(
     directory: Path, ref: str, default_template: str | None, info: dict[str, Any] | None = None
 ) -> ModelSpec:
@@ -293,6 +317,7 @@ def _spec_from_dir(
         )
     if not (directory / "config.json").is_file():
         raise ConfigError(f"{directory}: not a model directory (no config.json or adapter_config.json)")
+    _require_own_architecture(directory / "config.json")
     base_preset = PRESETS.get(str(info.get("base")))
     template = info.get("template") or (base_preset.template if base_preset else None) or default_template
     if template is None:

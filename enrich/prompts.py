@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +62,47 @@ def get_template(name: str) -> Template:
         raise ValueError(f"unknown template {name!r}; choose one of {', '.join(TEMPLATES)}") from None
 
 
+# U+2060 WORD JOINER: invisible, no line break, and in no tokenizer's list of special tokens. Put after the first
+# character of a special-token string found in catalog text, it splits the string, so the tokenizer reads it as
+# ordinary text; the text still looks the same to a person. Byte-level BPE (SmolLM2, Llama 3) and SentencePiece
+# tokenizers keep the character; a normalizer that drops format characters (BERT's) would undo it.
+WORD_JOINER = "\u2060"
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """What building prompts takes from a tokenizer: its chat renderer (None: no tokenizer or no chat
+    template) and its special-token strings, which catalog text must never spell out (see neutralise)."""
+
+    render_chat: ChatRenderer | None = None
+    specials: tuple[str, ...] = ()
+
+
+@functools.lru_cache(maxsize=16)
+def _specials_pattern(specials: tuple[str, ...]) -> re.Pattern[str] | None:
+    # Longest first, so that a special token that contains another is matched whole. A one-character token
+    # cannot be split, and one that holds the joiner itself would be matched again and again: both are left out.
+    breakable = sorted({s for s in specials if len(s) > 1 and WORD_JOINER not in s}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, breakable))) if breakable else None
+
+
+def _split(match: re.Match[str]) -> str:
+    token = match.group()
+    return token[0] + WORD_JOINER + token[1:]
+
+
+def neutralise(text: str, specials: Sequence[str]) -> str:
+    """Catalog text with every special-token string in it split by a WORD JOINER, so that it tokenizes as text,
+    never as a control token; text without one is returned unchanged."""
+    pattern = _specials_pattern(tuple(specials))
+    if pattern is None:
+        return text
+    # A split can leave another special token in the rest of the first one ("<<s>" holds "<s>"): repeat.
+    while pattern.search(text):
+        text = pattern.sub(_split, text)
+    return text
+
+
 def _chat_messages(title: str, response: str | None = None) -> list[dict[str, str]]:
     # The title goes on its own paragraph so that a title ending in a sentence does not run into the instruction.
     messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{title}"}]
@@ -68,8 +111,11 @@ def _chat_messages(title: str, response: str | None = None) -> list[dict[str, st
     return messages
 
 
-def build_prompt(title: str, template: Template, render_chat: ChatRenderer | None = None) -> str:
-    """The prompt for one product title."""
+def build_prompt(
+    title: str, template: Template, render_chat: ChatRenderer | None = None, specials: Sequence[str] = ()
+) -> str:
+    """The prompt for one product title; the tokenizer's special-token strings in it are neutralised."""
+    title = neutralise(title, specials)
     if template.prompt is not None:
         return template.prompt.replace("{input}", title)
     if render_chat is None:
@@ -78,9 +124,14 @@ def build_prompt(title: str, template: Template, render_chat: ChatRenderer | Non
 
 
 def build_prompts(
-    titles: Sequence[str], template: Template, render_chat: ChatRenderer | None = None
+    titles: Sequence[str],
+    template: Template,
+    render_chat: ChatRenderer | None = None,
+    specials: Sequence[str] = (),
 ) -> list[str]:
     """Prompts for many titles (the run's hot path: one str.replace per row for text templates)."""
+    if specials:
+        titles = [neutralise(t, specials) for t in titles]
     if template.prompt is not None:
         head, _, tail = template.prompt.partition("{input}")
         return [head + t + tail for t in titles]
@@ -88,12 +139,19 @@ def build_prompts(
 
 
 def build_training_text(
-    title: str, description: str, template: Template, eos: str, render_chat: ChatRenderer | None = None
+    title: str,
+    description: str,
+    template: Template,
+    eos: str,
+    render_chat: ChatRenderer | None = None,
+    specials: Sequence[str] = (),
 ) -> tuple[str, str]:
     """(prompt, completion) for fine-tuning: the completion is the description followed by EOS.
 
     EOS after every response is what teaches a fine-tuned model to stop; without it generations run to the limit.
+    Title and description are catalog text: their special-token strings are neutralised, as in runs.
     """
+    title, description = neutralise(title, specials), neutralise(description, specials)
     prompt = build_prompt(title, template, render_chat)
     if template.prompt is not None:
         return prompt, description + eos

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrich.engines import Engine, Generation, PromptSide
+from enrich.engines import Engine, Generation, PromptSide, special_tokens
 from enrich.errors import ConfigError
 from enrich.evaluate import FLAGS, quality_flags
 from enrich.plan import Plan
-from enrich.prompts import build_prompts, clean_output
+from enrich.prompts import PromptTokens, build_prompts, clean_output
 
 VALUE_CHARS = 200
 
@@ -108,7 +108,10 @@ def prepare_window(
                 )
                 errors.append(_error(row, rid, "validate", reason, rid))
     todo = [off for off in range(n) if off not in status]
-    prompts = build_prompts([titles[off] for off in todo], plan.template, render_chat)
+    # render_chat is tokenizer_hooks' PromptTokens: the chat renderer and the special tokens to neutralise.
+    prompts = build_prompts(
+        [titles[off] for off in todo], plan.template, render_chat.render_chat, render_chat.specials
+    )
     ready: dict[int, str] = {}
     for off, prompt in zip(todo, prompts, strict=True):
         # A prompt of B bytes has at most B tokens (byte-level BPE), so most rows skip the tokenizer here.
@@ -195,10 +198,15 @@ def finish_window(
     return out, stats
 
 
-def tokenizer_hooks(engine: Engine | PromptSide, plan: Plan) -> tuple[Any, Callable[[str], int] | None, int]:
+def tokenizer_hooks(
+    engine: Engine | PromptSide, plan: Plan
+) -> tuple[PromptTokens, Callable[[str], int] | None, int]:
+    """What prepare_window needs of the engine's tokenizer: the chat renderer with the special tokens that
+    catalog text must not spell, a token counter, and the most tokens a prompt may have."""
     tok = engine.tokenizer
     render = getattr(tok, "apply_chat_template", None) if tok is not None else None
     if plan.template.prompt is None and (render is None or not getattr(tok, "chat_template", None)):
         raise ConfigError(f"model {plan.spec.ref!r} has no chat template; use --template alpaca")
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
-    return render, count, engine.max_model_len - plan.sampling.max_new_tokens
+    tokens = PromptTokens(render, special_tokens(tok))
+    return tokens, count, engine.max_model_len - plan.sampling.max_new_tokens

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator
+from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, Switch
 from enrich.errors import ConfigError
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -36,7 +36,7 @@ class TrainConfig(BaseModel):
     backend: Literal["auto", "unsloth", "peft"] = Field(
         "auto", description="auto: unsloth where it is installed and a GPU is present, else peft."
     )
-    load_in_4bit: bool = Field(
+    load_in_4bit: Switch = Field(
         True, description="On a GPU, load the base in 4 bits (bitsandbytes); never on CPU."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -73,13 +73,13 @@ class TrainConfig(BaseModel):
         description="Rows whose description (with its EOS) exceeds this many tokens are dropped: set it to the "
         "max_new_tokens that run will use, and the model learns to end within it. Default: no limit.",
     )
-    packing: bool = Field(
+    packing: Switch = Field(
         False, description="Pack several rows per sequence (off: each row is one sequence)."
     )
-    train_on_prompt: bool = Field(
+    train_on_prompt: Switch = Field(
         False, description="Loss on prompt and response (reference); default response only."
     )
-    gradient_checkpointing: bool = Field(
+    gradient_checkpointing: Switch = Field(
         True, description="Trade compute for memory (unsloth: its own variant)."
     )
     val_size: float = Field(0.05, gt=0, description="Validation split: a share below 1, else a row count.")
@@ -100,7 +100,7 @@ class TrainConfig(BaseModel):
         None, ge=1, description="Steps between checkpoints; default as eval_steps."
     )
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
-    resume: bool = Field(False, description="Continue from the last checkpoint in OUT/checkpoints.")
+    resume: Switch = Field(False, description="Continue from the last checkpoint in OUT/checkpoints.")
     sampling: dict[str, float | int] = Field(
         default_factory=dict, description="Recommended decoding written to enrich.json (run and eval use it)."
     )
@@ -139,6 +139,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 256, "repetition_penalty": 1.15},
     },
 }
+
+
+def preset_defaults(field: str) -> dict[str, Any]:
+    """A field's default under each preset: the preset's own value, else the field's default."""
+    default = TrainConfig.model_fields[field].default
+    return {name: values.get(field, default) for name, values in PRESETS.items()}
 
 
 def build_train_config(options: dict[str, Any]) -> TrainConfig:

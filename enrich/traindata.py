@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from enrich.config import Columns
+from enrich.engines import special_tokens
 from enrich.errors import ConfigError, InputError
 from enrich.prompts import ChatRenderer, Template, build_training_text
 
@@ -154,8 +155,10 @@ def tokenize(
     render_chat: ChatRenderer | None,
     max_seq_length: int,
     max_response_tokens: int | None = None,
+    specials: tuple[str, ...] = (),
 ) -> tuple[list[Example], dict[str, int]]:
-    """Token ids and completion masks, as `run` tokenizes prompts (no added special tokens).
+    """Token ids and completion masks, as `run` tokenizes prompts (no added special tokens, and the tokenizer's
+    special-token strings in titles and descriptions neutralised).
 
     Drops, and counts, rows longer than max_seq_length (`too_long`) and rows whose description with its EOS
     is longer than max_response_tokens (`long_response`): a model that never saw a response longer than what
@@ -163,7 +166,9 @@ def tokenize(
     kept: list[Example] = []
     dropped = {"too_long": 0, "long_response": 0}
     for ex in examples:
-        prompt, completion = build_training_text(ex.title, ex.description, template, eos, render_chat)
+        prompt, completion = build_training_text(
+            ex.title, ex.description, template, eos, render_chat, specials
+        )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
         if len(full_ids) > max_seq_length:
@@ -241,7 +246,14 @@ def prepare(
     if min_chars == "auto":
         examples, dropped["short"] = longer_half(examples)
     examples, by_length = tokenize(
-        examples, tokenizer, template, eos, render, max_seq_length, max_response_tokens
+        examples,
+        tokenizer,
+        template,
+        eos,
+        render,
+        max_seq_length,
+        max_response_tokens,
+        special_tokens(tokenizer),
     )
     dropped.update(by_length)
     if len(examples) < 2:

@@ -11,13 +11,14 @@ from typing import Any
 
 import click
 
+from enrich.config import job_field
 from enrich.errors import EnrichError, Interrupted, PartialFailure
 
 SEPARATOR_HELP = "CSV field separator (default ,): one character such as ';' or '|', or \\t for a tab."
 
 # option name -> dotted path in the job config; every job-file field that makes sense per run is here.
 RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--model", "model.ref", {"help": "Preset, HF directory, GGUF file, adapter or export directory."}),
+    ("--model", "model.ref", {}),
     ("--engine", "model.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo", "ray"])}),
     ("--template", "prompt.template", {"type": click.Choice(["alpaca", "alpaca-pt", "chat"])}),
     ("--id-col", "input.columns.id", {"help": "Id column (default: id)."}),
@@ -35,31 +36,31 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-new-tokens", "sampling.max_new_tokens", {"type": int}),
     ("--repetition-penalty", "sampling.repetition_penalty", {"type": float}),
     ("--seed", "sampling.seed", {"type": int}),
-    ("--window-rows", "batch.window_rows", {"type": int, "help": "Rows per window (read, prompt, write)."}),
-    ("--batch-size", "batch.batch_size", {"type": int, "help": "Prompts per generate call (transformers)."}),
+    ("--window-rows", "batch.window_rows", {"type": int}),
+    ("--batch-size", "batch.batch_size", {"type": int}),
     ("--max-title-chars", "policies.max_title_chars", {"type": int, "help": "Longest title accepted."}),
     ("--long-title", "policies.long_title", {"type": click.Choice(["truncate", "error"])}),
     ("--invalid-row", "policies.invalid_row", {"type": click.Choice(["error", "skip"])}),
     ("--duplicate-id", "policies.duplicate_id", {"type": click.Choice(["error", "skip", "keep"])}),
-    ("--limit", "run.limit", {"type": int, "help": "Process only the first N rows."}),
+    ("--limit", "run.limit", {"type": int}),
     ("--state-dir", "run.state_dir", {"help": "Resume state (default OUTPUT.enrich/)."}),
-    ("--history-dir", "run.history_dir", {"help": "Keep one report per run in this folder."}),
+    ("--history-dir", "run.history_dir", {}),
     ("--dtype", "model.dtype", {"type": click.Choice(["auto", "float32", "bfloat16", "float16"])}),
-    ("--device", "model.device", {"help": "Torch device for the transformers engine."}),
+    ("--device", "model.device", {}),
     ("--gpu-memory-utilization", "model.gpu_memory_utilization", {"type": float}),
     ("--max-num-seqs", "model.max_num_seqs", {"type": int}),
     ("--max-num-batched-tokens", "model.max_num_batched_tokens", {"type": int}),
     ("--max-model-len", "model.max_model_len", {"type": int}),
     ("--tensor-parallel-size", "model.tensor_parallel_size", {"type": int}),
-    ("--quantization", "model.quantization", {"help": "vLLM quantization, e.g. fp8."}),
+    ("--quantization", "model.quantization", {}),
     (
         "--workers",
         "ray.workers",
         {"type": int, "help": "--engine ray: engines in the actor pool (one per GPU)."},
     ),
     ("--worker-engine", "ray.engine", {"type": click.Choice(["auto", "transformers", "vllm", "echo"])}),
-    ("--gpus-per-worker", "ray.gpus_per_worker", {"type": float, "help": "--engine ray: GPUs per worker."}),
-    ("--ray-address", "ray.address", {"help": "--engine ray: cluster to join (auto, ray://HOST:10001)."}),
+    ("--gpus-per-worker", "ray.gpus_per_worker", {"type": float}),
+    ("--ray-address", "ray.address", {}),
     (
         "--ray-start-timeout",
         "ray.start_timeout_s",
@@ -85,25 +86,63 @@ def param_name(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+# A field's description and its default values: {"": value} for one default, {preset: value} where presets differ.
+Describe = Callable[[str], tuple[str, dict[str, Any]]]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _default_text(defaults: dict[str, Any], show: Callable[[Any], str] = _shown) -> str | None:
+    """'0.7', or '1e-3 (cpu-small), 2e-4 (reference)' where presets differ; None where one leaves it unset (the
+    option's help then says what happens)."""
+    if any(value is None for value in defaults.values()):
+        return None
+    texts = {name: show(value) for name, value in sorted(defaults.items())}
+    if len(set(texts.values())) == 1:
+        return next(iter(texts.values()))
+    return ", ".join(f"{text} ({name})" for name, text in texts.items())
+
+
+def _help(text: str, default: str | None) -> str:
+    """Help with its default, in click's own form, unless the text already states it."""
+    return text if default is None or "default" in text.lower() else f"{text}  [default: {default}]"
+
+
 def option_table(
-    options: list[tuple[str, str, dict[str, Any]]], switches: list[tuple[str, str, str]]
+    options: list[tuple[str, str, dict[str, Any]]], switches: list[tuple[str, str, str]], describe: Describe
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A decorator attaching a table of options (flag, field, click settings) and of switches (flags,
-    parameter name, help), in table order; every one defaults to None, so an option not given leaves its
-    field to the job or preset."""
+    """A decorator attaching a table of options (flag, field, click settings) and of switches (flags, field,
+    help), in table order. Every one defaults to None, so an option not given leaves its field to the job or
+    preset; its help is its own or its field's description, with the field's default (describe)."""
 
     def attach(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for flag, _, extra in reversed(options):
-            fn = click.option(flag, param_name(flag), default=None, **extra)(fn)
-        for flags, name, help_text in reversed(switches):
-            fn = click.option(flags, name, is_flag=True, default=None, help=help_text)(fn)
+        for flag, field, extra in reversed(options):
+            description, defaults = describe(field)
+            text = _help(extra.get("help") or description, _default_text(defaults))
+            fn = click.option(flag, param_name(flag), default=None, **{**extra, "help": text})(fn)
+        for flags, field, help_text in reversed(switches):
+            on, _, off = flags.partition("/")
+            default = _default_text({k: on if v else off or "off" for k, v in describe(field)[1].items()})
+            # The parameter is named after the field where that is a name (finetune's), else after the flag.
+            name = field if field.isidentifier() else param_name(on)
+            fn = click.option(flags, name, is_flag=True, default=None, help=_help(help_text, default))(fn)
         return fn
 
     return attach
 
 
+def describe_job_field(dotted: str) -> tuple[str, dict[str, Any]]:
+    """A job field's description and default."""
+    field = job_field(dotted)
+    return field.description or "", {"": field.default}
+
+
 # Every per-run option; each maps to one job-config field.
-run_options = option_table(RUN_OPTIONS, [(flag, param_name(flag), text) for flag, _, text in FLAG_OPTIONS])
+run_options = option_table(RUN_OPTIONS, FLAG_OPTIONS, describe_job_field)
 
 
 LOG_FORMAT = "enrich.log_format"  # click's ctx.meta (shared by nested contexts): the format of the error line
@@ -116,7 +155,9 @@ def _remember_log_format(ctx: click.Context, param: click.Parameter, value: str)
 
 def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--log-format, -q and -v, on every command."""
-    fn = click.option("-v", "--verbose", count=True, help="More log lines.")(fn)
+    fn = click.option("-v", "--verbose", count=True, show_default=True, help="More log lines (-vv: more).")(
+        fn
+    )
     fn = click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")(fn)
     return click.option(
         "--log-format",
@@ -224,7 +265,8 @@ def set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "sets",
         multiple=True,
         metavar="KEY=VALUE",
-        help="Override any job field, e.g. --set policies.empty=flag --set output.path=out.parquet.",
+        help="Override any job field, e.g. --set policies.empty=flag --set output.path=out.parquet; "
+        "repeat for more (default: none).",
     )(fn)
 
 

@@ -29,17 +29,21 @@ def jobs() -> None:
 def jobs_validate(
     files: tuple[str, ...], sets: tuple[str, ...], log_format: str, quiet: bool, verbose: int
 ) -> None:
-    """Check job files: every problem of every file at once, each with its dotted path (exit 2 if any).
+    """Check job files: every problem of every file at once, a line each with its dotted path.
 
-    Checks the fields' types and ranges, unknown keys, that the input exists, that the output's
-    folder can be written and that the model reference exists. Nothing is loaded or run.
+    Checks the fields' types and ranges, unknown keys, that the input exists and can be read, that the
+    output's folder can be written, that the model reference exists and that the device is on this
+    machine. Nothing is loaded or run.
 
     \b
     Example:
       enrich jobs validate jobs/*.toml
+
+    Exit codes, as `enrich jobs run` would stop: 0 every file ok; 1 a bug (traceback kept); 2 a problem in
+    a job file or option (wins over the others); 3 only the input is missing or unreadable; 5 only the GPU
+    that model.device names is missing; 130 interrupted.
     """
-    from enrich.errors import ConfigError
-    from enrich.jobs import parse_sets, validate_file
+    from enrich.jobs import parse_sets, validate_file, validation_error
 
     overrides = parse_sets(sets)
     problems = []
@@ -50,7 +54,7 @@ def jobs_validate(
         elif not quiet:
             click.echo(f"ok: {f}")
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise validation_error(problems)
 
 
 @jobs.command("show")
@@ -68,6 +72,8 @@ def jobs_show(
     Examples:
       enrich jobs show jobs/nightly.toml
       enrich jobs show jobs/nightly.toml --limit 100 --format json
+
+    Exit codes: 0 ok; 1 a bug (traceback kept); 2 a problem in the job file or an option; 130 interrupted.
     """
     import json
 
@@ -98,8 +104,11 @@ def jobs_run(
 ) -> None:
     """Run a job file; options given here override the file. This is what cron calls.
 
-    Exit codes: 0 ok, 2 bad job file, 3 bad input, 4 another run holds the lock, 5 engine,
-    6 finished with rows in the error file, 130 interrupted (a re-run resumes).
+    The defaults shown below are those of the fields that the file leaves unset.
+
+    Exit codes: 0 every row ok; 1 a bug (traceback kept); 2 a problem in the job file or an option; 3 unreadable or
+    invalid input; 4 another run holds the lock; 5 the engine failed (no GPU, out of memory); 6 finished,
+    with rows in the error file; 130 interrupted (state saved: a re-run resumes).
 
     \b
     Examples:

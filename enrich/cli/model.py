@@ -11,8 +11,16 @@ from enrich.cli.common import SEPARATOR_HELP, event_printer, log_options, option
 
 # option -> TrainConfig field; unset options keep the preset's value.
 FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--base", "base", {"help": "Base model: preset or local HF directory (default: the preset's)."}),
-    ("--template", "template", {"type": click.Choice(["alpaca", "alpaca-pt", "chat"])}),
+    ("--base", "base", {}),
+    (
+        "--template",
+        "template",
+        {
+            "type": click.Choice(["alpaca", "alpaca-pt", "chat"]),
+            "help": "Prompt template, recorded in enrich.json for run and eval (default: alpaca with cpu-small, "
+            "the base model's with reference).",
+        },
+    ),
     ("--backend", "backend", {"type": click.Choice(["auto", "unsloth", "peft"])}),
     ("--format", "format", {"type": click.Choice(["auto", "parquet", "csv", "jsonl"])}),
     ("--separator", "separator", {"help": SEPARATOR_HELP}),
@@ -23,11 +31,26 @@ FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--target-modules",
         "target_modules",
-        {"help": "Comma-separated module names (default: the 7 projections)."},
+        {"help": "Comma-separated names of the modules that get LoRA."},
     ),
-    ("--lora-layers", "lora_layers", {"type": int, "help": "LoRA on the top N layers only (default: all)."}),
+    (
+        "--lora-layers",
+        "lora_layers",
+        {
+            "type": int,
+            "help": "LoRA on the top N layers only (default: 10 with cpu-small, all with reference).",
+        },
+    ),
     ("--epochs", "epochs", {"type": float}),
-    ("--max-steps", "max_steps", {"type": int, "help": "Stop after N optimizer steps (wins over --epochs)."}),
+    (
+        "--max-steps",
+        "max_steps",
+        {
+            "type": int,
+            "help": "Stop after N optimizer steps, whatever --epochs says (default: 90 with cpu-small, none: "
+            "--epochs decides, with reference).",
+        },
+    ),
     ("--batch-size", "batch_size", {"type": int}),
     ("--grad-accum", "grad_accum", {"type": int}),
     ("--lr", "lr", {"type": float, "help": "Peak learning rate."}),
@@ -43,15 +66,33 @@ FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--max-response-tokens",
         "max_response_tokens",
-        {"type": int, "help": "Drop rows whose description is longer (e.g. run's --max-new-tokens)."},
+        {
+            "type": int,
+            "help": "Drop rows whose description is longer than N tokens, e.g. run's --max-new-tokens "
+            "(default: no limit).",
+        },
     ),
     ("--val-size", "val_size", {"type": float, "help": "Validation rows: a share below 1, else a count."}),
     ("--min-chars", "min_chars", {"type": int, "help": "Shorter descriptions are junk."}),
-    ("--max-rows", "max_rows", {"type": int, "help": "Use only the first N clean rows."}),
+    ("--max-rows", "max_rows", {"type": int, "help": "Use only the first N clean rows (default: all)."}),
     ("--seed", "seed", {"type": int}),
     ("--logging-steps", "logging_steps", {"type": int}),
-    ("--eval-steps", "eval_steps", {"type": int}),
-    ("--save-steps", "save_steps", {"type": int}),
+    (
+        "--eval-steps",
+        "eval_steps",
+        {
+            "type": int,
+            "help": "Steps between validation losses (default: 45 with cpu-small, about 10 a run with reference).",
+        },
+    ),
+    (
+        "--save-steps",
+        "save_steps",
+        {
+            "type": int,
+            "help": "Steps between checkpoints (default: 45 with cpu-small, --eval-steps' with reference).",
+        },
+    ),
     ("--save-total-limit", "save_total_limit", {"type": int}),
 ]
 FINETUNE_SWITCHES: list[tuple[str, str, str]] = [
@@ -71,7 +112,14 @@ FINETUNE_SWITCHES: list[tuple[str, str, str]] = [
 ]
 
 
-_finetune_options = option_table(FINETUNE_OPTIONS, FINETUNE_SWITCHES)
+def _describe_train_field(field: str) -> tuple[str, dict[str, Any]]:
+    """A fine-tuning field's description and its default under each preset."""
+    from enrich.trainconfig import TrainConfig, preset_defaults
+
+    return TrainConfig.model_fields[field].description or "", preset_defaults(field)
+
+
+_finetune_options = option_table(FINETUNE_OPTIONS, FINETUNE_SWITCHES, _describe_train_field)
 
 
 @click.command()
@@ -111,8 +159,10 @@ def finetune(
       enrich finetune shop.csv -o adapters/shop --title-col name --content-col body --max-steps 200
       enrich finetune shop.parquet -o adapters/shop --preset reference --backend unsloth
       enrich finetune shop.parquet -o adapters/shop --resume
-    \b
-    Exit codes: 0 ok, 2 bad option or hyper-parameter, 3 bad data, 5 engine (no GPU, out of memory).
+
+    Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option, hyper-parameter or base model; 3 unreadable
+    or unusable data; 5 the engine failed (no GPU, out of memory); 130 interrupted (the step under way is
+    saved as a checkpoint: --resume continues).
     """
     import json
 
@@ -178,6 +228,10 @@ def export_cmd(
       enrich export adapters/shop -o models/shop --format merged16
       enrich export adapters/shop -o models/shop-lora --format adapter
       LLAMA_CPP_DIR=~/llama.cpp enrich export adapters/shop -o models/shop-gguf --format gguf
+
+    Exit codes: 0 exported and verified; 1 a bug (traceback kept); 2 a bad option, adapter or output
+    folder; 5 the engine or the export check failed (out of memory, llama.cpp's converter missing, outputs
+    that do not match: nothing is written); 130 interrupted.
     """
     from enrich.export import export
 
@@ -188,6 +242,11 @@ def export_cmd(
         f"prompts, {result.tokens} positions; argmax agreement {result.argmax_agreement:.1%}; "
         f"greedy outputs identical {result.greedy_identical}/{result.prompts}"
     )
+
+
+BOTH_MODELS = (
+    "For both models (default: MODEL's own, from its enrich.json or preset; the baseline decodes alike)."
+)
 
 
 @click.command("eval")
@@ -203,9 +262,20 @@ def export_cmd(
     "--sample", type=int, default=200, show_default=True, help="Rows scored (seeded random sample)."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and of sampling.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "csv", "jsonl"]), default="auto")
 @click.option(
-    "--engine", type=click.Choice(["auto", "transformers", "vllm"]), default="auto", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "parquet", "csv", "jsonl"]),
+    default="auto",
+    show_default=True,
+    help="DATA's file format; auto goes by suffix.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "transformers", "vllm"]),
+    default="auto",
+    show_default=True,
+    help="auto: vllm where it is installed and a GPU is present, else transformers.",
 )
 @click.option(
     "--template", type=click.Choice(["alpaca", "alpaca-pt", "chat"]), help="Default: each model's own."
@@ -214,12 +284,18 @@ def export_cmd(
 @click.option("--title-col", help="Title column (default: title).")
 @click.option("--content-col", help="Real description column (default: content).")
 @click.option("--separator", help=SEPARATOR_HELP)
-@click.option("--temperature", type=float, help="For both models (default: each model's own).")
-@click.option("--top-p", type=float)
-@click.option("--max-new-tokens", type=int)
-@click.option("--repetition-penalty", type=float)
-@click.option("--batch-size", type=int, help="Prompts per generate call (transformers).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
+@click.option("--temperature", type=float, help=f"0 is greedy. {BOTH_MODELS}")
+@click.option("--top-p", type=float, help=f"Nucleus sampling. {BOTH_MODELS}")
+@click.option("--max-new-tokens", type=int, help=f"Tokens generated at most. {BOTH_MODELS}")
+@click.option("--repetition-penalty", type=float, help=f"1 is none. {BOTH_MODELS}")
+@click.option("--batch-size", type=int, help="Prompts per generate call (transformers; default: 16).")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default="auto",
+    show_default=True,
+    help="Weights' dtype; auto: the engine's choice (transformers: bfloat16 on a GPU that has it, else float32).",
+)
 @log_options
 def eval_cmd(
     model: str,
@@ -251,6 +327,9 @@ def eval_cmd(
       enrich eval adapters/shop holdout.parquet -o eval/shop          # against its base model
       enrich eval adapters/shop holdout.parquet -o eval/shop --baseline smollm2-135m
       enrich eval models/shop holdout.csv -o eval/shop --title-col name --content-col body --sample 100
+
+    Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option or model; 3 unreadable data, or no row with
+    a title and a description; 5 the engine failed (no GPU, out of memory); 130 interrupted.
     """
     from pydantic import ValidationError
 

@@ -11,7 +11,12 @@ from enrich.cli.common import execute, job_overrides, log_options, run_options, 
 
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (.parquet or .csv).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Output file (.parquet or .csv); required, except with --dry-run.",
+)
 @click.option(
     "--dry-run", is_flag=True, help="Generate for a sample, print it with a forecast; write nothing."
 )
@@ -43,8 +48,10 @@ def run(
       enrich run catalog.parquet --dry-run --sample 20
       enrich run catalog.parquet -o out.parquet --model ./my-adapter --temperature 0 --limit 1000
       enrich run catalog.parquet -o out.parquet --set policies.empty=flag
-    \b
-    Exit codes: 0 ok, 2 usage, 3 bad input, 4 locked, 5 engine, 6 some rows failed, 130 interrupted.
+
+    Exit codes: 0 every row ok; 1 a bug (traceback kept); 2 usage or configuration; 3 unreadable or
+    invalid input; 4 another run holds the lock; 5 the engine failed (no GPU, out of memory); 6 finished,
+    with rows in the error file; 130 interrupted (state saved: a re-run resumes).
     """
     from enrich.config import build_job
     from enrich.errors import ConfigError
