@@ -38,10 +38,53 @@ def make_catalog(rows: int, path: Path) -> None:
     big.write_parquet(path, row_group_size=8192)
 
 
+# The functions through which a run reads its input, each call one pass over it: (module, function).
+READERS = [("enrich.io", "_batches"), ("enrich.io", "count_rows"), ("enrich.io", "input_identity")]
+
+
+def trace_passes(passes: list[dict[str, object]]) -> None:
+    """Wrap the input readers so that each pass over the input is recorded: who read, and for how long (from
+    its start to its end, the consumer's work between batches included)."""
+    import functools
+    import importlib
+    import inspect
+
+    for module_name, name in READERS:
+        module = importlib.import_module(module_name)
+        fn = getattr(module, name)
+
+        def caller() -> str:
+            frames = [f.function for f in inspect.stack()[2:8] if "enrich" in f.filename]
+            return frames[0] if frames else "?"
+
+        if inspect.isgeneratorfunction(fn):
+
+            def gen(*a: object, _fn=fn, _name=name, **k: object):  # type: ignore[no-untyped-def]
+                entry = {"reader": _name, "by": caller(), "seconds": 0.0}
+                t = time.perf_counter()
+                yield from _fn(*a, **k)
+                entry["seconds"] = round(time.perf_counter() - t, 3)
+                passes.append(entry)
+
+            setattr(module, name, functools.wraps(fn)(gen))
+        else:
+
+            def plain(*a: object, _fn=fn, _name=name, **k: object):  # type: ignore[no-untyped-def]
+                t = time.perf_counter()
+                result = _fn(*a, **k)
+                passes.append({"reader": _name, "by": caller(), "seconds": round(time.perf_counter() - t, 3)})
+                return result
+
+            setattr(module, name, functools.wraps(fn)(plain))
+
+
 def child(catalog: str, out: str, window_rows: int) -> None:
-    """One run in this process; prints the report's stage seconds and this process's peak RSS."""
+    """One run in this process; prints the report's stage seconds, the passes over the input, peak RSS."""
     from enrich.config import build_job
     from enrich.run import run
+
+    passes: list[dict[str, object]] = []
+    trace_passes(passes)
 
     job = build_job(
         {"input": {"path": catalog}, "output": {"path": out, "overwrite": True}},
@@ -68,6 +111,7 @@ def child(catalog: str, out: str, window_rows: int) -> None:
                 "rows": report.counts.rows,
                 "rss_mb": rss_mb,
                 "cpu_s": cpu_s,
+                "passes": passes,
             }
         )
     )
@@ -115,6 +159,7 @@ def main() -> None:
                 "cpu_us_per_row": 1e6 * r["cpu_s"] / size,
                 "rss_mb": r["rss_mb"],
                 "wall_s": wall,
+                "passes": r["passes"],
             }
         )
     print(f"\npipeline without generation (echo engine, window {args.window_rows}, POLARS_MAX_THREADS=1)")
@@ -128,6 +173,10 @@ def main() -> None:
             f"{r['total']:>8.2f} {r['pipeline_us_per_row']:>16.2f} {r['total_us_per_row']:>15.2f} "
             f"{r['cpu_us_per_row']:>11.2f} {r['rss_mb']:>12.0f}"
         )
+    for r in results:
+        print(f"\npasses over the input, {r['rows']} rows: {len(r['passes'])}")
+        for p in r["passes"]:
+            print(f"  {p['reader']:<16} by {p['by']:<24} {p['seconds']:>8.2f} s")
     lo, hi = min(r["rss_mb"] for r in results), max(r["rss_mb"] for r in results)
     print(f"peak RSS spread: {100 * (hi - lo) / lo:.1f}% (target ≤ 10%)")
     import platform

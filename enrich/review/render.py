@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from enrich.io import atomic_file
+from enrich.files import atomic_file
 
 MAX_TEXT_CHARS = 4000  # a text longer than this is cut on the page (catalog descriptions run to 10k+)
 
