@@ -264,8 +264,8 @@ class FixedLength:
             self.engine.max_model_len,
         )
 
-    def generate(self, prompts: Any, sampling: Any) -> Any:
-        return self.engine.generate(prompts, dataclasses.replace(sampling, ignore_eos=True))
+    def generate(self, prompts: Any, sampling: Any, on_progress: Any = None) -> Any:
+        return self.engine.generate(prompts, dataclasses.replace(sampling, ignore_eos=True), on_progress)
 
     def close(self) -> None:
         pass

@@ -36,6 +36,10 @@ class Generation:
     output_tokens: int
 
 
+# Called with the number of prompts done so far, where an engine works through them in several batches.
+Progress = Callable[[int], None]
+
+
 class Engine(Protocol):
     """What the run needs of an inference engine."""
 
@@ -43,7 +47,9 @@ class Engine(Protocol):
     tokenizer: Any
     max_model_len: int
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]: ...
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None = None
+    ) -> list[Generation]: ...
 
     def close(self) -> None: ...
 
@@ -179,18 +185,22 @@ class TransformersEngine:
         )
         self.stop_ids = _stop_ids(self.tokenizer, spec.stop, self.model.generation_config.eos_token_id)
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None = None
+    ) -> list[Generation]:
         import torch
 
         try:
-            return self._generate(prompts, sampling)
+            return self._generate(prompts, sampling, on_progress)
         except (torch.OutOfMemoryError, MemoryError):
             raise EngineError(
                 f"out of memory generating {len(prompts)} prompts on {self.device} in batches of "
                 f"{self.batch_size}; lower --batch-size or --max-new-tokens (a run's finished windows are saved)"
             ) from None
 
-    def _generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+    def _generate(
+        self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None
+    ) -> list[Generation]:
         import torch
 
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
@@ -224,6 +234,8 @@ class TransformersEngine:
             new = out[:, batch["input_ids"].shape[1] :].tolist()
             for row, i in enumerate(idx):
                 results[i] = self._finish(new[row], len(encoded[i]), sampling)
+            if on_progress is not None:  # on a CPU a batch takes tens of seconds: the terminal shows each
+                on_progress(start + len(idx))
         return [r for r in results if r is not None]
 
     def _generate_continuous(self, encoded: list[list[int]], sampling: Sampling) -> list[Generation]:
@@ -309,7 +321,10 @@ class VLLMEngine:
 
             self.lora = LoRARequest("adapter", 1, spec.adapter)
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None = None
+    ) -> list[Generation]:
+        del on_progress  # one call for the whole window: its scheduler batches inside it
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -387,7 +402,9 @@ class EchoEngine:
     def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int) -> None:
         del spec, config, batch_size
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None = None
+    ) -> list[Generation]:
         return [Generation(self.TEXT, "stop", len(p) // 4, 32) for p in prompts]
 
     def close(self) -> None:

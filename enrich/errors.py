@@ -49,3 +49,30 @@ class Interrupted(EnrichError):
     """SIGINT/SIGTERM: state is saved and a re-run resumes."""
 
     exit_code = 130
+
+
+def exit_codes() -> dict[int, str]:
+    """Every exit code enrich ends with and what it means: 0, Python's own 1 for a bug, and each error's."""
+    errors = {c.exit_code: (c.__doc__ or "").split(":")[0] for c in _subclasses(EnrichError)}
+    return {0: "ok", 1: "a bug (the traceback is kept)", **dict(sorted(errors.items()))}
+
+
+def _subclasses(cls: type[EnrichError]) -> list[type[EnrichError]]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def exit_code_of(err: BaseException) -> int:
+    """The exit code a failure ends the process with (the CLI and the run history alike)."""
+    if isinstance(err, EnrichError):
+        return err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return Interrupted.exit_code
+    if isinstance(err, OSError) and _no_room(err):
+        return DiskFull.exit_code
+    return 1
+
+
+def _no_room(err: OSError) -> bool:
+    from enrich.files import no_room
+
+    return no_room(err, None) is not None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enrich.config import Counts, JobConfig, RunReport, Seconds, Tokens
-from enrich.errors import EnrichError, Interrupted
+from enrich.errors import Interrupted, exit_code_of
 from enrich.evaluate import FLAGS
 from enrich.files import write_json
 from enrich.models import versions
@@ -51,15 +51,6 @@ def keep(history_dir: str | None, report: RunReport, started: str | None = None)
         write_json(path, report.model_dump())
         return path
     raise OSError(f"{folder}: no free name for the run report {base}; clean the history folder")
-
-
-def exit_code_of(err: BaseException) -> int:
-    """The exit code that cli.py gives this exception."""
-    if isinstance(err, EnrichError):
-        return err.exit_code
-    if isinstance(err, KeyboardInterrupt):
-        return Interrupted.exit_code
-    return 1
 
 
 def _saved_counts(state_dir: Path) -> tuple[Counter[str], Counter[str], Counter[str]]:

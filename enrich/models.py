@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from enrich.errors import ConfigError, EngineError
+from enrich.events import Event, no_events
 
 ENRICH_JSON = "enrich.json"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -147,7 +148,7 @@ def _fingerprint_files(directory: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _materialize_gguf(gguf: Path, fix_eos: str | None, pad: str | None) -> Path:
+def _materialize_gguf(gguf: Path, fix_eos: str | None, pad: str | None, on_event: Event = no_events) -> Path:
     """Convert a GGUF file once into a safetensors HF directory in the cache; later loads take a second."""
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}:{fix_eos}".encode()).hexdigest()[
@@ -156,6 +157,9 @@ def _materialize_gguf(gguf: Path, fix_eos: str | None, pad: str | None) -> Path:
     target = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
+    on_event(
+        "info", {"message": f"converting {gguf.name} once into {target} (about 30 s; later runs reuse it)"}
+    )
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -191,9 +195,9 @@ def _materialize_gguf(gguf: Path, fix_eos: str | None, pad: str | None) -> Path:
     return target
 
 
-def _spec_from_preset(preset: Preset, ref: str) -> ModelSpec:
+def _spec_from_preset(preset: Preset, ref: str, on_event: Event) -> ModelSpec:
     if preset.source == "embedded":
-        path = str(_materialize_gguf(embedded_gguf(), fix_eos=preset.eos, pad="<|endoftext|>"))
+        path = str(_materialize_gguf(embedded_gguf(), preset.eos, "<|endoftext|>", on_event))
         identity = f"{preset.name}:{_fingerprint_files(Path(path))}"
     else:
         path, identity = preset.source, preset.name
@@ -211,12 +215,12 @@ def _spec_from_preset(preset: Preset, ref: str) -> ModelSpec:
     )
 
 
-def resolve_model(ref: str | None, gpu: bool = False) -> ModelSpec:
+def resolve_model(ref: str | None, gpu: bool = False, on_event: Event = no_events) -> ModelSpec:
     """Turn a model reference (preset, HF dir, GGUF file, adapter or export dir) into a ModelSpec."""
     if ref is None:
         ref = "llama-3.1-8b-4bit" if gpu else "smollm2-135m"
     if ref in PRESETS:
-        return _spec_from_preset(PRESETS[ref], ref)
+        return _spec_from_preset(PRESETS[ref], ref, on_event)
     path = Path(ref).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
         info = read_enrich_json(path)
@@ -227,10 +231,10 @@ def resolve_model(ref: str | None, gpu: bool = False) -> ModelSpec:
         # was trained to be prompted and to stop; without it the GGUF's own chat template is used.
         beside = read_enrich_json(path.parent)
         info = beside if beside.get("file", path.name) == path.name else {}
-        directory = _materialize_gguf(path, fix_eos=info.get("eos"), pad=None)
-        return _spec_from_dir(directory, ref, default_template="chat", info=info)
+        directory = _materialize_gguf(path, info.get("eos"), None, on_event)
+        return _spec_from_dir(directory, ref, default_template="chat", info=info, on_event=on_event)
     if path.is_dir():
-        return _spec_from_dir(path, ref, default_template=None)
+        return _spec_from_dir(path, ref, default_template=None, on_event=on_event)
     raise ConfigError(
         f"model {ref!r}: not a preset ({', '.join(PRESETS)}), a .gguf file or a model directory"
     )
@@ -289,7 +293,11 @@ def _require_own_architecture(path: Path) -> None:
 
 
 def _spec_from_dir(
-    directory: Path, ref: str, default_template: str | None, info: dict[str, Any] | None = None
+    directory: Path,
+    ref: str,
+    default_template: str | None,
+    info: dict[str, Any] | None = None,
+    on_event: Event = no_events,
 ) -> ModelSpec:
     info = read_enrich_json(directory) if info is None else info
     _require_safetensors(directory)
@@ -301,7 +309,7 @@ def _spec_from_dir(
         base_ref = base_of(str(directory))
         if not base_ref:
             raise ConfigError(f"{directory}: adapter without a base model (enrich.json 'base')")
-        base = resolve_model(str(base_ref))
+        base = resolve_model(str(base_ref), on_event=on_event)
         return ModelSpec(
             ref=ref,
             name=f"{base.name}+{directory.name}",

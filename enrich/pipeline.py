@@ -255,7 +255,13 @@ def _run_locked(
                         gens = []
                         if offs:
                             engine = engine or _load_engine(plan, on_event)
-                            gens = engine.generate([window.prompts[o] for o in offs], sampling)
+
+                            def batch_done(done: int, k: int = window.index, n: int = len(offs)) -> None:
+                                on_event(
+                                    "generating", {"window": k, "windows": n_windows, "done": done, "rows": n}
+                                )
+
+                            gens = engine.generate([window.prompts[o] for o in offs], sampling, batch_done)
                         seconds["generate"] += time.perf_counter() - t
                         t = time.perf_counter()
                         part, stats = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
@@ -321,6 +327,7 @@ def _run_locked(
 
 
 def _load_engine(plan: Plan, on_event: Event) -> Engine:
+    on_event("info", {"message": f"loading {plan.spec.name} ({plan.engine_name})"})
     t = time.perf_counter()
     engine = make_engine(plan.engine_name, plan.spec, plan.job.model, plan.batch_size)
     on_event("info", {"message": f"model {plan.spec.name} loaded in {time.perf_counter() - t:.1f}s"})

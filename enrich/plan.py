@@ -82,7 +82,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     output = Path(job.output.path)
     out_fmt = io.file_format(str(output), job.output.format)
     gpu = cuda_available()
-    spec = resolve_model(job.model.ref, gpu=gpu)
+    spec = resolve_model(job.model.ref, gpu=gpu, on_event=on_event)
     engine_name = pick_engine(
         job.ray.engine if job.model.engine == "ray" else job.model.engine
     )  # ray: the workers'

@@ -66,6 +66,10 @@ class Reporter:
             self._start(data)
         elif kind == "progress":
             self._progress(data)
+        elif kind == "generating" and self.progress is not None:
+            # Inside a window, between saves: on a CPU a window takes minutes, its batches tens of seconds.
+            step = f"window {data['window'] + 1}/{data['windows']}: {data['done']}/{data['rows']} generated"
+            self.progress.update(self.task, step=step)
 
     def _start(self, data: dict[str, Any]) -> None:
         """data: a progress event (rows resumed, errors saved, time since the run began)."""
@@ -87,18 +91,20 @@ class Reporter:
                 "{task.fields[rate]:.2f} rows/s · {task.fields[tps]:.0f} tok/s · {task.fields[errors]} errors"
             ),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[step]}"),
             console=self.err,
             transient=False,
         )
         self.progress.start()
         self.task = self.progress.add_task(
-            "rows", total=total, completed=done, rate=0.0, tps=0.0, errors=data["errors"]
+            "rows", total=total, completed=done, rate=0.0, tps=0.0, errors=data["errors"], step=""
         )
 
     def _progress(self, data: dict[str, Any]) -> None:
         if self.progress is not None:
             self.progress.update(
                 self.task,
+                step="",
                 completed=data["rows_done"],
                 rate=data["rows_per_s"],
                 tps=data["output_tokens_per_s"],

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import pytest
 
+from enrich import errors
 from enrich.cli import main
-from enrich.errors import EXIT_NAMES
 
 
 def commands(group: click.Group = main, path: str = "enrich") -> Iterator[tuple[str, click.Command]]:
@@ -26,13 +26,14 @@ def commands(group: click.Group = main, path: str = "enrich") -> Iterator[tuple[
 COMMANDS = dict(commands())
 # The exit codes each command that does work can end with; `enrich models` only prints a table.
 EXIT_CODES = {
-    "enrich run": {0, 1, 2, 3, 4, 5, 6, 130},
-    "enrich jobs run": {0, 1, 2, 3, 4, 5, 6, 130},
+    "enrich run": {0, 1, 2, 3, 4, 5, 6, 7, 130},
+    "enrich jobs run": {0, 1, 2, 3, 4, 5, 6, 7, 130},
     "enrich jobs validate": {0, 1, 2, 3, 5, 130},
     "enrich jobs show": {0, 1, 2, 130},
-    "enrich finetune": {0, 1, 2, 3, 5, 130},
-    "enrich export": {0, 1, 2, 5, 130},
-    "enrich eval": {0, 1, 2, 3, 5, 130},
+    "enrich finetune": {0, 1, 2, 3, 5, 7, 130},
+    "enrich export": {0, 1, 2, 5, 7, 130},
+    "enrich eval": {0, 1, 2, 3, 5, 7, 130},
+    "enrich review": {0, 1, 2, 3, 7, 130},
 }
 # What each code means (DESIGN.md, errors.py): a word that its description in a command's help must hold.
 MEANING = {
@@ -43,6 +44,7 @@ MEANING = {
     4: ("lock",),
     5: ("engine", "GPU"),
     6: ("error file",),
+    7: ("no room", "disk full"),
     130: ("interrupted",),
 }
 
@@ -84,7 +86,7 @@ def test_every_command_lists_its_exit_codes(name: str) -> None:
     assert "Exit codes" in help_text, f"{name}: no exit codes in its help"
     codes = exit_codes(help_text)
     assert set(codes) == EXIT_CODES[name]
-    assert set(codes) <= set(EXIT_NAMES)
+    assert set(codes) <= set(errors.exit_codes())
     for code, meaning in codes.items():
         assert any(word in meaning for word in MEANING[code]), f"{name}: exit {code} described as {meaning!r}"
 

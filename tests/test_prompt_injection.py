@@ -13,7 +13,7 @@ from _support import REPO
 
 from enrich import engines, traindata
 from enrich.config import ModelConfig, build_job
-from enrich.engines import Generation, Sampling, prompt_side, special_tokens
+from enrich.engines import Generation, Progress, Sampling, prompt_side, special_tokens
 from enrich.evaluate import EvalConfig, generate_for
 from enrich.models import ModelSpec
 from enrich.plan import plan_run
@@ -160,7 +160,9 @@ class _Capture:
         self.tokenizer = prompt_side("transformers", spec, config).tokenizer
         self.max_model_len = 2048
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None = None
+    ) -> list[Generation]:
         self.seen.update(prompts=list(prompts), tokenizer=self.tokenizer)
         return [Generation("A mug.", "stop", 1, 1) for _ in prompts]
 

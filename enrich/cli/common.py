@@ -191,6 +191,14 @@ class EnrichGroup(click.Group):
         except KeyboardInterrupt:
             _echo_error(ctx, "interrupted", Interrupted.exit_code)
             sys.exit(Interrupted.exit_code)
+        except OSError as err:  # a full disk where no command translated it (a library's own write)
+            from enrich.files import no_room
+
+            full = no_room(err, None)
+            if full is None:
+                raise  # any other OSError is a bug: its traceback is kept
+            _echo_error(ctx, str(full), full.exit_code)
+            sys.exit(full.exit_code)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -161,7 +161,8 @@ def finetune(
       enrich finetune shop.parquet -o adapters/shop --resume
 
     Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option, hyper-parameter or base model; 3 unreadable
-    or unusable data; 5 the engine failed (no GPU, out of memory); 130 interrupted (the step under way is
+    or unusable data; 5 the engine failed (no GPU, out of memory); 7 no room to write (disk full); 130
+    interrupted (the step under way is
     saved as a checkpoint: --resume continues).
     """
     import json
@@ -231,7 +232,7 @@ def export_cmd(
 
     Exit codes: 0 exported and verified; 1 a bug (traceback kept); 2 a bad option, adapter or output
     folder; 5 the engine or the export check failed (out of memory, llama.cpp's converter missing, outputs
-    that do not match: nothing is written); 130 interrupted.
+    that do not match: nothing is written); 7 no room to write (disk full); 130 interrupted.
     """
     from enrich.export import export
 
@@ -329,7 +330,8 @@ def eval_cmd(
       enrich eval models/shop holdout.csv -o eval/shop --title-col name --content-col body --sample 100
 
     Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option or model; 3 unreadable data, or no row with
-    a title and a description; 5 the engine failed (no GPU, out of memory); 130 interrupted.
+    a title and a description; 5 the engine failed (no GPU, out of memory); 7 no room to write (disk full); 130
+    interrupted.
     """
     from pydantic import ValidationError
 

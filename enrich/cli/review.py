@@ -55,6 +55,9 @@ def review(
       enrich review out.csv -o review.html --sample 5000
       enrich review out.parquet --max-flagged 20000 --seed 7
       enrich review eval/shop                    # writes eval/shop/eval.html
+
+    Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option; 3 unreadable input (an output or eval
+    folder that cannot be read); 7 no room to write (disk full); 130 interrupted.
     """
     from enrich.review import write_eval_page, write_review
 

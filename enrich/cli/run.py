@@ -51,7 +51,8 @@ def run(
 
     Exit codes: 0 every row ok; 1 a bug (traceback kept); 2 usage or configuration; 3 unreadable or
     invalid input; 4 another run holds the lock; 5 the engine failed (no GPU, out of memory); 6 finished,
-    with rows in the error file; 130 interrupted (state saved: a re-run resumes).
+    with rows in the error file; 7 no room to write (disk full: free space, a re-run resumes); 130 interrupted
+    (state saved: a re-run resumes).
     """
     from enrich.config import build_job
     from enrich.errors import ConfigError
