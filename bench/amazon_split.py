@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from enrich.traindata import junk_reason
+from enrich.model.traindata import junk_reason
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_products.parquet"
 

@@ -37,7 +37,7 @@ def build_tiny_model(dest: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from _support import build_tiny_llama
 
-    from enrich.models import resolve_model
+    from enrich.model.reference import resolve_model
 
     return build_tiny_llama(Path(resolve_model("smollm2-135m").path), dest, tied=False, seed=3)
 

@@ -20,10 +20,10 @@ import polars as pl
 import torch
 
 from enrich.config import ModelConfig, build_job
-from enrich.engines import Sampling, TransformersEngine
-from enrich.models import resolve_model
-from enrich.pipeline import run
-from enrich.prompts import CHAT, build_prompts
+from enrich.model.engines import Sampling, TransformersEngine
+from enrich.model.prompts import CHAT, build_prompts
+from enrich.model.reference import resolve_model
+from enrich.run.loop import run
 
 HERE = Path(__file__).resolve().parent
 

@@ -64,7 +64,7 @@ def texts(tokenizer: Any, n: int, join_to: int = 0) -> list[str]:
     """
     import pyarrow.parquet as pq
 
-    from enrich.prompts import build_training_text, get_template
+    from enrich.model.prompts import build_training_text, get_template
 
     table = pq.read_table(HERE / "data" / "gpu_catalog.parquet", columns=["title", "content"])
     template = get_template("alpaca-pt")

@@ -83,7 +83,7 @@ def titles(n: int) -> tuple[list[str], list[str]]:
 
 def prompts_for(tokenizer: Any, n: int) -> list[str]:
     """The prompts `enrich run` builds for these titles (chat template of the model's tokenizer)."""
-    from enrich.prompts import build_prompts, get_template
+    from enrich.model.prompts import build_prompts, get_template
 
     return build_prompts(titles(n)[1], get_template("chat"), tokenizer.apply_chat_template)
 
@@ -294,15 +294,15 @@ def bench_vllm(
     bare: bool,
     cudagraph_max: int | None = None,
 ) -> None:
-    """(d) bare vllm.LLM.generate on the prompt list; (e) enrich.pipeline.run, Parquet in and out, same engine."""
+    """(d) bare vllm.LLM.generate on the prompt list; (e) enrich.run.loop.run, Parquet in and out, same engine."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
     from vllm import SamplingParams
 
     from enrich.config import JobConfig, ModelConfig
-    from enrich.engines import VLLMEngine
-    from enrich.models import resolve_model, versions
+    from enrich.model.engines import VLLMEngine
+    from enrich.model.reference import resolve_model, versions
 
     spec = resolve_model(str(model_dir))
     t = time.perf_counter()

@@ -39,7 +39,11 @@ def make_catalog(rows: int, path: Path) -> None:
 
 
 # The functions through which a run reads its input, each call one pass over it: (module, function).
-READERS = [("enrich.io", "_batches"), ("enrich.io", "count_rows"), ("enrich.io", "input_identity")]
+READERS = [
+    ("enrich.catalog.source", "_batches"),
+    ("enrich.catalog.source", "count_rows"),
+    ("enrich.catalog.source", "input_identity"),
+]
 
 
 def trace_passes(passes: list[dict[str, object]]) -> None:

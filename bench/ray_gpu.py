@@ -3,7 +3,7 @@
 Same work as bench/gpu_generate.py: the Llama-3.1-8B architecture with vLLM's dummy (random) weights and the
 embedded tokenizer, real titles from bench/data/gpu_catalog.parquet in the chat template, every row generating
 exactly 256 tokens (EOS ignored) at temperature 0.7, top-p 0.9. One process, one Ray; each way is a real
-`pipeline.run` on a Parquet catalog, with Ray Data's actor pool of enrich's VLLMEngine.
+`loop.run` on a Parquet catalog, with Ray Data's actor pool of enrich's VLLMEngine.
 
 - 2 or more GPUs: 1 worker on 1 GPU against 2 workers on 1 GPU each. Target: 2 workers >= 1.9x.
 - 1 GPU: 1 worker holding the GPU against 2 workers sharing it (0.5 GPU, 0.42 of its memory each).
@@ -15,7 +15,7 @@ carried by payload.sh), which runs
 
     PYTHONPATH=$SITE/ray:$INFER python3 bench/ray_gpu.py /tmp/enrich-bench/llama-8b-arch [--prompts 4096] [--window-rows 1024]
 
-Figures: `wall` is the whole pipeline.run (Ray actors and vLLM starting included); `pool` is rows over the
+Figures: `wall` is the whole loop.run (Ray actors and vLLM starting included); `pool` is rows over the
 busiest worker's time inside its windows (read, prompt, generate, postprocess): the throughput once started.
 """
 
@@ -60,7 +60,7 @@ class FixedLength:
 
 def dummy_vllm_in_worker() -> None:
     """Ray's worker setup hook: in every worker, engine 'vllm' loads dummy weights and ignores EOS."""
-    from enrich import engines
+    from enrich.model import engines
 
     def make(spec: Any, config: Any, batch_size: int) -> Any:
         return FixedLength(engines.VLLMEngine(spec, config, batch_size, load_format="dummy"))
@@ -78,11 +78,11 @@ def layouts(n_gpus: int) -> list[dict[str, Any]]:
 def enrich_way(
     model_dir: Path, source: Path, work: Path, way: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """One `pipeline.run` with --engine ray; its figures."""
+    """One `loop.run` with --engine ray; its figures."""
     import pyarrow.parquet as pq
 
-    from enrich import pipeline
     from enrich.config import JobConfig
+    from enrich.run import loop
 
     out = work / f"out-ray-{way['workers']}.parquet"
     job = JobConfig.model_validate(
@@ -113,7 +113,7 @@ def enrich_way(
         }
     )
     t = time.perf_counter()
-    report = pipeline.run(job)
+    report = loop.run(job)
     wall = time.perf_counter() - t
     workers = report.workers or []
     busy = max(w["busy_s"] for w in workers)
@@ -261,7 +261,7 @@ def main() -> None:
     save(args.json, meta, results)  # enrich's figures are kept whatever the comparison below does
     if not args.no_data_llm and not args.smoke:
         try:
-            from enrich.prompts import build_prompts, get_template
+            from enrich.model.prompts import build_prompts, get_template
 
             tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
             prompts = build_prompts(titles, get_template("chat"), tokenizer.apply_chat_template)

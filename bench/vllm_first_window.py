@@ -37,8 +37,8 @@ def main() -> None:
     import torch
 
     from enrich.config import ModelConfig
-    from enrich.engines import Sampling, VLLMEngine
-    from enrich.models import resolve_model, versions
+    from enrich.model.engines import Sampling, VLLMEngine
+    from enrich.model.reference import resolve_model, versions
 
     if not (args.model_dir / "config.json").is_file():
         gg.make_model(args.model_dir)

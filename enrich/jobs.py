@@ -59,9 +59,9 @@ class Problem:
 
 def check_job(job: JobConfig) -> list[Problem]:
     """Problems that a valid model can still have on this machine."""
-    from enrich.engines import device_problem
-    from enrich.models import PRESETS
-    from enrich.target import Target
+    from enrich.model.engines import device_problem
+    from enrich.model.reference import PRESETS
+    from enrich.run.target import Target
 
     problems: list[Problem] = []
     missing = _input_problem(job.input.path)

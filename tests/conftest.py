@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     """The embedded SmolLM2 converted once to a safetensors directory (cached across runs)."""
-    from enrich.models import resolve_model
+    from enrich.model.reference import resolve_model
 
     return Path(resolve_model("smollm2-135m").path)
 

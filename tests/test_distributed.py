@@ -20,10 +20,9 @@ import polars as pl
 import pytest
 from _support import REPO, call, greedy_run_args, start
 
-from enrich import plan
 from enrich.config import build_job
 from enrich.errors import ConfigError
-from enrich.run import run
+from enrich.run import plan, run
 
 ray = pytest.importorskip("ray")
 
@@ -252,7 +251,7 @@ def test_driver_killed_or_terminated_then_rerun_resumes(
 
 
 def test_incremental_is_refused_with_ray(source: Path, greedy_model: Path, tmp_path: Path) -> None:
-    from enrich import distributed
+    from enrich.run import distributed
 
     job = ray_job(source, tmp_path / "out.parquet", greedy_model)
     with pytest.raises(ConfigError, match="incremental runs are not spread over Ray"):

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from enrich.config import ErrorRecord
-from enrich.errorfile import assemble_errors
-from enrich.state import RunState, open_state
+from enrich.run.errorfile import assemble_errors
+from enrich.run.state import RunState, open_state
 
 ERROR_DTYPES = {"id": pl.String, "row": pl.Int64, "stage": pl.String, "reason": pl.String, "value": pl.String}
 

@@ -9,7 +9,7 @@ import polars as pl
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
-from enrich.metrics import rouge_l, score
+from enrich.evaluation.metrics import rouge_l, score
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 

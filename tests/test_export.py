@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
-from enrich.export import TOLERANCE, verify
-from enrich.models import resolve_model
+from enrich.model.export import TOLERANCE, verify
+from enrich.model.reference import resolve_model
 
 
 def enrich(*args: str | Path) -> Result:
@@ -155,7 +155,7 @@ def test_a_gguf_export_is_prompted_as_it_was_trained(catalog: Path, tmp_path: Pa
     The embedded model's real GGUF stands in for the converter's output (llama.cpp is not installed here).
     """
     from enrich.errors import EngineError
-    from enrich.models import embedded_gguf
+    from enrich.model.reference import embedded_gguf
 
     folder = tmp_path / "exported"
     folder.mkdir()

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from _support import REPO
 
-from enrich.evaluate import (
+from enrich.quality.flags import (
     REPETITION_THRESHOLD,
     _has_digit,
     _repetitive,

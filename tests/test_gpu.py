@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from enrich.config import ModelConfig
-from enrich.engines import Sampling, TransformersEngine, VLLMEngine
-from enrich.models import resolve_model
-from enrich.prompts import build_prompts, get_template
+from enrich.model.engines import Sampling, TransformersEngine, VLLMEngine
+from enrich.model.prompts import build_prompts, get_template
+from enrich.model.reference import resolve_model
 
 pytestmark = pytest.mark.gpu
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from enrich.cli import main
 from enrich.errors import ConfigError
-from enrich.trainconfig import build_train_config
+from enrich.model.trainconfig import build_train_config
 
 CATALOG = REPO / "examples" / "catalog.parquet"
 

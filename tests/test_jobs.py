@@ -13,10 +13,10 @@ import pytest
 from _support import REPO, make_greedy_model
 from click.testing import CliRunner, Result
 
-from enrich import history
 from enrich.cli import main
 from enrich.config import JobConfig, RunReport
 from enrich.jobs import load_job
+from enrich.run import history
 
 JOB_FILES = sorted((REPO / "jobs").glob("*.toml"))
 JOB_SCHEMA = json.loads((REPO / "schemas" / "job.schema.json").read_text(encoding="utf-8"))

@@ -110,7 +110,7 @@ def test_a_model_directory_that_needs_its_own_code_or_names_no_architecture_is_r
 def test_an_adapter_on_a_base_that_needs_its_own_code_is_refused(tiny_model: Path, tmp_path: Path) -> None:
     """The base named by an adapter is resolved as carefully as a model given directly."""
     from enrich.errors import ConfigError
-    from enrich.models import resolve_model
+    from enrich.model.reference import resolve_model
 
     base = copy_model(tiny_model, tmp_path / "base", auto_map={"AutoConfig": "configuration_x.XConfig"})
     adapter = tmp_path / "adapter"
@@ -123,6 +123,6 @@ def test_an_adapter_on_a_base_that_needs_its_own_code_is_refused(tiny_model: Pat
 
 
 def test_the_bundled_models_resolve(tiny_model: Path) -> None:
-    from enrich.models import resolve_model
+    from enrich.model.reference import resolve_model
 
     assert resolve_model(str(tiny_model)).path == str(tiny_model)

@@ -11,13 +11,11 @@ import polars as pl
 import pytest
 from _support import REPO
 
-from enrich import engines, traindata
 from enrich.config import ModelConfig, build_job
-from enrich.engines import Generation, Progress, Sampling, prompt_side, special_tokens
-from enrich.evaluate import EvalConfig, generate_for
-from enrich.models import ModelSpec
-from enrich.plan import plan_run
-from enrich.prompts import (
+from enrich.evaluation.evaluate import EvalConfig, generate_for
+from enrich.model import engines, traindata
+from enrich.model.engines import Generation, Progress, Sampling, prompt_side, special_tokens
+from enrich.model.prompts import (
     TEMPLATES,
     WORD_JOINER,
     build_prompt,
@@ -26,7 +24,9 @@ from enrich.prompts import (
     get_template,
     neutralise,
 )
-from enrich.rows import prepare_window, tokenizer_hooks
+from enrich.model.reference import ModelSpec
+from enrich.run.plan import plan_run
+from enrich.run.process import prepare_window, tokenizer_hooks
 
 # The embedded tokenizer's own control tokens, and Llama's (added to a copy of the tokenizer below).
 INJECTED = (

@@ -303,8 +303,8 @@ def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_mo
 def test_vllm_arguments_follow_the_gpu_and_the_job(tiny_model: Path) -> None:
     """The scheduler sizes and CUDA-graph range measured on the H200 apply on 70 GiB GPUs unless the job sets its own."""
     from enrich.config import ModelConfig
-    from enrich.engines import _llm_args
-    from enrich.models import resolve_model
+    from enrich.model.engines import _llm_args
+    from enrich.model.reference import resolve_model
 
     spec, gib = resolve_model(str(tiny_model)), 2**30
     large = _llm_args(spec, ModelConfig(), 141 * gib)
@@ -560,10 +560,10 @@ def test_a_finished_run_writes_its_error_file_and_report_where_asked(catalog: Pa
 def test_duplicate_ids_are_checked_against_the_ids_not_only_their_hashes(tmp_path: Path) -> None:
     """Two ids whose 64-bit hashes collide must stay two ids: a collision (rows 2 and 5 put in row 0's hash
     group) keeps row 2, whose id differs, and finds row 5, whose id is row 0's; real repeats are found too."""
-    from enrich import io
+    from enrich.catalog import source
 
     src = tmp_path / "ids.parquet"
     pl.DataFrame({"id": ["a", "x", "b", "x", "c", "a"], "title": ["t"] * 6}).write_parquet(src)
-    lf = io.scan(str(src))
-    assert io.duplicate_rows(lf, "id", None, str(src), tmp_path / "scratch", 6) == {3: 1, 5: 0}
-    assert io._exact_duplicates({2: 0, 5: 0}, lf, "id", None, str(src)) == {5: 0}
+    lf = source.scan(str(src))
+    assert source.duplicate_rows(lf, "id", None, str(src), tmp_path / "scratch", 6) == {3: 1, 5: 0}
+    assert source._exact_duplicates({2: 0, 5: 0}, lf, "id", None, str(src)) == {5: 0}

@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from enrich.cli import main
 from enrich.config import InputConfig
-from enrich.traindata import read_rows
+from enrich.model.traindata import read_rows
 
 ECHO = ["--engine", "echo", "--template", "alpaca", "--log-format", "json"]
 
@@ -86,7 +86,7 @@ def test_a_ragged_line_is_named_in_a_semicolon_file(tmp_path: Path) -> None:
 
 
 def test_ray_workers_read_their_window_with_the_separator(tmp_path: Path) -> None:
-    from enrich.distributed import read_rows as window_rows
+    from enrich.run.distributed import read_rows as window_rows
 
     src = write(tmp_path / "shop.csv", ";")
     assert window_rows(str(src), "auto", ["id", "title"], 1, 4, ";") == {

@@ -13,8 +13,8 @@ from click.testing import CliRunner, Result
 
 from enrich.cli import main
 from enrich.config import Columns
-from enrich.prompts import get_template
-from enrich.traindata import Example, clean, longer_half, read_rows, tokenize
+from enrich.model.prompts import get_template
+from enrich.model.traindata import Example, clean, longer_half, read_rows, tokenize
 
 DATA = Path(__file__).parent / "data"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_products.parquet"
@@ -138,7 +138,7 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert json.loads((out / "training_report.json").read_text())["steps"] == 3
     # A checkpoint cut off while it was saved (weights unreadable) is passed over for the one before it.
-    from enrich.train import _last_checkpoint
+    from enrich.model.train import _last_checkpoint
 
     newest = max((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     (newest / "adapter_model.safetensors").write_bytes(b"\x00" * 10)

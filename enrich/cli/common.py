@@ -206,7 +206,7 @@ class EnrichGroup(click.Group):
 
 def _echo_error(ctx: click.Context, message: str, code: int) -> None:
     """The failure, a line per problem: JSON lines where the log is JSON (cron), else `error: ...` lines."""
-    from enrich.report import json_line, use_json
+    from enrich.console import json_line, use_json
 
     as_json = use_json(ctx.meta.get(LOG_FORMAT, "auto"))
     for line in message.splitlines():  # one line per problem (jobs validate lists every one)
@@ -243,7 +243,7 @@ def quiet_libraries() -> None:
 def execute(
     job: Any, log_format: str, quiet: bool, verbose: int, dry: bool = False, sample: int = 20
 ) -> None:
-    from enrich.report import Reporter, print_dry_run, print_report, use_json
+    from enrich.console import Reporter, print_dry_run, print_report, use_json
     from enrich.run import run
 
     click.get_current_context().meta[LOG_FORMAT] = log_format  # a job file's format, where it set one
@@ -252,7 +252,7 @@ def execute(
     reporter = Reporter(log_format, -1 if quiet else verbose, job.run.log_every_s)
     try:
         if dry:
-            from enrich import dryrun
+            from enrich.run import dryrun
 
             print_dry_run(dryrun.dry_run(job, sample, reporter), log_format)
             return
@@ -287,7 +287,7 @@ def job_overrides(params: dict[str, Any], sets: tuple[str, ...]) -> dict[str, An
 
 def event_printer(log_format: str, quiet: bool, verbose: int) -> Any:
     """A progress callback for finetune, export and eval: log lines (text or JSON) on stderr."""
-    from enrich.report import Reporter
+    from enrich.console import Reporter
 
     reporter = Reporter(log_format, -1 if quiet else verbose)
 

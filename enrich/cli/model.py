@@ -114,7 +114,7 @@ FINETUNE_SWITCHES: list[tuple[str, str, str]] = [
 
 def _describe_train_field(field: str) -> tuple[str, dict[str, Any]]:
     """A fine-tuning field's description and its default under each preset."""
-    from enrich.trainconfig import TrainConfig, preset_defaults
+    from enrich.model.trainconfig import TrainConfig, preset_defaults
 
     return TrainConfig.model_fields[field].description or "", preset_defaults(field)
 
@@ -167,8 +167,8 @@ def finetune(
     """
     import json
 
-    from enrich.train import train
-    from enrich.trainconfig import build_train_config
+    from enrich.model.train import train
+    from enrich.model.trainconfig import build_train_config
 
     options: dict[str, Any] = {"data": data, "preset": preset}
     for flag, field, _ in FINETUNE_OPTIONS:
@@ -234,7 +234,7 @@ def export_cmd(
     folder; 5 the engine or the export check failed (out of memory, llama.cpp's converter missing, outputs
     that do not match: nothing is written); 7 no room to write (disk full); 130 interrupted.
     """
-    from enrich.export import export
+    from enrich.model.export import export
 
     result = export(Path(adapter_dir), Path(output), fmt, dtype, event_printer(log_format, quiet, verbose))
     click.echo(
@@ -336,9 +336,9 @@ def eval_cmd(
     from pydantic import ValidationError
 
     from enrich.errors import ConfigError
-    from enrich.evalreport import table_rows
-    from enrich.evaluate import EvalConfig, evaluate
-    from enrich.models import base_of
+    from enrich.evaluation.evaluate import EvalConfig, evaluate
+    from enrich.evaluation.report import table_rows
+    from enrich.model.reference import base_of
 
     if no_baseline:
         baseline = None

@@ -82,8 +82,8 @@ def models(log_format: str, quiet: bool, verbose: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from enrich.models import PRESETS
-    from enrich.report import use_json
+    from enrich.console import use_json
+    from enrich.model.reference import PRESETS
 
     if use_json(log_format):
         click.echo(json.dumps([p.__dict__ for p in PRESETS.values()], indent=2))

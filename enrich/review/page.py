@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from enrich.errors import ConfigError
-from enrich.evaluate import FLAGS
+from enrich.quality.flags import FLAGS
 from enrich.review.render import cut, histogram, write_page
 from enrich.review.source import ErrorSummary, Layout, layout, read_errors, read_report
 from enrich.review.summary import LENGTH_BUCKET, Summary, summarize

@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from enrich import history
 from enrich.events import Event, no_events
-from enrich.target import Target, require_problem_free
+from enrich.run import history
+from enrich.run.target import Target, require_problem_free
 
 if TYPE_CHECKING:
     from enrich.config import JobConfig, RunReport
-    from enrich.engines import Engine
+    from enrich.model.engines import Engine
 
 
 def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = None) -> RunReport:
@@ -29,6 +29,6 @@ def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = Non
     except BaseException as err:
         history.keep_failure(job, started, t0, err)
         raise
-    from enrich import pipeline  # polars, pyarrow and the engines load only once the lock is held
+    from enrich.run import loop  # polars, pyarrow and the engines load only once the lock is held
 
-    return pipeline.run_held(job, target, held, started, t0, on_event, engine)
+    return loop.run_held(job, target, held, started, t0, on_event, engine)

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from enrich.config import Counts, JobConfig, RunReport, Seconds, Tokens
 from enrich.errors import Interrupted, exit_code_of
-from enrich.evaluate import FLAGS
 from enrich.files import write_json
-from enrich.models import versions
-from enrich.target import JOURNAL
+from enrich.model.reference import versions
+from enrich.quality.flags import FLAGS
+from enrich.run.target import JOURNAL
 
 if TYPE_CHECKING:
-    from enrich.plan import Plan
+    from enrich.run.plan import Plan
 
 COUNT_KEYS = ("ok", "flagged", "error", "skipped", "generated", "copied")
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from enrich.evaluate import FLAGS
+from enrich.quality.flags import FLAGS
 
 ROWS = (
     ("rouge_l", "ROUGE-L F1", "{:.4f}"),

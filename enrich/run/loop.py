@@ -14,17 +14,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from enrich import errorfile, history, incremental, io
+from enrich.catalog import source
 from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport, is_parquet
-from enrich.engines import Engine, Sampling, make_engine, prompt_side
 from enrich.errors import ConfigError, Interrupted
-from enrich.evaluate import FLAGS
 from enrich.events import Event, no_events
 from enrich.files import remove_stale_temps, write_json
-from enrich.plan import Plan, plan_run, settle_columns
-from enrich.rows import Window, finish_window, prepare_window, tokenizer_hooks
-from enrich.state import RunState, changed_settings, open_state, read_manifest
-from enrich.target import MANIFEST, MARKER, Held, Target
+from enrich.model.engines import Engine, Sampling, make_engine, prompt_side
+from enrich.quality.flags import FLAGS
+from enrich.run import errorfile, history, incremental
+from enrich.run.plan import Plan, plan_run, settle_columns
+from enrich.run.process import Window, finish_window, prepare_window, tokenizer_hooks
+from enrich.run.state import RunState, changed_settings, open_state, read_manifest
+from enrich.run.target import MANIFEST, MARKER, Held, Target
 
 
 @dataclass
@@ -99,11 +100,11 @@ def run_held(
         for warning in held.warnings:
             on_event("warning", {"message": warning})
         _remove_stale_temps(target)
-        lf = io.scan(job.input.path, job.input.format, job.input.separator)
+        lf = source.scan(job.input.path, job.input.format, job.input.separator)
         job, names = settle_columns(job, lf, on_event)
         plan = planned = plan_run(job, on_event)
         if job.run.incremental and job.run.limit is not None and plan.output.is_file():
-            had = io.output_rows(plan.output, plan.output_format, job.output_separator())
+            had = source.output_rows(plan.output, plan.output_format, job.output_separator())
             if had is not None and had > job.run.limit:
                 raise ConfigError(
                     f"{plan.output}: --limit with --incremental would replace this output's {had} rows with the "
@@ -117,14 +118,14 @@ def run_held(
         ]
         if clashes:
             raise ConfigError("\n".join(clashes))  # every one at once: a re-enriched output has all six
-        nested = io.nested_columns(lf) if plan.output_format == "csv" else []
+        nested = source.nested_columns(lf) if plan.output_format == "csv" else []
         if nested:  # refused now, not after the whole run's generation when the output is assembled
             raise ConfigError(
                 f"{job.input.path}: columns {', '.join(nested)} are nested (lists, structs or bytes), which a CSV "
                 "output cannot hold; write Parquet (-o OUTPUT.parquet), or drop those columns from the input"
             )
         # Counted before any state is touched, so bad bytes in a CSV fail the run without discarding a saved one.
-        total = io.count_rows(lf, job.input.path, job.input.format)
+        total = source.count_rows(lf, job.input.path, job.input.format)
         if job.run.limit is not None:
             total = min(total, job.run.limit)
         report = _run_locked(plan, lf, total, started, t0, on_event, engine)
@@ -199,7 +200,7 @@ def _run_locked(
     on_event("start", state.progress(resumed_rows, total, 0, 0, max(time.perf_counter() - t0, 1e-9)))
     cols = job.input.columns
     duplicates = (
-        io.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch", total)
+        source.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch", total)
         if cols.id
         else {}
     )
@@ -219,7 +220,7 @@ def _run_locked(
             if (
                 pending and ray_workers is not None
             ):  # issue 6: the windows go to a Ray Data actor pool instead
-                from enrich import distributed
+                from enrich.run import distributed
 
                 spread = distributed.run_windows(
                     plan, state, total, pending, duplicates, reuse, seconds, on_event, t0
@@ -238,10 +239,10 @@ def _run_locked(
                 prompts_from = engine or prompt_side(plan.engine_name, plan.spec, job.model)
                 render, count, max_prompt = tokenizer_hooks(prompts_from, plan)
                 needed = [c for c in (cols.id, cols.title) if c]
-                source = _windows(
+                windows = _windows(
                     plan, lf, needed, set(pending), duplicates, render, count, max_prompt, reuse
                 )
-                prefetch = _Prefetch(source)
+                prefetch = _Prefetch(windows)
                 prefetch.start()
                 try:
                     for window in prefetch:
@@ -270,7 +271,7 @@ def _run_locked(
                         t = time.perf_counter()
                         state.record(
                             window.index,
-                            io.part_frame(part, job.output.names()),
+                            source.part_frame(part, job.output.names()),
                             window.errors,
                             stats,
                         )
@@ -293,7 +294,7 @@ def _run_locked(
                         },
                     )
             t = time.perf_counter()
-            io.assemble_output(
+            source.assemble_output(
                 lf,
                 job.input.path,
                 state,
@@ -349,7 +350,7 @@ def _windows(
     t = time.perf_counter()
     job = plan.job
     for index, columns in enumerate(
-        io.iter_window_lists(lf, needed, plan.windows, job.input.path, job.run.limit)
+        source.iter_window_lists(lf, needed, plan.windows, job.input.path, job.run.limit)
     ):
         old = next(reused)
         read = time.perf_counter() - t

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from enrich.config import Columns
-from enrich.engines import special_tokens
 from enrich.errors import ConfigError, InputError
-from enrich.prompts import ChatRenderer, Template, build_training_text
+from enrich.model.engines import special_tokens
+from enrich.model.prompts import ChatRenderer, Template, build_training_text
 
 # Placeholders that vendors put where a description should be; training on them teaches the model to emit them.
 _PLACEHOLDERS = {
@@ -54,24 +54,24 @@ class TrainData:
 def read_rows(
     path: str, fmt: str, columns: Columns, with_id: bool = False, separator: str = ","
 ) -> dict[str, list[Any]]:
-    """Titles and descriptions (and ids) from Parquet, CSV or JSONL; io.py reads Parquet and CSV."""
-    from enrich import io
+    """Titles and descriptions (and ids) from Parquet, CSV or JSONL; source.py reads Parquet and CSV."""
+    from enrich.catalog import source
 
     if columns.content is None:
         raise ConfigError("this command needs a description column: pass --content-col")
     kind = (
         fmt if fmt != "auto" else ("jsonl" if Path(path).suffix.lower() in (".jsonl", ".ndjson") else "auto")
     )
-    lf = _scan_jsonl(path) if kind == "jsonl" else io.scan(path, kind, separator)
+    lf = _scan_jsonl(path) if kind == "jsonl" else source.scan(path, kind, separator)
     roles = {"title": columns.title, "content": columns.content}
     # The default id column is optional, as in `run`: without it the caller uses row positions.
     default_missing = columns.id == "id" and "id" not in lf.collect_schema().names()
     if with_id and columns.id and not default_missing:
         roles["id"] = columns.id
     checked: dict[str, str | None] = dict(roles)
-    io.require_columns(lf, path, checked, separator)
+    source.require_columns(lf, path, checked, separator)
     out: dict[str, list[Any]] = {role: [] for role in roles}
-    for window in io.iter_window_lists(lf, list(roles.values()), 65536, path):
+    for window in source.iter_window_lists(lf, list(roles.values()), 65536, path):
         for role, name in roles.items():
             out[role].extend(window[name])
     if not out["title"]:
@@ -80,7 +80,7 @@ def read_rows(
 
 
 def _scan_jsonl(path: str) -> Any:
-    import polars as pl  # io.py has no JSONL reader; this is the one other place polars is used
+    import polars as pl  # source.py has no JSONL reader; this is the one other place polars is used
 
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")

@@ -13,7 +13,7 @@ from typing import Any
 
 from enrich.errors import ConfigError, EngineError
 from enrich.events import Event, no_events
-from enrich.models import ENRICH_JSON, ModelSpec, read_enrich_json, resolve_model, write_enrich_json
+from enrich.model.reference import ENRICH_JSON, ModelSpec, read_enrich_json, resolve_model, write_enrich_json
 
 FORMATS = ("adapter", "merged16", "gguf")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
@@ -144,8 +144,8 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
     """Compare logits and greedy outputs of candidate with reference (base + adapter) on the fixed prompts."""
     import torch
 
-    from enrich.engines import load_hf
-    from enrich.prompts import build_prompts, get_template
+    from enrich.model.engines import load_hf
+    from enrich.model.prompts import build_prompts, get_template
 
     # The weights may match and the export still never stop: a prompting mismatch is refused here, not at run time.
     prompted = {"template": (reference.template, candidate.template), "eos": (reference.eos, candidate.eos)}

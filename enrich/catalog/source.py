@@ -21,12 +21,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrich import csvlines
+from enrich.catalog import csvcheck
 from enrich.config import FORMAT_SUFFIXES, is_parquet
 from enrich.errors import ConfigError, InputError
 from enrich.files import atomic_file, input_files
-from enrich.state import RunState
-from enrich.windows import Windows
+from enrich.run.state import RunState
+from enrich.run.windows import Windows
 
 # Arrow's default jemalloc pool keeps freed windows as resident memory; the system allocator returns
 # them, which keeps a long run's footprint at one window instead of its high-water mark.
@@ -84,7 +84,7 @@ def _polars_error(path: str, err: Exception, fmt: str = "auto") -> InputError:
     if "out of specification" in text or "PAR1" in text:  # polars' words for a torn or foreign file
         text += " (the file is truncated, damaged or not Parquet)"
     if file_format(path, fmt) == "csv" and ("malformed" in text or "fields" in text):
-        where = next((w for p in input_files(path) if (w := csvlines.first_bad_line(p))), None)
+        where = next((w for p in input_files(path) if (w := csvcheck.first_bad_line(p))), None)
         text = where or text
     return InputError(f"{path}: cannot read it as {Path(path).suffix.lstrip('.') or 'a catalog'}: {text}")
 
@@ -193,7 +193,7 @@ def require_columns(
     for role, name in columns.items():
         if name is not None and name not in names:
             other = next(
-                (c for c in csvlines.SEPARATORS if c != separator and len(names) == 1 and c in names[0]), None
+                (c for c in csvcheck.SEPARATORS if c != separator and len(names) == 1 and c in names[0]), None
             )
             fix = (
                 f"the file seems {other!r}-separated: pass --separator {other!r}"

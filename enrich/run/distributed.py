@@ -52,17 +52,17 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrich import io
-from enrich.engines import Sampling, make_engine
+from enrich.catalog import source
 from enrich.errors import ConfigError, EngineError, EnrichError, InputError, Interrupted
 from enrich.files import input_files
-from enrich.state import RunState
+from enrich.model.engines import Sampling, make_engine
+from enrich.run.state import RunState
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
     from enrich.events import Event
-    from enrich.plan import Plan
+    from enrich.run.plan import Plan
 
 TASK_RETRIES = 3  # a window that kills its worker this many more times fails the run instead of looping
 # Windows and parts are a few MB each; Ray's default object store (30% of RAM) would be far too much.
@@ -84,10 +84,10 @@ class Spread:
 def read_rows(
     path: str, fmt: str, columns: list[str], start: int, stop: int, separator: str = ","
 ) -> dict[str, list[Any]]:
-    """Input rows [start, stop) as lists per column, in the order that io.iter_windows reads them."""
-    if io.file_format(path, fmt) == "csv":
+    """Input rows [start, stop) as lists per column, in the order that source.iter_windows reads them."""
+    if source.file_format(path, fmt) == "csv":
         # polars skips lines up to start (no random access in CSV) but parses only this window's rows.
-        frame = io.scan(path, fmt, separator).slice(start, stop - start).select(columns).collect()
+        frame = source.scan(path, fmt, separator).slice(start, stop - start).select(columns).collect()
         return {c: frame.get_column(c).to_list() for c in columns}
     out: dict[str, list[Any]] = {c: [] for c in columns}
     offset = 0
@@ -124,7 +124,7 @@ class _Worker:
     def __init__(self, plan: Plan, total: int) -> None:
         import ray
 
-        from enrich.rows import tokenizer_hooks
+        from enrich.run.process import tokenizer_hooks
 
         self.plan = plan
         self.total = total
@@ -179,7 +179,7 @@ class _Worker:
     def _window(
         self, index: int, duplicates: dict[int, int]
     ) -> tuple[bytes, list[dict[str, Any]], dict[str, Any]]:
-        from enrich.rows import finish_window, prepare_window
+        from enrich.run.process import finish_window, prepare_window
 
         plan = self.plan
         job = plan.job
@@ -201,7 +201,7 @@ class _Worker:
         gens = self.engine.generate([window.prompts[o] for o in offs], sampling) if offs else []
         t3 = time.perf_counter()
         part, stats = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
-        table = io.part_frame(part, job.output.names())
+        table = source.part_frame(part, job.output.names())
         t4 = time.perf_counter()
         stats["seconds"] = {"read": t1 - t0, "prompt": t2 - t1, "generate": t3 - t2, "postprocess": t4 - t3}
         return _to_ipc(table), window.errors, stats

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from enrich.errors import ConfigError
 from enrich.files import no_room, write_bytes
-from enrich.target import JOURNAL, MANIFEST, clear
+from enrich.run.target import JOURNAL, MANIFEST, clear
 
 
 def sha256_file(path: Path) -> str:

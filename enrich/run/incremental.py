@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enrich import io
+from enrich.catalog import source
 from enrich.config import OutputConfig
 from enrich.errors import ConfigError, InputError
 from enrich.files import write_json
-from enrich.state import RunState, sha256_file
-from enrich.windows import Windows
+from enrich.run.state import RunState, sha256_file
+from enrich.run.windows import Windows
 
 if TYPE_CHECKING:
     from enrich.events import Event
-    from enrich.plan import Plan
-    from enrich.rows import Window
+    from enrich.run.plan import Plan
+    from enrich.run.process import Window
 
 REUSE = "reuse.parquet"
 REUSE_META = "reuse.json"
@@ -36,14 +36,14 @@ SEPARATOR_NOTE = "previous_output_separator"
 
 def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
     """Every input row's content key, computed as prepare_window + finish_window do (apply() re-checks it)."""
-    from enrich.rows import row_key
+    from enrich.run.process import row_key
 
     job = plan.job
     cols = job.input.columns
     pol = job.policies
     needed = [c for c in (cols.id, cols.title) if c]
     start = 0
-    for columns in io.iter_window_lists(lf, needed, plan.windows, job.input.path, job.run.limit):
+    for columns in source.iter_window_lists(lf, needed, plan.windows, job.input.path, job.run.limit):
         titles = columns[cols.title]
         ids = columns[cols.id] if cols.id else [None] * len(titles)
         keys = []
@@ -120,11 +120,13 @@ def prepare(
         pass  # absent, torn or altered: rebuilt below; its content is derived, so rebuilding is always safe
     state.parts_dir.mkdir(parents=True, exist_ok=True)
     keys = state.parts_dir / "keys.parquet"
-    rows = io.write_keys(keys, _keys(plan, lf))
+    rows = source.write_keys(keys, _keys(plan, lf))
     if rows != total:
         raise InputError(f"{plan.job.input.path}: the input changed while it was read; run again")
     try:
-        matched = io.build_reuse(keys, previous, plan.output_format, written.names, reuse, written.separator)
+        matched = source.build_reuse(
+            keys, previous, plan.output_format, written.names, reuse, written.separator
+        )
     except ConfigError:
         if not plan.job.output.overwrite:
             raise
@@ -155,14 +157,14 @@ def windows(reuse: Path | None, cut: Windows) -> Iterator[dict[str, list[Any]] |
     if reuse is None:
         while True:
             yield None
-    yield from io.iter_reuse(reuse, cut)
+    yield from source.iter_reuse(reuse, cut)
 
 
 def apply(window: Window, old: dict[str, list[Any]] | None, context_key: str) -> None:
     """Take rows with an unchanged key off the engine's list; their old results wait in window.reused."""
     if old is None:
         return
-    from enrich.rows import row_key
+    from enrich.run.process import row_key
 
     for off in list(window.prompts):
         if not old["__hit"][off]:

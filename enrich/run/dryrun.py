@@ -7,13 +7,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from enrich import io
+from enrich.catalog import source
 from enrich.config import JobConfig
-from enrich.engines import Engine, make_engine
 from enrich.errors import InputError
 from enrich.events import Event, no_events
-from enrich.plan import plan_run, settle_columns
-from enrich.rows import finish_window, prepare_window, tokenizer_hooks
+from enrich.model.engines import Engine, make_engine
+from enrich.run.plan import plan_run, settle_columns
+from enrich.run.process import finish_window, prepare_window, tokenizer_hooks
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,11 @@ class DryRun:
 
 def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: Engine | None = None) -> DryRun:
     """Generate for a seeded random sample and forecast the full run; writes nothing."""
-    lf = io.scan(job.input.path, job.input.format, job.input.separator)
+    lf = source.scan(job.input.path, job.input.format, job.input.separator)
     job, _ = settle_columns(job, lf, on_event)
     plan = plan_run(job, on_event)
     cols = job.input.columns
-    total = io.count_rows(lf, job.input.path, job.input.format)
+    total = source.count_rows(lf, job.input.path, job.input.format)
     if job.run.limit is not None:
         total = min(total, job.run.limit)
     if total == 0:
@@ -45,7 +45,9 @@ def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: En
     picked: dict[str, list[Any]] = {c: [] for c in needed}
     wanted = iter(chosen)
     nxt = next(wanted, None)
-    for index, columns in enumerate(io.iter_window_lists(lf, needed, 65536, job.input.path, job.run.limit)):
+    for index, columns in enumerate(
+        source.iter_window_lists(lf, needed, 65536, job.input.path, job.run.limit)
+    ):
         start = index * 65536
         while nxt is not None and nxt < start + len(columns[needed[0]]):
             for c in needed:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from enrich.errors import InputError
 from enrich.files import atomic_file
-from enrich.state import RunState
+from enrich.run.state import RunState
 
 # ErrorRecord's fields (enrich/config.py, schemas/error.schema.json); id and value may be null.
 _ERROR_SCHEMA = pa.schema(

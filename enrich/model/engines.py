@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from enrich.config import ModelConfig
 from enrich.errors import ConfigError, EngineError
-from enrich.models import ModelSpec
+from enrich.model.reference import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enrich import io
+from enrich.catalog import source
 from enrich.config import JobConfig, OutputColumns
-from enrich.engines import Sampling, pick_engine
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
-from enrich.models import ModelSpec, resolve_model, versions
-from enrich.prompts import Template, get_template
-from enrich.windows import Windows
+from enrich.model.engines import Sampling, pick_engine
+from enrich.model.prompts import Template, get_template
+from enrich.model.reference import ModelSpec, resolve_model, versions
+from enrich.run.windows import Windows
 
 CPU_FIRST_WINDOW = 4  # rows: on 2 shared cores the embedded model writes them in well under a minute
 
@@ -77,10 +77,10 @@ def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:
 
 def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     """Resolve paths, model, engine, template and sampling; compute the run's fingerprint."""
-    from enrich.engines import cuda_available
+    from enrich.model.engines import cuda_available
 
     output = Path(job.output.path)
-    out_fmt = io.file_format(str(output), job.output.format)
+    out_fmt = source.file_format(str(output), job.output.format)
     gpu = cuda_available()
     spec = resolve_model(job.model.ref, gpu=gpu, on_event=on_event)
     engine_name = pick_engine(
@@ -108,7 +108,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     context_key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
     details: dict[str, Any] = {
         "input": str(Path(job.input.path).resolve()),
-        "input_identity": io.input_identity(job.input.path),
+        "input_identity": source.input_identity(job.input.path),
         "columns": job.input.columns.model_dump(),
         "context": context,
         "window_rows": window_rows,
@@ -162,11 +162,11 @@ def settle_columns(job: JobConfig, lf: Any, on_event: Event = no_events) -> tupl
     if update:
         cols = cols.model_copy(update=update)
         job = job.model_copy(update={"input": job.input.model_copy(update={"columns": cols})})
-    io.require_columns(
+    source.require_columns(
         lf,
         job.input.path,
         {"id": cols.id, "title": cols.title, "content": cols.content},
         job.input.separator,
     )
-    io.require_text(lf, job.input.path, cols.title, "--title-col")
+    source.require_text(lf, job.input.path, cols.title, "--title-col")
     return job, names

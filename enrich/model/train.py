@@ -14,7 +14,7 @@ from typing import Any
 
 from enrich.errors import ConfigError, EngineError, Interrupted
 from enrich.events import Event, no_events
-from enrich.trainconfig import TrainConfig
+from enrich.model.trainconfig import TrainConfig
 
 
 def pick_backend(name: str) -> str:
@@ -43,7 +43,7 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
         raise EngineError("backend 'unsloth' needs a CUDA GPU and none is present; use --backend peft")
     if config.backend == "auto":
         on_event("info", {"message": f"backend: {backend} ({'GPU' if gpu else 'no GPU'})"})
-    from enrich.models import resolve_model
+    from enrich.model.reference import resolve_model
 
     spec = resolve_model(config.base, gpu=gpu)
     if spec.adapter:
@@ -69,12 +69,12 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
         raise ConfigError(
             f"{out_dir}: is not empty, and the adapter's files would overwrite its own; choose a new -o"
         )
-    from enrich.prompts import get_template
+    from enrich.model.prompts import get_template
 
     template = get_template(config.template or spec.template)
     eos = spec.eos or ""
     precision = _precision(config.precision, gpu)
-    from enrich import traindata
+    from enrich.model import traindata
 
     t0 = time.perf_counter()
     rows = traindata.read_rows(
@@ -136,8 +136,8 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     out_dir = Path(out_dir)
     trainer.model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    from enrich import trainreport
-    from enrich.models import write_enrich_json
+    from enrich.model import trainreport
+    from enrich.model.reference import write_enrich_json
 
     write_enrich_json(
         out_dir,
@@ -165,7 +165,7 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
 
 
 def _preset_names() -> set[str]:
-    from enrich.models import PRESETS as MODEL_PRESETS
+    from enrich.model.reference import PRESETS as MODEL_PRESETS
 
     return set(MODEL_PRESETS)
 
@@ -383,7 +383,7 @@ def _trainer(
 ) -> Any:
     from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
-    from enrich import traindata
+    from enrich.model import traindata
 
     per_epoch = max(1, -(-len(data.train) // (config.batch_size * config.grad_accum)))
     total = config.max_steps or max(1, int(per_epoch * config.epochs))

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrich.engines import Engine, Generation, PromptSide, special_tokens
 from enrich.errors import ConfigError
-from enrich.evaluate import FLAGS, quality_flags
-from enrich.plan import Plan
-from enrich.prompts import PromptTokens, build_prompts, clean_output
+from enrich.model.engines import Engine, Generation, PromptSide, special_tokens
+from enrich.model.prompts import PromptTokens, build_prompts, clean_output
+from enrich.quality.flags import FLAGS, quality_flags
+from enrich.run.plan import Plan
 
 VALUE_CHARS = 200
 

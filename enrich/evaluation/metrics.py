@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from enrich.errors import EngineError
-from enrich.evaluate import FLAGS
+from enrich.quality.flags import FLAGS
 
 
 def _libraries() -> tuple[Any, Any]:

@@ -1,0 +1,1 @@
+"""The model side: references and presets, engines, prompts, fine-tuning and export."""

@@ -1,0 +1,1 @@
+"""What is checked of a generated text, row by row: the quality flags and the claim checker."""
