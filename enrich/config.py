@@ -388,6 +388,10 @@ class Counts(_Model):
     copied: int = 0
 
 
+# The counts a window adds to the report (every field of Counts but the run's rows).
+COUNT_KEYS = tuple(k for k in Counts.model_fields if k != "rows")
+
+
 class Tokens(_Model):
     input: int = 0
     output: int = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class EnrichError(Exception):
     """An expected failure with a one-line message for the user."""
@@ -67,12 +69,16 @@ def exit_code_of(err: BaseException) -> int:
         return err.exit_code
     if isinstance(err, KeyboardInterrupt):
         return Interrupted.exit_code
-    if isinstance(err, OSError) and _no_room(err):
+    if is_no_room(err):
         return DiskFull.exit_code
     return 1
 
 
-def _no_room(err: OSError) -> bool:
-    from enrich.files import no_room
+def is_no_room(err: BaseException) -> bool:
+    """Whether a write failed for want of room: a full disk, a quota, a file-size limit (errno, or the words a
+    library that wraps the OSError keeps of it)."""
+    text = str(err).lower()
+    return getattr(err, "errno", None) in _NO_ROOM or "no space left" in text or "file too large" in text
 
-    return no_room(err, None) is not None
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # disk full, quota, file-size limit (ulimit -f)

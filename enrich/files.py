@@ -18,10 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from enrich.errors import DiskFull
-
-# ENOSPC: the disk is full; EDQUOT: the user's quota is; EFBIG: a file-size limit (ulimit -f).
-_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+from enrich.errors import DiskFull, is_no_room
 
 
 def input_files(path: str) -> Iterator[Path]:
@@ -83,10 +80,10 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def no_room(err: BaseException, path: Path | str | None, needed: int = 0) -> DiskFull | None:
     """The DiskFull that an OSError (or a library's error carrying its text) stands for, or None."""
+    if not is_no_room(err):
+        return None
     code = getattr(err, "errno", None)
     text = str(err).lower()
-    if code not in _NO_ROOM and "no space left" not in text and "file too large" not in text:
-        return None
     where = Path(path) if path is not None else Path(getattr(err, "filename", None) or ".")
     if code == errno.EFBIG or "file too large" in text:
         why = "over the file-size limit of this process (ulimit -f)"

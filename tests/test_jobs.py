@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 
 from enrich.cli import main
 from enrich.config import JobConfig, RunReport
-from enrich.jobs import load_job
 from enrich.run import history
+from enrich.run.jobs import load_job
 
 JOB_FILES = sorted((REPO / "jobs").glob("*.toml"))
 JOB_SCHEMA = json.loads((REPO / "schemas" / "job.schema.json").read_text(encoding="utf-8"))

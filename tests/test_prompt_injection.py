@@ -26,7 +26,7 @@ from enrich.model.prompts import (
 )
 from enrich.model.reference import ModelSpec
 from enrich.run.plan import plan_run
-from enrich.run.process import prepare_window, tokenizer_hooks
+from enrich.run.process import Processor
 
 # The embedded tokenizer's own control tokens, and Llama's (added to a copy of the tokenizer below).
 INJECTED = (
@@ -134,16 +134,18 @@ def test_normal_titles_are_prompted_byte_for_byte_as_before(name: str, tokenizer
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_run_windows_neutralise_titles(name: str, tiny_model: Path, tmp_path: Path) -> None:
-    """The run's own path: plan, the engine's prompt side, tokenizer_hooks and prepare_window."""
+    """The run's own path: plan, the engine's prompt side and the window processor's prepare()."""
+    columns = {"id": ["a", "b"], "title": [INJECTED, NORMAL], "content": [None, None]}
+    pl.DataFrame(columns, schema={"id": pl.String, "title": pl.String, "content": pl.String}).write_parquet(
+        tmp_path / "in.parquet"
+    )
     job = build_job(
         {"input": {"path": str(tmp_path / "in.parquet")}, "output": {"path": str(tmp_path / "out.parquet")}},
         {"model.ref": str(tiny_model), "model.engine": "transformers", "prompt.template": name},
     )
     plan = plan_run(job)
     side = prompt_side(plan.engine_name, plan.spec, job.model)
-    tokens, count, max_prompt = tokenizer_hooks(side, plan)
-    columns = {"id": ["a", "b"], "title": [INJECTED, NORMAL], "content": [None, None]}
-    window = prepare_window(0, 0, columns, plan, {}, tokens, count, max_prompt, job.input.path)
+    window = Processor.of(plan, side).prepare(0, 0, columns, {})
     tok = side.tokenizer
     assert window.prompts[1] == build_prompts([NORMAL], plan.template, tok.apply_chat_template)[0]
     assert_data_is_text(tok, window.prompts[0], window.prompts[1], neutralise(INJECTED, special_tokens(tok)))

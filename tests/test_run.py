@@ -560,10 +560,11 @@ def test_a_finished_run_writes_its_error_file_and_report_where_asked(catalog: Pa
 def test_duplicate_ids_are_checked_against_the_ids_not_only_their_hashes(tmp_path: Path) -> None:
     """Two ids whose 64-bit hashes collide must stay two ids: a collision (rows 2 and 5 put in row 0's hash
     group) keeps row 2, whose id differs, and finds row 5, whose id is row 0's; real repeats are found too."""
-    from enrich.catalog import source
+    from enrich.catalog.prepass import exact_duplicates, prepass
+    from enrich.catalog.source import Source
 
     src = tmp_path / "ids.parquet"
     pl.DataFrame({"id": ["a", "x", "b", "x", "c", "a"], "title": ["t"] * 6}).write_parquet(src)
-    lf = source.scan(str(src))
-    assert source.duplicate_rows(lf, "id", None, str(src), tmp_path / "scratch", 6) == {3: 1, 5: 0}
-    assert source._exact_duplicates({2: 0, 5: 0}, lf, "id", None, str(src)) == {5: 0}
+    catalog = Source.of(str(src))
+    assert prepass(catalog, tmp_path / "scratch").duplicates == {3: 1, 5: 0}
+    assert exact_duplicates({2: 0, 5: 0}, catalog) == {5: 0}

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 from click.testing import CliRunner, Result
 
+from enrich.catalog.source import Source
 from enrich.cli import main
 from enrich.config import InputConfig
 from enrich.model.traindata import read_rows
@@ -86,10 +87,8 @@ def test_a_ragged_line_is_named_in_a_semicolon_file(tmp_path: Path) -> None:
 
 
 def test_ray_workers_read_their_window_with_the_separator(tmp_path: Path) -> None:
-    from enrich.run.distributed import read_rows as window_rows
-
     src = write(tmp_path / "shop.csv", ";")
-    assert window_rows(str(src), "auto", ["id", "title"], 1, 4, ";") == {
+    assert Source.of(str(src), separator=";").read_range(["id", "title"], 1, 4) == {
         "id": ROWS["id"][1:4],
         "title": ROWS["title"][1:4],
     }
@@ -116,10 +115,9 @@ def test_changing_the_separator_mid_run_is_a_changed_setting(tmp_path: Path) -> 
 
 
 def test_finetune_and_eval_read_rows_with_the_separator(tmp_path: Path) -> None:
-    from enrich.config import Columns
 
     src = write(tmp_path / "shop.csv", "|")
-    rows = read_rows(str(src), "auto", Columns(), with_id=True, separator="|")
+    rows = read_rows(Source.of(str(src), separator="|"), with_id=True)
     assert rows["title"] == ROWS["title"] and rows["id"] == ROWS["id"]
     # Without the option the data is refused before any model loads, and the message says which option.
     r = enrich("finetune", src, "-o", tmp_path / "adapter", "--log-format", "text")

@@ -3,9 +3,7 @@ and signal handling of the command group, and the call into a run."""
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +11,7 @@ import click
 
 from enrich.config import job_field
 from enrich.errors import EnrichError, Interrupted, PartialFailure
+from enrich.signals import sigterm_as_interrupt
 
 SEPARATOR_HELP = "CSV field separator (default ,): one character such as ';' or '|', or \\t for a tab."
 
@@ -182,9 +181,11 @@ class EnrichGroup(click.Group):
     """Maps EnrichError to its exit code once, for every command."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        previous = _term_as_interrupt()
         try:
-            return super().invoke(ctx)
+            with (
+                sigterm_as_interrupt()
+            ):  # cron's timeout or a systemd stop ends a command as Ctrl-C does: 130
+                return super().invoke(ctx)
         except EnrichError as err:
             _echo_error(ctx, str(err) or type(err).__name__, err.exit_code)
             sys.exit(err.exit_code)
@@ -199,9 +200,6 @@ class EnrichGroup(click.Group):
                 raise  # any other OSError is a bug: its traceback is kept
             _echo_error(ctx, str(full), full.exit_code)
             sys.exit(full.exit_code)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
 
 
 def _echo_error(ctx: click.Context, message: str, code: int) -> None:
@@ -211,20 +209,6 @@ def _echo_error(ctx: click.Context, message: str, code: int) -> None:
     as_json = use_json(ctx.meta.get(LOG_FORMAT, "auto"))
     for line in message.splitlines():  # one line per problem (jobs validate lists every one)
         click.echo(json_line("error", line, exit_code=code) if as_json else f"error: {line}", err=True)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _term_as_interrupt() -> Any:
-    """SIGTERM (cron's timeout, systemd stop) acts as Ctrl-C from a command's first instant: exit 130, not -15.
-
-    Returns the previous handler, or None off the main thread where handlers cannot be set.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def quiet_libraries() -> None:
@@ -279,7 +263,7 @@ def set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def job_overrides(params: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
-    from enrich.jobs import parse_sets
+    from enrich.run.jobs import parse_sets
 
     # --set first, then the named options: both are the command line; a named option is the more specific.
     return {**parse_sets(sets), **{k: v for k, v in overrides_from(params).items() if v is not None}}

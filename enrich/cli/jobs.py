@@ -43,7 +43,7 @@ def jobs_validate(
     a job file or option (wins over the others); 3 only the input is missing or unreadable; 5 only the GPU
     that model.device names is missing; 130 interrupted.
     """
-    from enrich.jobs import parse_sets, validate_file, validation_error
+    from enrich.run.jobs import parse_sets, validate_file, validation_error
 
     overrides = parse_sets(sets)
     problems = []
@@ -77,7 +77,7 @@ def jobs_show(
     """
     import json
 
-    from enrich.jobs import dump_toml, load_job
+    from enrich.run.jobs import dump_toml, load_job
 
     job = load_job(Path(file), job_overrides(params, sets))
     click.echo(
@@ -124,7 +124,7 @@ def jobs_run(
         overrides["run.dry_run"] = True
     if sample is not None:
         overrides["run.sample"] = sample
-    from enrich.jobs import load_job
+    from enrich.run.jobs import load_job
 
     job = load_job(Path(file), overrides)
     fmt = job.run.log_format if log_format == "auto" else log_format

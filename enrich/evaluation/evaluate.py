@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from enrich.catalog.source import Source
 from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
@@ -75,7 +76,8 @@ def _resolve(role: str, ref: str) -> Any:
 def _rows(config: EvalConfig) -> dict[str, list[Any]]:
     from enrich.model.traindata import read_rows
 
-    data = read_rows(config.data, config.format, config.columns, with_id=True, separator=config.separator)
+    source = Source.of(config.data, config.format, config.separator, config.columns, format_option="--format")
+    data = read_rows(source, with_id=True)
     keep = [
         i
         for i, (t, c) in enumerate(zip(data["title"], data["content"], strict=True))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from enrich.catalog.source import Source
 from enrich.errors import ConfigError, EngineError, Interrupted
 from enrich.events import Event, no_events
 from enrich.model.trainconfig import TrainConfig
@@ -78,7 +79,7 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
 
     t0 = time.perf_counter()
     rows = traindata.read_rows(
-        config.data, config.format, config.columns, separator=config.separator
+        Source.of(config.data, config.format, config.separator, config.columns, format_option="--format")
     )  # bad data fails before the model loads
     if backend == "unsloth":
         model, tokenizer = _load_unsloth(spec.path, config)

@@ -7,10 +7,9 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from enrich.config import Columns
+from enrich.catalog.source import Source
 from enrich.errors import ConfigError, InputError
 from enrich.model.engines import special_tokens
 from enrich.model.prompts import ChatRenderer, Template, build_training_text
@@ -51,45 +50,25 @@ class TrainData:
     fingerprint: str
 
 
-def read_rows(
-    path: str, fmt: str, columns: Columns, with_id: bool = False, separator: str = ","
-) -> dict[str, list[Any]]:
-    """Titles and descriptions (and ids) from Parquet, CSV or JSONL; source.py reads Parquet and CSV."""
-    from enrich.catalog import source
-
+def read_rows(source: Source, with_id: bool = False) -> dict[str, list[Any]]:
+    """Titles and descriptions (and ids) of a catalog in Parquet, CSV or JSON lines, by role."""
+    columns = source.columns
     if columns.content is None:
         raise ConfigError("this command needs a description column: pass --content-col")
-    kind = (
-        fmt if fmt != "auto" else ("jsonl" if Path(path).suffix.lower() in (".jsonl", ".ndjson") else "auto")
-    )
-    lf = _scan_jsonl(path) if kind == "jsonl" else source.scan(path, kind, separator)
+    lf = source.scan()
     roles = {"title": columns.title, "content": columns.content}
     # The default id column is optional, as in `run`: without it the caller uses row positions.
     default_missing = columns.id == "id" and "id" not in lf.collect_schema().names()
     if with_id and columns.id and not default_missing:
         roles["id"] = columns.id
-    checked: dict[str, str | None] = dict(roles)
-    source.require_columns(lf, path, checked, separator)
+    source.require_columns(lf, dict(roles))
     out: dict[str, list[Any]] = {role: [] for role in roles}
-    for window in source.iter_window_lists(lf, list(roles.values()), 65536, path):
+    for window in source.window_lists(list(roles.values()), 65536):
         for role, name in roles.items():
             out[role].extend(window[name])
     if not out["title"]:
-        raise InputError(f"{path}: no rows")
+        raise InputError(f"{source.path}: no rows")
     return out
-
-
-def _scan_jsonl(path: str) -> Any:
-    import polars as pl  # source.py has no JSONL reader; this is the one other place polars is used
-
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        lf = pl.scan_ndjson(path, infer_schema_length=10000)
-        lf.collect_schema()
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise InputError(f"{path}: cannot read it as JSONL: {str(err).strip().splitlines()[0]}") from None
-    return lf
 
 
 def junk_reason(title: str, text: str, min_chars: int) -> str | None:

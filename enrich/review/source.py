@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from enrich.catalog import source
+from enrich.catalog.source import Source, format_of
 from enrich.config import is_parquet
 from enrich.errors import InputError
 
@@ -100,7 +100,7 @@ def _column_names(output: Path, separator: str) -> list[str]:
             return list(pq.read_schema(output).names)
         except Exception as err:  # pyarrow raises several types for a file that is not Parquet
             raise InputError(f"{output}: cannot read it as Parquet: {str(err).splitlines()[0]}") from None
-    return source.scan(str(output), "csv", separator).collect_schema().names()
+    return Source(str(output), "csv", separator).names()
 
 
 def _sniff_separator(output: Path, report: dict[str, Any]) -> str:
@@ -123,8 +123,8 @@ def windows(output: Path, shape: Layout) -> Iterator[pl.DataFrame]:
     sources = dict(shape.columns)
     sources.update({f"attr{i}": column for i, (column, _) in enumerate(shape.attributes)})
     wanted = list(dict.fromkeys(sources.values()))
-    lf = source.scan(str(output), "auto", shape.separator)
-    for frame in source.iter_windows(lf, wanted, WINDOW_ROWS, str(output)):
+    read = Source(str(output), format_of(output, option="--output-format"), shape.separator)
+    for frame in read.windows(wanted, WINDOW_ROWS):
         yield frame.select(_as_field(frame, name, column) for name, column in sources.items())
 
 

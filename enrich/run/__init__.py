@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from enrich.events import Event, no_events
-from enrich.run import history
+from enrich.run.history import keep_failure, now
 from enrich.run.target import Target, require_problem_free
 
 if TYPE_CHECKING:
@@ -20,15 +20,18 @@ if TYPE_CHECKING:
 
 def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = None) -> RunReport:
     """Run a job to the end (or to an interrupt), resuming from its state; returns the report."""
-    started = history.now()
+    started = now()
     t0 = time.perf_counter()
     try:  # a run refused here (its files, the lock taken) is a run too: cron's history shows it
         target = Target.of(job)
         require_problem_free(target)
         held = target.hold()
     except BaseException as err:
-        history.keep_failure(job, started, t0, err)
+        keep_failure(job, started, t0, err)
         raise
-    from enrich.run import loop  # polars, pyarrow and the engines load only once the lock is held
+    from enrich.run.memory import run_allocators
 
-    return loop.run_held(job, target, held, started, t0, on_event, engine)
+    with run_allocators():
+        from enrich.run.loop import run_held  # polars, pyarrow and the engines load once the lock is held
+
+        return run_held(job, target, held, started, t0, on_event, engine)

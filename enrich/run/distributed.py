@@ -1,17 +1,17 @@
-"""Scale-out (issue 6): a run's windows spread over a Ray Data actor pool of engines (`--engine ray`).
+"""Scale-out: a run's windows spread over a Ray Data actor pool of engines (`--engine ray`).
 
 Design. The driver (the `enrich run` process) keeps everything that must have one writer: the lock, the
 fingerprint, the resume journal and the part files. Windows stay the unit of work, exactly as in a local run:
-window k is input rows [k*W, min((k+1)*W, total)). Ray Data gets one small item per pending window (its index
+window k is the same input rows (plan.windows). Ray Data gets one small item per pending window (its index
 and its duplicate-id rows) and maps it, with `map_batches(batch_size=1)` over a fixed `ActorPoolStrategy`,
 through `_Worker`: one engine per actor (one per GPU, or per CPU worker; all started before the first window is
 given out, so that every worker gets its share of a few windows), which reads the window's rows from the
-input itself (Parquet by row group, so each worker reads only its own rows), then runs the same
-`prepare_window -> engine.generate -> finish_window` code as a local run, with the same per-window seed. It
+input itself (Parquet by row group, so each worker reads only its own rows), then runs the same `Processor`
+(prepare, generate, finish) as a local run, with the same per-window seed. It
 answers the part table (Arrow IPC bytes), the error records and the stats; the driver records each answer with
 `RunState.record` as it arrives, in any order. So the state folder of a Ray run is the state folder of a local
 run (same fingerprint, same window files, same journal): a killed Ray run resumes with Ray or without it, and
-`assemble_output` zips parts and input in input order as always.
+the assembly zips parts and input in input order as always.
 
 Faults. Ray Data starts pool actors with `max_restarts=-1`; we pass `max_task_retries=3`, so a worker killed
 mid-window is restarted and its window retried (at least once); a window that kills its worker every time fails
@@ -25,8 +25,9 @@ Why our own actor pool and not `ray.data.llm`'s vLLM processor (measured in benc
 - Its unit is the row: rows come back in any order, one by one, so the window files, the per-window seeds, the
   resume journal and the error records would have to be rebuilt around it; its own chat-template, tokenize and
   detokenize stages would replace ours, where a template or EOS mismatch is the failure enrich exists to avoid.
-- On a GPU our worker already runs vLLM's offline engine on a whole window per call (the 95%-of-bare-vLLM path of
-  issue 4), so the processor's continuous feeding has little left to win; bench/ray_gpu.py measures both.
+- On a GPU our worker already runs vLLM's offline engine on a whole window per call (at 0.96 of bare vLLM's
+  speed, bench/RESULTS.md), so the processor's continuous feeding has little left to win; bench/ray_gpu.py
+  measures both.
 
 Limits: every node must see the input path and have enrich installed; incremental runs are not spread yet;
 CSV windows are found by scanning from the file's start (prefer Parquet for large catalogs); a dry run runs the
@@ -45,22 +46,18 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from enrich.catalog import source
-from enrich.errors import ConfigError, EngineError, EnrichError, InputError, Interrupted
-from enrich.files import input_files
-from enrich.model.engines import Sampling, make_engine
+from enrich.errors import ConfigError, EngineError, EnrichError, InputError
+from enrich.model.engines import make_engine
+from enrich.run.output import part_frame
+from enrich.run.process import Processor
 from enrich.run.state import RunState
+from enrich.run.tally import Tally
 
 if TYPE_CHECKING:
-    from collections.abc import MutableMapping
-
     from enrich.events import Event
     from enrich.run.plan import Plan
 
@@ -70,41 +67,6 @@ LOCAL_OBJECT_STORE = 1 << 30
 
 
 _ERRORS: dict[str, type[EnrichError]] = {c.__name__: c for c in (ConfigError, InputError, EngineError)}
-
-
-@dataclass(frozen=True)
-class Spread:
-    """What the distributed loop did: fresh rows, output tokens and per-worker figures."""
-
-    rows: int
-    output_tokens: int
-    workers: list[dict[str, Any]]
-
-
-def read_rows(
-    path: str, fmt: str, columns: list[str], start: int, stop: int, separator: str = ","
-) -> dict[str, list[Any]]:
-    """Input rows [start, stop) as lists per column, in the order that source.iter_windows reads them."""
-    if source.file_format(path, fmt) == "csv":
-        # polars skips lines up to start (no random access in CSV) but parses only this window's rows.
-        frame = source.scan(path, fmt, separator).slice(start, stop - start).select(columns).collect()
-        return {c: frame.get_column(c).to_list() for c in columns}
-    out: dict[str, list[Any]] = {c: [] for c in columns}
-    offset = 0
-    for file in input_files(path):  # the same files in the same order as the local reader
-        reader = pq.ParquetFile(file)
-        meta = reader.metadata
-        for group in range(meta.num_row_groups):
-            n = meta.row_group(group).num_rows
-            lo, hi = max(start, offset), min(stop, offset + n)
-            if lo < hi:
-                table = reader.read_row_group(group, columns=columns).slice(lo - offset, hi - lo)
-                for c in columns:
-                    out[c].extend(table.column(c).to_pylist())
-            offset += n
-            if offset >= stop:
-                return out
-    return out
 
 
 def _to_ipc(table: pa.Table) -> bytes:
@@ -124,18 +86,16 @@ class _Worker:
     def __init__(self, plan: Plan, total: int) -> None:
         import ray
 
-        from enrich.run.process import tokenizer_hooks
-
         self.plan = plan
         self.total = total
         # A failed start (no chat template, no GPU, out of memory) is answered by the first call instead (below).
         self.failed: EnrichError | None = None
         try:
             self.engine = make_engine(plan.engine_name, plan.spec, plan.job.model, plan.batch_size)
-            self.render, self.count, self.max_prompt = tokenizer_hooks(self.engine, plan)
+            self.processor = Processor.of(plan, self.engine)
         except EnrichError as err:
             self.failed = err
-        cols = plan.job.input.columns
+        cols = plan.source.columns
         self.needed = [c for c in (cols.id, cols.title) if c]
         gpus = [str(g) for g in ray.get_gpu_ids()]
         self.identity = {
@@ -179,29 +139,21 @@ class _Worker:
     def _window(
         self, index: int, duplicates: dict[int, int]
     ) -> tuple[bytes, list[dict[str, Any]], dict[str, Any]]:
-        from enrich.run.process import finish_window, prepare_window
-
         plan = self.plan
-        job = plan.job
         start, stop = plan.windows.bounds(index, self.total)
         t0 = time.perf_counter()
-        columns = read_rows(job.input.path, job.input.format, self.needed, start, stop, job.input.separator)
+        columns = plan.source.read_range(self.needed, start, stop)
         if len(columns[self.needed[0]]) != stop - start:
             raise InputError(
-                f"{job.input.path}: fewer rows than when the run started; the input changed; re-run"
+                f"{plan.source.path}: fewer rows than when the run started; the input changed; re-run"
             )
         t1 = time.perf_counter()
-        window = prepare_window(
-            index, start, columns, plan, duplicates, self.render, self.count, self.max_prompt, job.input.path
-        )
+        window = self.processor.prepare(index, start, columns, duplicates)
         t2 = time.perf_counter()
-        offs = list(window.prompts)
-        # The seed of a local run's window: a row's text does not depend on which worker ran its window.
-        sampling = Sampling(**{**plan.sampling.__dict__, "seed": plan.sampling.seed + index})
-        gens = self.engine.generate([window.prompts[o] for o in offs], sampling) if offs else []
+        results = self.processor.generate(window, self.engine)
         t3 = time.perf_counter()
-        part, stats = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
-        table = source.part_frame(part, job.output.names())
+        part, stats = self.processor.finish(window, results)
+        table = part_frame(part, plan.out.names)
         t4 = time.perf_counter()
         stats["seconds"] = {"read": t1 - t0, "prompt": t2 - t1, "generate": t3 - t2, "postprocess": t4 - t3}
         return _to_ipc(table), window.errors, stats
@@ -276,33 +228,20 @@ def _dataset(plan: Plan, total: int, pending: list[int], duplicates: dict[int, i
 
 
 def run_windows(
-    plan: Plan,
-    state: RunState,
-    total: int,
-    pending: list[int],
-    duplicates: dict[int, int],
-    reuse: Path | None,
-    seconds: MutableMapping[str, float],
-    on_event: Event,
-    t0: float,
-) -> Spread:
-    """Generate the pending windows on a Ray Data actor pool; record each in the run state as it arrives."""
-    if reuse is not None:
-        raise ConfigError(
-            "incremental runs are not spread over Ray yet; run --incremental without --engine ray"
-        )
+    plan: Plan, state: RunState, pending: list[int], duplicates: dict[int, int], tally: Tally, on_event: Event
+) -> list[dict[str, Any]]:
+    """Generate the pending windows on a Ray Data actor pool; record each in the run state as it arrives.
+    Returns the per-worker figures of the report."""
     started_here = _connect(plan)
     import ray
 
     job = plan.job
     workers: dict[str, dict[str, Any]] = {}
-    done_rows = sum(int(p["rows"]) for p in state.parts.values())
-    fresh_rows = fresh_tokens = 0
     on_event(
         "info", {"message": f"ray: {len(pending)} windows over {job.ray.workers} {plan.engine_name} workers"}
     )
     try:
-        for answer in _dataset(plan, total, pending, duplicates).iter_rows():
+        for answer in _dataset(plan, tally.total, pending, duplicates).iter_rows():
             if answer["failure"]:
                 failure = json.loads(answer["failure"])
                 raise _ERRORS.get(failure["kind"], EnrichError)(failure["message"])
@@ -315,16 +254,12 @@ def run_windows(
             t = time.perf_counter()
             busy = stats.pop("seconds")
             state.record(index, table, json.loads(answer["errors"]), stats)
-            seconds["write"] += time.perf_counter() - t
+            tally.seconds["write"] += time.perf_counter() - t
             for stage, s in busy.items():  # summed over workers: the cost of each stage, not wall time
-                seconds[stage] += s
-            _tally(workers, worker, table.num_rows, stats, sum(busy.values()))
-            done_rows += table.num_rows
-            fresh_rows += table.num_rows
-            fresh_tokens += stats["tokens"]["output"]
-            elapsed = time.perf_counter() - t0
+                tally.seconds[stage] += s
+            _count(workers, worker, table.num_rows, stats, sum(busy.values()))
             on_event("window", {"index": index, **worker})
-            on_event("progress", state.progress(done_rows, total, fresh_rows, fresh_tokens, elapsed))
+            tally.saved(state, table.num_rows, stats["tokens"]["output"], on_event)
     except ray.exceptions.GetTimeoutError:
         cfg = job.ray
         raise EngineError(
@@ -332,17 +267,13 @@ def run_windows(
             f"(free in the cluster: {_free(ray)}); lower --workers or --gpus-per-worker, "
             "or raise --ray-start-timeout where engines load slowly"
         ) from None
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted: {done_rows} of {total} rows saved in {plan.state_dir}; run the same command to resume"
-        ) from None
     finally:
         if started_here:
             ray.shutdown()
     missing = [k for k in pending if k not in state.parts]
     if missing:  # Ray Data answered every item or raised; a gap here would be a bug, never a silent loss
         raise RuntimeError(f"ray: windows {missing[:10]} were never answered")
-    return Spread(fresh_rows, fresh_tokens, [_rates(w) for w in workers.values()])
+    return [_rates(w) for w in workers.values()]
 
 
 def _free(ray: Any) -> str:
@@ -351,7 +282,7 @@ def _free(ray: Any) -> str:
     return ", ".join(f"{free.get(r, 0):g} {r}" for r in ("CPU", "GPU"))
 
 
-def _tally(
+def _count(
     workers: dict[str, dict[str, Any]], worker: dict[str, Any], rows: int, stats: dict[str, Any], busy: float
 ) -> None:
     w = workers.setdefault(

@@ -7,13 +7,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from enrich.catalog import source
+from enrich.catalog.source import Source
 from enrich.config import JobConfig
 from enrich.errors import InputError
 from enrich.events import Event, no_events
 from enrich.model.engines import Engine, make_engine
-from enrich.run.plan import plan_run, settle_columns
-from enrich.run.process import finish_window, prepare_window, tokenizer_hooks
+from enrich.run.plan import plan_run
+from enrich.run.process import Processor
 
 
 @dataclass(frozen=True)
@@ -31,47 +31,43 @@ class DryRun:
 
 def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: Engine | None = None) -> DryRun:
     """Generate for a seeded random sample and forecast the full run; writes nothing."""
-    lf = source.scan(job.input.path, job.input.format, job.input.separator)
-    job, _ = settle_columns(job, lf, on_event)
     plan = plan_run(job, on_event)
-    cols = job.input.columns
-    total = source.count_rows(lf, job.input.path, job.input.format)
-    if job.run.limit is not None:
-        total = min(total, job.run.limit)
+    total = plan.source.rows()
     if total == 0:
-        raise InputError(f"{job.input.path}: no rows to sample")
+        raise InputError(f"{plan.source.path}: no rows to sample")
     chosen = sorted(random.Random(job.sampling.seed).sample(range(total), min(sample, total)))
-    needed = [c for c in (cols.id, cols.title, cols.content) if c]
-    picked: dict[str, list[Any]] = {c: [] for c in needed}
-    wanted = iter(chosen)
-    nxt = next(wanted, None)
-    for index, columns in enumerate(
-        source.iter_window_lists(lf, needed, 65536, job.input.path, job.run.limit)
-    ):
-        start = index * 65536
-        while nxt is not None and nxt < start + len(columns[needed[0]]):
-            for c in needed:
-                picked[c].append(columns[c][nxt - start])
-            nxt = next(wanted, None)
+    cols = plan.source.columns
+    picked = _pick(plan.source, [c for c in (cols.id, cols.title, cols.content) if c], chosen)
     own = engine is None
     if engine is None:
         engine = make_engine(plan.engine_name, plan.spec, job.model, plan.batch_size)
     try:
-        render, count, max_prompt = tokenizer_hooks(engine, plan)
-        window = prepare_window(0, 0, picked, plan, {}, render, count, max_prompt, job.input.path)
-        offs = list(window.prompts)
+        processor = Processor.of(plan, engine)
+        # Window 0: the sampled rows are prompted and seeded as the first window of a run.
+        window = processor.prepare(0, 0, picked, {})
         t = time.perf_counter()
-        gens = engine.generate([window.prompts[o] for o in offs], plan.sampling) if offs else []
+        results = processor.generate(window, engine)
         elapsed = max(time.perf_counter() - t, 1e-9)
     finally:
         if own:
             engine.close()
-    part, _ = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
+    if not results:
+        errors = sorted(window.errors, key=lambda e: e["row"])
+        why = (
+            f"the first: {errors[0]['reason']}"
+            if errors
+            else "all were skipped as invalid (--invalid-row skip)"
+        )
+        raise InputError(
+            f"{plan.source.path}: none of the {len(chosen)} sampled rows could be prompted ({len(errors)} would go "
+            f"to the error file); {why}"
+        )
+    part, _ = processor.finish(window, results)
     originals = picked[cols.content] if cols.content else [None] * len(chosen)
     rows = [
         {
             "row": chosen[i],
-            "id": window.ids[i],
+            "id": window.ids[i] if cols.id else str(chosen[i]),
             "title": window.titles[i],
             "original": originals[i],
             "generated": part["generated_description"][i],
@@ -80,24 +76,29 @@ def dry_run(job: JobConfig, sample: int, on_event: Event = no_events, engine: En
         }
         for i in range(len(chosen))
     ]
-    if not offs:
-        errors = sorted(window.errors, key=lambda e: e["row"])
-        why = (
-            f"the first: {errors[0]['reason']}"
-            if errors
-            else "all were skipped as invalid (--invalid-row skip)"
-        )
-        raise InputError(
-            f"{job.input.path}: none of the {len(chosen)} sampled rows could be prompted ({len(errors)} would go "
-            f"to the error file); {why}"
-        )
-    rate = len(offs) / elapsed
+    rate = len(results) / elapsed
     return DryRun(
         rows=rows,
         total_rows=total,
         rows_per_s=rate,
-        output_tokens_per_s=sum(g.output_tokens for g in gens) / elapsed,
+        output_tokens_per_s=sum(g.output_tokens for g in results.values()) / elapsed,
         forecast_s=total / rate,
         engine=engine.name,
         model=plan.spec.name,
     )
+
+
+def _pick(source: Source, columns: list[str], chosen: list[int]) -> dict[str, list[Any]]:
+    """The chosen rows' columns, in one read of those columns."""
+    picked: dict[str, list[Any]] = {c: [] for c in columns}
+    wanted = iter(chosen)
+    nxt = next(wanted, None)
+    start = 0
+    for window in source.window_lists(columns, 65536):
+        n = len(window[columns[0]])
+        while nxt is not None and nxt < start + n:
+            for c in columns:
+                picked[c].append(window[c][nxt - start])
+            nxt = next(wanted, None)
+        start += n
+    return picked

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enrich.config import Counts, JobConfig, RunReport, Seconds, Tokens
+from enrich.config import COUNT_KEYS, Counts, JobConfig, RunReport, Seconds, Tokens
 from enrich.errors import Interrupted, exit_code_of
 from enrich.files import write_json
 from enrich.model.reference import versions
@@ -20,8 +20,6 @@ from enrich.run.target import JOURNAL
 
 if TYPE_CHECKING:
     from enrich.run.plan import Plan
-
-COUNT_KEYS = ("ok", "flagged", "error", "skipped", "generated", "copied")
 
 
 def now() -> str:
@@ -111,7 +109,7 @@ def failure_report(plan: Plan | JobConfig, started: str, t0: float, err: BaseExc
         resumed=False,
         **fields,
         counts=Counts(
-            rows=sum(counts[k] for k in ("ok", "flagged", "error", "skipped")),
+            rows=sum(counts[k] for k in COUNT_KEYS if k not in ("generated", "copied")),
             **{k: counts[k] for k in COUNT_KEYS},
         ),
         tokens=Tokens(input=tokens["input"], output=tokens["output"]),

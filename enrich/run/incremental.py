@@ -1,25 +1,28 @@
 """Incremental runs: rows whose content key is unchanged are copied from the previous output, not generated.
 
-The previous output is never loaded whole: a pre-pass writes the input's keys to Parquet, polars joins them
-with the previous output's key and result columns into a per-row 'reuse' file in the state folder, and the
-run reads that file window by window, in step with the input. The reuse file lives in the state's parts/
-folder, so it is removed with the parts when the run completes and rebuilt after a restart.
+The previous output is never loaded whole: the run's pre-pass writes the input's content keys to Parquet,
+polars joins them with the previous output's key and result columns into a per-row 'reuse' file in the state
+folder, and the run reads that file window by window, in step with the input. The reuse file lives in the
+state's parts/ folder, so it is removed with the parts when the run completes and rebuilt after a restart.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enrich.catalog import source
+import polars as pl
+
+from enrich.catalog.source import Source
+from enrich.catalog.windows import Windows
 from enrich.config import OutputConfig
 from enrich.errors import ConfigError, InputError
-from enrich.files import write_json
+from enrich.files import atomic_file, write_json
+from enrich.run.output import OutputFile
+from enrich.run.process import row_key
 from enrich.run.state import RunState, sha256_file
-from enrich.run.windows import Windows
 
 if TYPE_CHECKING:
     from enrich.events import Event
@@ -32,78 +35,49 @@ REUSE_META = "reuse.json"
 # separator it was written with.
 NAMES_NOTE = "previous_output_names"
 SEPARATOR_NOTE = "previous_output_separator"
+# The previous output's columns an incremental run copies (standard names), besides the generated text.
+REUSE_COLUMNS = (
+    "enrich_key",
+    "enrich_status",
+    "enrich_finish_reason",
+    "enrich_flags",
+    "enrich_output_tokens",
+)
 
 
-def _keys(plan: Plan, lf: Any) -> Iterator[list[str]]:
-    """Every input row's content key, computed as prepare_window + finish_window do (apply() re-checks it)."""
-    from enrich.run.process import row_key
-
-    job = plan.job
-    cols = job.input.columns
-    pol = job.policies
-    needed = [c for c in (cols.id, cols.title) if c]
-    start = 0
-    for columns in source.iter_window_lists(lf, needed, plan.windows, job.input.path, job.run.limit):
-        titles = columns[cols.title]
-        ids = columns[cols.id] if cols.id else [None] * len(titles)
-        keys = []
-        for off, (raw_id, raw_title) in enumerate(zip(ids, titles, strict=True)):
-            rid = str(raw_id) if raw_id is not None else (None if cols.id else str(start + off))
-            title = raw_title.strip() if isinstance(raw_title, str) else ""
-            if len(title) > pol.max_title_chars and pol.long_title == "truncate":
-                title = title[: pol.max_title_chars]
-            keys.append(row_key(plan.context_key, rid, title))
-        start += len(titles)
-        yield keys
+def manifest_note(previous: OutputFile) -> dict[str, Any]:
+    """For the manifest of an unfinished incremental run, which replaces the finished run's: how the previous
+    output was written, so that a resume still reads it."""
+    return {NAMES_NOTE: previous.names, SEPARATOR_NOTE: previous.separator}
 
 
-@dataclass(frozen=True)
-class Previous:
-    """How the previous output was written: its column names and (for CSV) its separator."""
-
-    names: dict[str, str]
-    separator: str
-
-    def note(self) -> dict[str, Any]:
-        """For the manifest of an unfinished incremental run, which replaces the finished run's."""
-        return {NAMES_NOTE: self.names, SEPARATOR_NOTE: self.separator}
-
-
-def previous_output(plan: Plan, manifest: dict[str, Any]) -> Previous:
+def previous_output(plan: Plan, manifest: dict[str, Any]) -> OutputFile:
     """How the previous output was written: as its finished run recorded (a job may rename a column or change the
     separator between two incremental runs), or as an interrupted incremental run noted, else as this run writes."""
-    this = Previous(plan.job.output.names(), plan.job.output_separator())
+    this = plan.out
     if not manifest.get("complete") and isinstance(manifest.get(NAMES_NOTE), dict):
-        return Previous(dict(manifest[NAMES_NOTE]), str(manifest.get(SEPARATOR_NOTE, this.separator)))
+        separator = str(manifest.get(SEPARATOR_NOTE, this.separator))
+        return OutputFile(this.path, this.format, separator, dict(manifest[NAMES_NOTE]))
     details = manifest.get("details", {}) if manifest.get("complete") else {}
     if "generated_column" not in details:
         return this
     renamed = OutputConfig(
-        path=plan.job.output.path,
+        path=str(this.path),
         generated_column=details["generated_column"],
         columns=details.get("output_columns", {}),
     )
     separators = details.get("separators")  # recorded only where they were not commas
-    return Previous(renamed.names(), separators[1] if separators else ",")
+    return OutputFile(this.path, this.format, separators[1] if separators else ",", renamed.names())
 
 
-def prepare(
-    plan: Plan,
-    lf: Any,
-    state: RunState,
-    total: int,
-    pending: list[int],
-    on_event: Event,
-    written: Previous,
+def prepare_reuse(
+    plan: Plan, state: RunState, keys: Path, rows: int, previous: OutputFile, on_event: Event
 ) -> Path | None:
-    """Build (or, on resume, reuse) the reuse file for this run; None when there is nothing to copy from.
-    written: how the previous output was written (previous_output)."""
-    previous = plan.output
-    if not pending:
-        return None
-    if not previous.is_file():
+    """Build (or, on resume, reuse) the reuse file from the input's content keys (the pre-pass wrote them to
+    keys, rows of them); None when there is no previous output to copy from."""
+    if not previous.path.is_file():
         on_event(
-            "info", {"message": f"incremental: no previous output at {previous}; every row is generated"}
+            "info", {"message": f"incremental: no previous output at {previous.path}; every row is generated"}
         )
         return None
     reuse = state.parts_dir / REUSE
@@ -112,60 +86,94 @@ def prepare(
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if (
             meta["fingerprint"] == state.fingerprint
-            and meta["rows"] == total
+            and meta["rows"] == rows
             and sha256_file(reuse) == meta["sha256"]
         ):
             return reuse
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent, torn or altered: rebuilt below; its content is derived, so rebuilding is always safe
     state.parts_dir.mkdir(parents=True, exist_ok=True)
-    keys = state.parts_dir / "keys.parquet"
-    rows = source.write_keys(keys, _keys(plan, lf))
-    if rows != total:
-        raise InputError(f"{plan.job.input.path}: the input changed while it was read; run again")
     try:
-        matched = source.build_reuse(
-            keys, previous, plan.output_format, written.names, reuse, written.separator
-        )
+        matched = _join(keys, previous, reuse)
     except ConfigError:
         if not plan.job.output.overwrite:
             raise
         on_event(
-            "warning", {"message": f"{previous} is not an enrich output; --overwrite: every row is generated"}
+            "warning",
+            {"message": f"{previous.path} is not an enrich output; --overwrite: every row is generated"},
         )
         return None
-    finally:
-        keys.unlink(missing_ok=True)
-    meta = {
-        "fingerprint": state.fingerprint,
-        "rows": total,
-        "sha256": sha256_file(reuse),
-        "matched": matched,
-    }
-    write_json(meta_path, meta)
+    write_json(
+        meta_path,
+        {"fingerprint": state.fingerprint, "rows": rows, "sha256": sha256_file(reuse), "matched": matched},
+    )
     on_event(
         "info",
         {
-            "message": f"incremental: {matched} of {total} rows unchanged since {previous}; {total - matched} to generate"
+            "message": f"incremental: {matched} of {rows} rows unchanged since {previous.path}; {rows - matched} to generate"
         },
     )
     return reuse
 
 
-def windows(reuse: Path | None, cut: Windows) -> Iterator[dict[str, list[Any]] | None]:
-    """The reuse file's windows, or None forever when there is none."""
+def _join(keys: Path, previous: OutputFile, dest: Path) -> int:
+    """Join the input's keys with the previous output's results (ok or flagged rows only) into dest, streaming.
+
+    Memory: polars' streaming hash join holds the previous output's distinct keys and results, never the input;
+    nothing is loaded into Python. Returns how many input rows found their key in the previous output.
+    """
+    standard = ["generated_description", *REUSE_COLUMNS]
+    wanted = [previous.names.get(c, c) for c in standard]
+    try:
+        prev = previous.as_source().scan()
+        missing = [c for c in wanted if c not in prev.collect_schema().names()]
+        if missing:
+            raise ConfigError(
+                f"{previous.path}: not an output of enrich, or one written under other column names (no column "
+                f"{missing[0]!r}), so an incremental run cannot reuse it; pass --overwrite to generate every row, "
+                "or point -o elsewhere"
+            )
+        prev = prev.select(wanted).rename(dict(zip(wanted, standard, strict=True)))
+        if previous.format == "csv":  # CSV holds text only: restore the list and integer columns
+            flags = pl.col("enrich_flags")
+            prev = prev.with_columns(
+                pl.when(flags.is_null() | (flags == ""))
+                .then(pl.lit([], pl.List(pl.String)))
+                .otherwise(flags.str.split(";"))
+                .alias("enrich_flags"),
+                pl.col("enrich_output_tokens").cast(pl.Int32, strict=False),
+            )
+        prev = prev.filter(
+            pl.col("enrich_status").is_in(["ok", "flagged"]) & pl.col("enrich_key").is_not_null()
+        )
+        prev = prev.unique(
+            "enrich_key", keep="any"
+        )  # the same content twice (duplicate ids kept): one result
+        joined = pl.scan_parquet(keys).join(prev, on="enrich_key", how="left", maintain_order="left")
+        joined = joined.with_columns(pl.col("enrich_status").is_not_null().alias("__hit"))
+        with atomic_file(dest) as f:
+            joined.sink_parquet(f, compression="zstd", engine="streaming")
+        return int(pl.scan_parquet(dest).select(pl.col("__hit").sum()).collect().item() or 0)
+    except pl.exceptions.PolarsError as err:
+        raise InputError(
+            f"{previous.path}: the previous output cannot be read ({str(err).strip().splitlines()[0][:200]}); "
+            "delete it, or pass --overwrite to generate every row"
+        ) from None
+
+
+def reuse_windows(reuse: Path | None, cut: Windows) -> Iterator[dict[str, list[Any]] | None]:
+    """The reuse file's windows, in step with the input's, or None forever when there is none."""
     if reuse is None:
         while True:
             yield None
-    yield from source.iter_reuse(reuse, cut)
+    columns = ["__hit", "generated_description", *REUSE_COLUMNS]
+    yield from Source(str(reuse), "parquet").window_lists(columns, cut)
 
 
-def apply(window: Window, old: dict[str, list[Any]] | None, context_key: str) -> None:
+def take_unchanged(window: Window, old: dict[str, list[Any]] | None, context_key: str) -> None:
     """Take rows with an unchanged key off the engine's list; their old results wait in window.reused."""
     if old is None:
         return
-    from enrich.run.process import row_key
-
     for off in list(window.prompts):
         if not old["__hit"][off]:
             continue
@@ -179,11 +187,11 @@ def apply(window: Window, old: dict[str, list[Any]] | None, context_key: str) ->
             "enrich_flags": list(old["enrich_flags"][off] or []),
             "enrich_output_tokens": old["enrich_output_tokens"][off],
         }
-        window.status[off] = "copied"  # finish_window counts it as copied and asks nothing of the engine
+        window.status[off] = "copied"  # finish() counts it as copied and asks nothing of the engine
         del window.prompts[off]
 
 
-def merge(window: Window, part: dict[str, list[Any]], stats: dict[str, Any]) -> None:
+def merge_copied(window: Window, part: dict[str, list[Any]], stats: dict[str, Any]) -> None:
     """Put the copied rows' old results into the window's part and count them as ok or flagged."""
     for off, old in window.reused.items():
         for column, value in old.items():
@@ -193,7 +201,7 @@ def merge(window: Window, part: dict[str, list[Any]], stats: dict[str, Any]) -> 
             stats["flags"][flag] = stats["flags"].get(flag, 0) + 1
 
 
-def restart(plan: Plan, manifest: dict[str, Any], on_event: Event) -> bool:
+def discard_other_run(plan: Plan, manifest: dict[str, Any], on_event: Event) -> bool:
     """In incremental mode an unfinished state made from other input is dropped, not an error.
 
     The previous output still holds every result worth copying, and a changed input is what incremental runs

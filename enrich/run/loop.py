@@ -1,88 +1,46 @@
-"""The data flow of a run: scan -> normalize -> prompt -> generate -> postprocess -> parts -> output."""
+"""A run, once its files are checked and its lock held: plan, resume decision, one pre-pass, the windows, the
+final assembly. The way of a row:
+
+    read (a window of the input) -> prepare (normalize, prompt) -> generate -> finish (clean, flag, status)
+    -> part file (recorded in the journal) -> ... -> OUTPUT assembled from the input and the parts
+
+A thread reads and prepares the next window while the engine works on the current one.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import signal
-import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from enrich.catalog import source
-from enrich.config import OUTPUT_COLUMNS, JobConfig, RunReport, is_parquet
-from enrich.errors import ConfigError, Interrupted
+from enrich.catalog.prepass import Prepass, prepass
+from enrich.config import COUNT_KEYS, JobConfig, RunReport, is_parquet
+from enrich.errors import ConfigError, Interrupted, PartialFailure
 from enrich.events import Event, no_events
 from enrich.files import remove_stale_temps, write_json
-from enrich.model.engines import Engine, Sampling, make_engine, prompt_side
+from enrich.model.engines import Engine, make_engine, prompt_side
 from enrich.quality.flags import FLAGS
-from enrich.run import errorfile, history, incremental
-from enrich.run.plan import Plan, plan_run, settle_columns
-from enrich.run.process import Window, finish_window, prepare_window, tokenizer_hooks
+from enrich.run.errorfile import assemble_errors, copy_errors
+from enrich.run.history import keep, keep_failure, now
+from enrich.run.incremental import (
+    discard_other_run,
+    manifest_note,
+    merge_copied,
+    prepare_reuse,
+    previous_output,
+    reuse_windows,
+    take_unchanged,
+)
+from enrich.run.output import assemble, part_frame
+from enrich.run.plan import Plan, check_output, plan_run
+from enrich.run.process import Processor, Window, content_keys
 from enrich.run.state import RunState, changed_settings, open_state, read_manifest
-from enrich.run.target import MANIFEST, MARKER, Held, Target
-
-
-@dataclass
-class _Prefetch:
-    """Reads and prompts the next windows in a thread while the engine works on the current one."""
-
-    source: Iterator[Window | BaseException | None]
-    q: queue.Queue[Window | BaseException | None] = field(default_factory=lambda: queue.Queue(maxsize=2))
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> None:
-        threading.Thread(target=self._pump, name="enrich-prefetch", daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for item in self.source:
-                if not self._put(item):
-                    return
-        except BaseException as err:  # handed to the main thread, which raises it
-            self._put(err)
-            return
-        self._put(None)
-
-    def _put(self, item: Window | BaseException | None) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[Window]:
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (cron's timeout, systemd stop) ends the run like Ctrl-C: state saved, exit 130."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+from enrich.run.tally import Tally
+from enrich.run.target import MANIFEST, MARKER, Held, Target, clear
+from enrich.signals import sigterm_as_interrupt
 
 
 def run_held(
@@ -100,43 +58,17 @@ def run_held(
         for warning in held.warnings:
             on_event("warning", {"message": warning})
         _remove_stale_temps(target)
-        lf = source.scan(job.input.path, job.input.format, job.input.separator)
-        job, names = settle_columns(job, lf, on_event)
         plan = planned = plan_run(job, on_event)
-        if job.run.incremental and job.run.limit is not None and plan.output.is_file():
-            had = source.output_rows(plan.output, plan.output_format, job.output_separator())
-            if had is not None and had > job.run.limit:
-                raise ConfigError(
-                    f"{plan.output}: --limit with --incremental would replace this output's {had} rows with the "
-                    f"first {job.run.limit}; drop --limit, or write to another -o"
-                )
-        clashes = [
-            f"{job.input.path}: column {name!r} already exists; rename it in the input or pass "
-            + ("--generated-column NAME" if std == OUTPUT_COLUMNS[0] else f"--set output.columns.{std}=NAME")
-            for std, name in job.output.names().items()
-            if name in names
-        ]
-        if clashes:
-            raise ConfigError("\n".join(clashes))  # every one at once: a re-enriched output has all six
-        nested = source.nested_columns(lf) if plan.output_format == "csv" else []
-        if nested:  # refused now, not after the whole run's generation when the output is assembled
-            raise ConfigError(
-                f"{job.input.path}: columns {', '.join(nested)} are nested (lists, structs or bytes), which a CSV "
-                "output cannot hold; write Parquet (-o OUTPUT.parquet), or drop those columns from the input"
-            )
-        # Counted before any state is touched, so bad bytes in a CSV fail the run without discarding a saved one.
-        total = source.count_rows(lf, job.input.path, job.input.format)
-        if job.run.limit is not None:
-            total = min(total, job.run.limit)
-        report = _run_locked(plan, lf, total, started, t0, on_event, engine)
+        check_output(plan)
+        report = _run(plan, started, t0, on_event, engine)
         held.keep()
-        target.record_written(plan.output, plan.errors_path, plan.report_path)
+        target.record_written(plan.out.path, plan.errors_path, plan.report_path)
     except BaseException as err:
-        history.keep_failure(planned, started, t0, err)
+        keep_failure(planned, started, t0, err)
         raise
     finally:
         held.release()  # a run that saved no window removes the state folder it created: a refusal leaves nothing
-    history.keep(job.run.history_dir, report, started)
+    keep(job.run.history_dir, report, started)
     return report
 
 
@@ -149,182 +81,140 @@ def _remove_stale_temps(target: Target) -> None:
         remove_stale_temps(path)
 
 
+def _run(plan: Plan, started: str, t0: float, on_event: Event, engine: Engine | None) -> RunReport:
+    """Resume or start, generate the windows still to do, then assemble the output, its error file and report."""
+    manifest = read_manifest(plan.state_dir)
+    finished = _up_to_date(plan, manifest, on_event)
+    if finished is not None:
+        return finished
+    previous = previous_output(plan, manifest)  # before open_state replaces the manifest
+    scratch = plan.state_dir / "scratch"
+    keys = scratch / "keys.parquet" if plan.job.run.incremental else None
+    # Before any state is touched: a CSV whose bytes are bad fails the run here without discarding a saved one.
+    first = prepass(plan.source, scratch, _key_function(plan) if keys else None, keys)
+    restart = (
+        plan.job.run.restart or bool(manifest.get("complete")) or discard_other_run(plan, manifest, on_event)
+    )
+    note = manifest_note(previous) if plan.job.run.incremental else None
+    state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart, note)
+    for warning in state.warnings:
+        on_event("warning", {"message": warning})
+    n_windows = plan.windows.count(first.rows)
+    if state.resumed:
+        on_event("info", {"message": f"resuming: {len(state.parts)} of {n_windows} windows already done"})
+    tally = Tally(first.rows, t0, sum(int(p["rows"]) for p in state.parts.values()))
+    on_event("start", tally.progress(state))
+    pending = [k for k in range(n_windows) if k not in state.parts]
+    workers = None
+    try:
+        with sigterm_as_interrupt():
+            reuse = None
+            if keys is not None and pending:
+                reuse = prepare_reuse(plan, state, keys, first.rows, previous, on_event)
+            if pending and plan.job.model.engine == "ray":
+                from enrich.run.distributed import run_windows
+
+                workers = run_windows(plan, state, pending, first.duplicates, tally, on_event)
+            elif pending:
+                _generate(plan, state, first, set(pending), reuse, tally, on_event, engine)
+            n_errors = _assemble(plan, state, n_windows, tally)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: {tally.done} of {tally.total} rows saved in {plan.state_dir}; run the same command "
+            "to resume"
+        ) from None
+    clear(scratch)
+    tally.seconds["total"] = time.perf_counter() - t0
+    report = _report(plan, state, started, tally, n_errors, workers)
+    write_json(plan.report_path, report.model_dump())
+    state.mark_complete(report.model_dump())
+    state.clear_parts()
+    return report
+
+
+def _up_to_date(plan: Plan, manifest: dict[str, Any], on_event: Event) -> RunReport | None:
+    """The finished run's report where OUTPUT is complete with these settings; refuses an OUTPUT that this
+    output's runs did not write, or one finished with other settings (without --restart)."""
+    job = plan.job
+    same = manifest.get("fingerprint") == plan.fingerprint
+    if plan.out.path.exists() and same and manifest.get("complete") and not job.run.restart:
+        on_event("info", {"message": f"{plan.out.path} is complete and up to date; nothing to do"})
+        return _files_of_finished_run(plan, RunReport.model_validate(manifest["report"]))
+    if plan.out.path.exists() and not job.output.overwrite and not same and not job.run.incremental:
+        if not manifest.get("complete"):
+            raise ConfigError(
+                f"{plan.out.path}: exists and was not written by this run; pass --overwrite to replace it"
+            )
+        if not job.run.restart:  # enrich wrote it, with other settings: --restart regenerates it
+            raise ConfigError(
+                f"{plan.out.path}: holds a finished run with other settings (changed since: "
+                f"{changed_settings(manifest, plan.details)}); pass --restart to regenerate it, or choose another -o"
+            )
+    return None
+
+
 def _files_of_finished_run(plan: Plan, report: RunReport) -> RunReport:
     """An up-to-date run asked for its error file or report at other paths (--errors, --report): they are
     written there from the finished run's, which stay where they were."""
     before = Path(report.errors_file)
     if before.resolve() != plan.errors_path.resolve() and before.is_file():
-        errorfile.copy_errors(before, is_parquet(before), plan.errors_path, plan.job.output.errors_parquet())
+        copy_errors(before, is_parquet(before), plan.errors_path, plan.job.output.errors_parquet())
         report = report.model_copy(update={"errors_file": str(plan.errors_path)})
     write_json(plan.report_path, report.model_dump())  # small; where --report names another file, it is there
     return report
 
 
-def _run_locked(
+def _key_function(plan: Plan) -> Any:
+    return lambda start, columns: content_keys(plan, start, columns)
+
+
+def _generate(
     plan: Plan,
-    lf: Any,
-    total: int,
-    started: str,
-    t0: float,
+    state: RunState,
+    first: Prepass,
+    pending: set[int],
+    reuse: Path | None,
+    tally: Tally,
     on_event: Event,
     engine: Engine | None,
-) -> RunReport:
-    job = plan.job
-    manifest = read_manifest(plan.state_dir)
-    same = manifest.get("fingerprint") == plan.fingerprint
-    if plan.output.exists() and same and manifest.get("complete") and not job.run.restart:
-        on_event("info", {"message": f"{plan.output} is complete and up to date; nothing to do"})
-        return _files_of_finished_run(plan, RunReport.model_validate(manifest["report"]))
-    if plan.output.exists() and not job.output.overwrite and not same and not job.run.incremental:
-        if not manifest.get("complete"):
-            raise ConfigError(
-                f"{plan.output}: exists and was not written by this run; pass --overwrite to replace it"
-            )
-        if not job.run.restart:  # enrich wrote it, with other settings: --restart regenerates it
-            raise ConfigError(
-                f"{plan.output}: holds a finished run with other settings (changed since: "
-                f"{changed_settings(manifest, plan.details)}); pass --restart to regenerate it, or choose another -o"
-            )
-    previous = incremental.previous_output(plan, manifest)  # before open_state replaces the manifest
-    restart = (
-        job.run.restart or bool(manifest.get("complete")) or incremental.restart(plan, manifest, on_event)
-    )
-    note = previous.note() if job.run.incremental else None
-    state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart, note)
-    for w in state.warnings:
-        on_event("warning", {"message": w})
-    n_windows = plan.windows.count(total)
-    if state.resumed:
-        on_event("info", {"message": f"resuming: {len(state.parts)} of {n_windows} windows already done"})
-    resumed_rows = sum(int(p["rows"]) for p in state.parts.values())
-    on_event("start", state.progress(resumed_rows, total, 0, 0, max(time.perf_counter() - t0, 1e-9)))
-    cols = job.input.columns
-    duplicates = (
-        source.duplicate_rows(lf, cols.id, job.run.limit, job.input.path, plan.state_dir / "scratch", total)
-        if cols.id
-        else {}
-    )
-    pending = [k for k in range(n_windows) if k not in state.parts]
-    own_engine = engine is None
-    seconds: defaultdict[str, float] = defaultdict(float)
-    done_rows = sum(int(p["rows"]) for p in state.parts.values())
-    fresh_rows = fresh_out_tokens = 0
-    ray_workers: list[dict[str, Any]] | None = [] if job.model.engine == "ray" else None
+) -> None:
+    """The pending windows through the engine in this process, each recorded as it is done. The model loads
+    before the first window, or, in an incremental run that may copy every row, at the first row to generate."""
+    own = engine is None
+    if engine is None and reuse is None:
+        engine = _load_engine(plan, on_event)
+    processor = Processor.of(plan, engine or prompt_side(plan.engine_name, plan.spec, plan.job.model))
+    n_windows = plan.windows.count(first.rows)
     try:
-        with _sigterm_as_interrupt():
-            reuse = (
-                incremental.prepare(plan, lf, state, total, pending, on_event, previous)
-                if job.run.incremental
-                else None
-            )
-            if (
-                pending and ray_workers is not None
-            ):  # issue 6: the windows go to a Ray Data actor pool instead
-                from enrich.run import distributed
-
-                spread = distributed.run_windows(
-                    plan, state, total, pending, duplicates, reuse, seconds, on_event, t0
-                )
-                done_rows, fresh_rows, fresh_out_tokens = (
-                    done_rows + spread.rows,
-                    spread.rows,
-                    spread.output_tokens,
-                )
-                ray_workers, pending = spread.workers, []
-            # An incremental run may copy every row: it loads the model at the first row to generate, if any.
-            lazy = engine is None and reuse is not None
-            if pending and engine is None and not lazy:
-                engine = _load_engine(plan, on_event)
-            if pending:
-                prompts_from = engine or prompt_side(plan.engine_name, plan.spec, job.model)
-                render, count, max_prompt = tokenizer_hooks(prompts_from, plan)
-                needed = [c for c in (cols.id, cols.title) if c]
-                windows = _windows(
-                    plan, lf, needed, set(pending), duplicates, render, count, max_prompt, reuse
-                )
-                prefetch = _Prefetch(windows)
-                prefetch.start()
-                try:
-                    for window in prefetch:
-                        seconds["read"] += window.seconds_read
-                        seconds["prompt"] += window.seconds_prompt
-                        t = time.perf_counter()
-                        offs = list(window.prompts)
-                        sampling = Sampling(
-                            **{**plan.sampling.__dict__, "seed": plan.sampling.seed + window.index}
-                        )
-                        gens = []
-                        if offs:
-                            engine = engine or _load_engine(plan, on_event)
-
-                            def batch_done(done: int, k: int = window.index, n: int = len(offs)) -> None:
-                                on_event(
-                                    "generating", {"window": k, "windows": n_windows, "done": done, "rows": n}
-                                )
-
-                            gens = engine.generate([window.prompts[o] for o in offs], sampling, batch_done)
-                        seconds["generate"] += time.perf_counter() - t
-                        t = time.perf_counter()
-                        part, stats = finish_window(window, dict(zip(offs, gens, strict=True)), plan)
-                        incremental.merge(window, part, stats)
-                        seconds["postprocess"] += time.perf_counter() - t
-                        t = time.perf_counter()
-                        state.record(
-                            window.index,
-                            source.part_frame(part, job.output.names()),
-                            window.errors,
-                            stats,
-                        )
-                        seconds["write"] += time.perf_counter() - t
-                        done_rows += len(window.rows)
-                        fresh_rows += len(window.rows)
-                        fresh_out_tokens += stats["tokens"]["output"]
-                        elapsed = time.perf_counter() - t0
-                        on_event(
-                            "progress",
-                            state.progress(done_rows, total, fresh_rows, fresh_out_tokens, elapsed),
-                        )
-                finally:
-                    prefetch.stop.set()
-                if engine is None:
-                    on_event(
-                        "info",
-                        {
-                            "message": "every row was copied from the previous output; the model was not loaded"
-                        },
-                    )
+        for window in _prefetched(_windows(plan, processor, first.duplicates, pending, reuse)):
+            tally.seconds["read"] += window.seconds_read
+            tally.seconds["prompt"] += window.seconds_prompt
             t = time.perf_counter()
-            source.assemble_output(
-                lf,
-                job.input.path,
-                state,
-                n_windows,
-                plan.windows,
-                plan.output,
-                plan.output_format,
-                job.run.limit,
-                job.output.names(),
-                job.output_separator(),
+            if window.prompts:
+                engine = engine or _load_engine(plan, on_event)
+
+                def batch_done(done: int, k: int = window.index, n: int = len(window.prompts)) -> None:
+                    on_event("generating", {"window": k, "windows": n_windows, "done": done, "rows": n})
+
+                results = processor.generate(window, engine, batch_done)
+            else:
+                results = {}
+            tally.seconds["generate"] += time.perf_counter() - t
+            t = time.perf_counter()
+            part, stats = processor.finish(window, results)
+            merge_copied(window, part, stats)
+            tally.seconds["postprocess"] += time.perf_counter() - t
+            t = time.perf_counter()
+            state.record(window.index, part_frame(part, plan.out.names), window.errors, stats)
+            tally.seconds["write"] += time.perf_counter() - t
+            tally.saved(state, len(window.rows), stats["tokens"]["output"], on_event)
+        if engine is None:
+            on_event(
+                "info", {"message": "every row was copied from the previous output; the model was not loaded"}
             )
-            n_errors = errorfile.assemble_errors(
-                state, n_windows, plan.errors_path, job.output.errors_parquet()
-            )
-            seconds["write"] += time.perf_counter() - t
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted: {done_rows} of {total} rows saved in {plan.state_dir}; run the same command to resume"
-        ) from None
     finally:
-        if own_engine and engine is not None:
+        if own and engine is not None:
             engine.close()
-    seconds["total"] = time.perf_counter() - t0
-    report = _report(plan, state, started, seconds, total, fresh_rows, fresh_out_tokens, n_errors)
-    if ray_workers is not None:
-        report = report.model_copy(update={"workers": ray_workers})
-    write_json(plan.report_path, report.model_dump())
-    state.mark_complete(report.model_dump())
-    state.clear_parts()
-    return report
 
 
 def _load_engine(plan: Plan, on_event: Event) -> Engine:
@@ -336,35 +226,46 @@ def _load_engine(plan: Plan, on_event: Event) -> Engine:
 
 
 def _windows(
-    plan: Plan,
-    lf: Any,
-    needed: list[str],
-    pending: set[int],
-    duplicates: dict[int, int],
-    render: Any,
-    count: Callable[[str], int] | None,
-    max_prompt: int,
-    reuse: Path | None = None,
+    plan: Plan, processor: Processor, duplicates: dict[int, int], pending: set[int], reuse: Path | None
 ) -> Iterator[Window]:
-    reused = incremental.windows(reuse, plan.windows)  # in step with the input's windows
+    """The pending windows, read and prepared (rows that an incremental run copies taken off the engine's list)."""
+    reused = reuse_windows(reuse, plan.windows)  # in step with the input's windows
+    cols = plan.source.columns
+    needed = [c for c in (cols.id, cols.title) if c]
     t = time.perf_counter()
-    job = plan.job
-    for index, columns in enumerate(
-        source.iter_window_lists(lf, needed, plan.windows, job.input.path, job.run.limit)
-    ):
+    for index, columns in enumerate(plan.source.window_lists(needed, plan.windows)):
         old = next(reused)
         read = time.perf_counter() - t
         if index in pending:
             t = time.perf_counter()
-            start = plan.windows.start(index)
-            window = prepare_window(
-                index, start, columns, plan, duplicates, render, count, max_prompt, job.input.path
-            )
-            incremental.apply(window, old, plan.context_key)
-            window.seconds_read = read
-            window.seconds_prompt = time.perf_counter() - t
+            window = processor.prepare(index, plan.windows.start(index), columns, duplicates)
+            take_unchanged(window, old, plan.context_key)
+            window.seconds_read, window.seconds_prompt = read, time.perf_counter() - t
             yield window
         t = time.perf_counter()
+
+
+_END = object()
+
+
+def _prefetched(items: Iterator[Window]) -> Iterator[Window]:
+    """items, each next one made in a thread while the caller works on the current one. One at a time: memory
+    holds two windows. An error in the thread is raised here; a caller that stops early waits for the one read
+    under way to end, then the thread ends too."""
+    with ThreadPoolExecutor(1, thread_name_prefix="enrich-prefetch") as pool:
+        ahead = pool.submit(next, items, _END)
+        while (item := ahead.result()) is not _END:
+            ahead = pool.submit(next, items, _END)
+            yield item  # type: ignore[misc]
+
+
+def _assemble(plan: Plan, state: RunState, n_windows: int, tally: Tally) -> int:
+    """OUTPUT from the input and the parts, then the error file; returns the number of error records."""
+    t = time.perf_counter()
+    assemble(plan.source, state, n_windows, plan.windows, plan.out)
+    n_errors = assemble_errors(state, n_windows, plan.errors_path, plan.job.output.errors_parquet())
+    tally.seconds["write"] += time.perf_counter() - t
+    return n_errors
 
 
 # Why a flag marks most rows, and what to change: the remedies of the common causes.
@@ -392,11 +293,9 @@ def _report(
     plan: Plan,
     state: RunState,
     started: str,
-    seconds: defaultdict[str, float],
-    total: int,
-    fresh_rows: int,
-    fresh_out_tokens: int,
+    tally: Tally,
     n_errors: int,
+    workers: list[dict[str, Any]] | None,
 ) -> RunReport:
     counts: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
@@ -405,28 +304,22 @@ def _report(
         counts.update(part["counts"])
         tokens.update(part["tokens"])
         flags.update(part.get("flags", {}))
-    exit_code = 6 if n_errors else 0
-    elapsed = max(seconds["total"], 1e-9)
+    elapsed = max(tally.seconds["total"], 1e-9)
     return RunReport(
         status="partial" if n_errors else "ok",
-        exit_code=exit_code,
+        exit_code=PartialFailure.exit_code if n_errors else 0,
         started=started,
-        finished=history.now(),
+        finished=now(),
         resumed=state.resumed,
         **plan.report_fields(),
-        counts={
-            "rows": total,
-            **{k: counts.get(k, 0) for k in ("ok", "flagged", "error", "skipped", "generated", "copied")},
-        },
+        counts={"rows": tally.total, **{k: counts.get(k, 0) for k in COUNT_KEYS}},
         tokens={"input": tokens.get("input", 0), "output": tokens.get("output", 0)},
-        seconds={
-            k: round(seconds.get(k, 0.0), 4)
-            for k in ("read", "prompt", "generate", "postprocess", "write", "total")
-        },
+        seconds=tally.stage_seconds(),
         flags={f: flags.get(f, 0) for f in FLAGS},
         advice=advice(
             flags, counts.get("generated", 0) + counts.get("copied", 0), plan.sampling.max_new_tokens
         ),
-        rows_per_s=round(fresh_rows / elapsed, 3),
-        output_tokens_per_s=round(fresh_out_tokens / elapsed, 3),
+        rows_per_s=round(tally.fresh / elapsed, 3),
+        output_tokens_per_s=round(tally.tokens / elapsed, 3),
+        workers=workers,
     )

@@ -1,4 +1,5 @@
-"""Resolve a job into a run plan: paths, model, engine, template, sampling and the fingerprint."""
+"""Resolve a job into a run plan: what is read, what is written, the model, engine, template, sampling,
+windows and the run's fingerprint. Everything after this step takes the plan."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enrich.catalog import source
-from enrich.config import JobConfig, OutputColumns
+from enrich.catalog.source import Source, format_of, nested_columns
+from enrich.catalog.windows import Windows
+from enrich.config import OUTPUT_COLUMNS, JobConfig, OutputColumns
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
 from enrich.model.engines import Sampling, pick_engine
 from enrich.model.prompts import Template, get_template
 from enrich.model.reference import ModelSpec, resolve_model, versions
-from enrich.run.windows import Windows
+from enrich.run.output import OutputFile
 
 CPU_FIRST_WINDOW = 4  # rows: on 2 shared cores the embedded model writes them in well under a minute
 
@@ -25,8 +27,9 @@ class Plan:
     """Everything a run needs, resolved once from the job config."""
 
     job: JobConfig
-    output: Path
-    output_format: str
+    source: Source  # what is read, its columns settled against the file
+    out: OutputFile
+    names: list[str]  # every input column
     errors_path: Path
     report_path: Path
     state_dir: Path
@@ -43,8 +46,8 @@ class Plan:
     def report_fields(self) -> dict[str, Any]:
         """The run report's fields that the plan decides: the same for a finished, failed or refused run."""
         return {
-            "input": self.job.input.path,
-            "output": str(self.output),
+            "input": self.source.path,
+            "output": str(self.out.path),
             "errors_file": str(self.errors_path),
             "fingerprint": self.fingerprint,
             "model": {
@@ -76,11 +79,17 @@ def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:
 
 
 def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
-    """Resolve paths, model, engine, template and sampling; compute the run's fingerprint."""
+    """Read the input's columns, resolve the model, engine, template and sampling; compute the fingerprint."""
     from enrich.model.engines import cuda_available
 
-    output = Path(job.output.path)
-    out_fmt = source.file_format(str(output), job.output.format)
+    source, names = settle_columns(job, on_event)
+    job = job.model_copy(update={"input": job.input.model_copy(update={"columns": source.columns})})
+    out = OutputFile(
+        Path(job.output.path),
+        format_of(job.output.path, job.output.format, "--output-format"),
+        job.output_separator(),
+        job.output.names(),
+    )
     gpu = cuda_available()
     spec = resolve_model(job.model.ref, gpu=gpu, on_event=on_event)
     engine_name = pick_engine(
@@ -105,46 +114,88 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         "sampling": sampling.__dict__,
         "engine": engine_name,
     }
-    context_key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
-    details: dict[str, Any] = {
-        "input": str(Path(job.input.path).resolve()),
-        "input_identity": source.input_identity(job.input.path),
-        "columns": job.input.columns.model_dump(),
-        "context": context,
-        "window_rows": window_rows,
-        **({"first_window_rows": first} if first != window_rows else {}),
-        "batch_size": batch_size,
-        "limit": job.run.limit,
-        "policies": job.policies.model_dump(),
-        "generated_column": job.output.generated_column,
-    }
-    # Only where they differ from the defaults, so that runs saved before these settings existed still resume.
-    if job.output.columns != OutputColumns():
-        details["output_columns"] = job.output.columns.model_dump()
-    if (job.input.separator, job.output_separator()) != (",", ","):
-        details["separators"] = [job.input.separator, job.output_separator()]
-    fingerprint = hashlib.sha256(json.dumps(details, sort_keys=True).encode()).hexdigest()[:16]
+    details = _details(job, source, context, window_rows, first, batch_size)
     return Plan(
         job=job,
-        output=output,
-        output_format=out_fmt,
+        source=source,
+        out=out,
+        names=names,
         errors_path=job.output.errors_path(),
         report_path=job.output.report_path(),
-        state_dir=Path(job.run.state_dir or f"{output}.enrich"),
+        state_dir=Path(job.run.state_dir or f"{out.path}.enrich"),
         spec=spec,
         engine_name=engine_name,
         template=template,
         sampling=sampling,
         windows=Windows(window_rows, first),
         batch_size=batch_size,
-        fingerprint=fingerprint,
+        fingerprint=_digest(details),
         details=details,
-        context_key=context_key,
+        context_key=_digest(context),
     )
 
 
-def settle_columns(job: JobConfig, lf: Any, on_event: Event = no_events) -> tuple[JobConfig, list[str]]:
-    """Check the column mapping against the input; id and content left at their defaults are optional."""
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _details(
+    job: JobConfig, source: Source, context: dict[str, Any], window_rows: int, first: int, batch_size: int
+) -> dict[str, Any]:
+    """What the run's fingerprint holds: a resume continues only a state made with the same."""
+    details: dict[str, Any] = {
+        "input": str(Path(source.path).resolve()),
+        "input_identity": source.identity(),
+        "columns": source.columns.model_dump(),
+        "context": context,
+        "window_rows": window_rows,
+        **({"first_window_rows": first} if first != window_rows else {}),
+        "batch_size": batch_size,
+        "limit": source.limit,
+        "policies": job.policies.model_dump(),
+        "generated_column": job.output.generated_column,
+    }
+    # Only where they differ from the defaults, so that runs saved before these settings existed still resume.
+    if job.output.columns != OutputColumns():
+        details["output_columns"] = job.output.columns.model_dump()
+    if (source.separator, job.output_separator()) != (",", ","):
+        details["separators"] = [source.separator, job.output_separator()]
+    return details
+
+
+def check_output(plan: Plan) -> None:
+    """What OUTPUT's columns cannot be: names the input already has, or nested columns in a CSV."""
+    job = plan.job
+    clashes = [
+        f"{plan.source.path}: column {name!r} already exists; rename it in the input or pass "
+        + ("--generated-column NAME" if std == OUTPUT_COLUMNS[0] else f"--set output.columns.{std}=NAME")
+        for std, name in plan.out.names.items()
+        if name in plan.names
+    ]
+    if clashes:
+        raise ConfigError("\n".join(clashes))  # every one at once: a re-enriched output has all six
+    nested = nested_columns(plan.source.scan()) if plan.out.format == "csv" else []
+    if nested:  # refused now, not after the whole run's generation when the output is assembled
+        raise ConfigError(
+            f"{plan.source.path}: columns {', '.join(nested)} are nested (lists, structs or bytes), which a CSV "
+            "output cannot hold; write Parquet (-o OUTPUT.parquet), or drop those columns from the input"
+        )
+    if job.run.incremental and job.run.limit is not None and plan.out.path.is_file():
+        had = plan.out.rows()
+        if had is not None and had > job.run.limit:
+            raise ConfigError(
+                f"{plan.out.path}: --limit with --incremental would replace this output's {had} rows with the "
+                f"first {job.run.limit}; drop --limit, or write to another -o"
+            )
+
+
+def settle_columns(job: JobConfig, on_event: Event = no_events) -> tuple[Source, list[str]]:
+    """The input as a Source whose column mapping is checked against the file: id and content left at their
+    defaults are optional (row positions are the ids; no original descriptions). Returns its column names too."""
+    source = Source.of(
+        job.input.path, job.input.format, job.input.separator, job.input.columns, job.run.limit
+    )
+    lf = source.scan()
     cols = job.input.columns
     names: list[str] = lf.collect_schema().names()
     update: dict[str, Any] = {}
@@ -152,21 +203,11 @@ def settle_columns(job: JobConfig, lf: Any, on_event: Event = no_events) -> tupl
         name = getattr(cols, role)
         if name is not None and name not in names and role not in cols.model_fields_set:
             update[role] = None
-            on_event(
-                "info",
-                {
-                    "message": f"no {name!r} column: "
-                    + ("ids are row positions" if role == "id" else "no original descriptions")
-                },
-            )
+            what = "ids are row positions" if role == "id" else "no original descriptions"
+            on_event("info", {"message": f"no {name!r} column: {what}"})
     if update:
-        cols = cols.model_copy(update=update)
-        job = job.model_copy(update={"input": job.input.model_copy(update={"columns": cols})})
-    source.require_columns(
-        lf,
-        job.input.path,
-        {"id": cols.id, "title": cols.title, "content": cols.content},
-        job.input.separator,
-    )
-    source.require_text(lf, job.input.path, cols.title, "--title-col")
-    return job, names
+        source = source.with_columns(cols.model_copy(update=update))
+    cols = source.columns
+    source.require_columns(lf, {"id": cols.id, "title": cols.title, "content": cols.content})
+    source.require_text(lf, cols.title, "--title-col")
+    return source, names

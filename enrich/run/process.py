@@ -1,20 +1,25 @@
-"""Per-window row work: normalize and prompt before the engine, postprocess after it. No I/O."""
+"""A window's way through the model: prepare (normalize, prompt), generate, finish (clean, flag, status).
+
+`Processor` is the one sequence that local runs, Ray workers and dry runs use; it does no I/O. Bad rows become
+error records, never exceptions, so one row never fails a window.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from enrich.config import COUNT_KEYS
 from enrich.errors import ConfigError
-from enrich.model.engines import Engine, Generation, PromptSide, special_tokens
+from enrich.model.engines import Engine, Generation, Progress, PromptSide, special_tokens
 from enrich.model.prompts import PromptTokens, build_prompts, clean_output
 from enrich.quality.flags import FLAGS, quality_flags
 from enrich.run.plan import Plan
 
-VALUE_CHARS = 200
+VALUE_CHARS = 200  # an error record's offending value is cut to this
 
 
 @dataclass
@@ -28,185 +33,218 @@ class Window:
     prompts: dict[int, str]  # offset in window -> prompt, for rows that go to the engine
     status: dict[int, str]  # offset -> error/skipped, decided before generation
     errors: list[dict[str, Any]]
-    seconds_read: float
-    seconds_prompt: float
-    originals: list[str | None] = field(default_factory=list)
+    seconds_read: float = 0.0
+    seconds_prompt: float = 0.0
     reused: dict[int, dict[str, Any]] = field(default_factory=dict)  # offset -> old result (incremental)
 
 
-def _cut(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value)
-    return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + "…"
+def error_record(row: int, row_id: str | None, stage: str, reason: str, value: Any) -> dict[str, Any]:
+    """A line of the error file (config.ErrorRecord)."""
+    text = None if value is None else str(value)
+    if text is not None and len(text) > VALUE_CHARS:
+        text = text[:VALUE_CHARS] + "…"
+    return {"id": row_id, "row": row, "stage": stage, "reason": reason, "value": text}
 
 
-def _error(row: int, row_id: str | None, stage: str, reason: str, value: Any) -> dict[str, Any]:
-    return {"id": row_id, "row": row, "stage": stage, "reason": reason, "value": _cut(value)}
+def row_id(raw: Any, row: int, id_col: str | None) -> str | None:
+    """A row's id as the run knows it: the id column's value as text, or the row's position without one."""
+    return str(raw) if raw is not None else (None if id_col else str(row))
 
 
-def prepare_window(
-    index: int,
-    start: int,
-    columns: dict[str, list[Any]],
-    plan: Plan,
-    duplicates: dict[int, int],
-    render_chat: Any,
-    token_count: Callable[[str], int] | None,
-    max_prompt_tokens: int,
-    input_path: str,
-) -> Window:
-    """Normalize a window's rows and build prompts; bad rows become error records, never exceptions."""
-    cols = plan.job.input.columns
-    pol = plan.job.policies
-    raw_titles = columns[cols.title]
-    n = len(raw_titles)
-    raw_ids = columns[cols.id] if cols.id else [None] * n
-    status: dict[int, str] = {}
-    errors: list[dict[str, Any]] = []
-    ids: list[str | None] = []
-    titles: list[str] = []
-    invalid = "skipped" if pol.invalid_row == "skip" else "error"
-    for off in range(n):
-        row = start + off
-        rid = raw_ids[off]
-        rid = str(rid) if rid is not None else (None if cols.id else str(row))
-        ids.append(rid)
-        title = raw_titles[off]
-        title = title.strip() if isinstance(title, str) else title
-        titles.append(title if isinstance(title, str) else "")
-        problem = None
-        if cols.id and (rid is None or not rid.strip()):
-            problem = f"{cols.id} is null or empty"
-        elif title is None:
-            problem = f"{cols.title} is null"
-        elif not isinstance(title, str):
-            problem = f"{cols.title} is not text ({type(title).__name__})"
-        elif not title:
-            problem = f"{cols.title} is empty"
-        if problem:
-            status[off] = invalid
-            if invalid == "error":
-                errors.append(
-                    _error(row, rid, "validate", f"{input_path} row {row}: {problem}", raw_titles[off])
-                )
-            continue
-        if len(title) > pol.max_title_chars:
-            if pol.long_title == "error":
-                status[off] = "error"
-                reason = f"{input_path} row {row}: {cols.title} has {len(title)} characters, over {pol.max_title_chars}"
-                errors.append(
-                    _error(row, rid, "validate", reason + "; raise policies.max_title_chars", title)
-                )
-                continue
-            titles[off] = title[: pol.max_title_chars]
-        if row in duplicates and pol.duplicate_id != "keep":
-            status[off] = "skipped" if pol.duplicate_id == "skip" else "error"
-            if pol.duplicate_id == "error":
-                reason = (
-                    f"{input_path} row {row}: duplicate {cols.id} {rid!r} (first at row {duplicates[row]})"
-                )
-                errors.append(_error(row, rid, "validate", reason, rid))
-    todo = [off for off in range(n) if off not in status]
-    # render_chat is tokenizer_hooks' PromptTokens: the chat renderer and the special tokens to neutralise.
-    prompts = build_prompts(
-        [titles[off] for off in todo], plan.template, render_chat.render_chat, render_chat.specials
-    )
-    ready: dict[int, str] = {}
-    for off, prompt in zip(todo, prompts, strict=True):
-        # A prompt of B bytes has at most B tokens (byte-level BPE), so most rows skip the tokenizer here.
-        if token_count is not None and len(prompt.encode()) > max_prompt_tokens:
-            n_tokens = token_count(prompt)
-            if n_tokens > max_prompt_tokens:
-                status[off] = "error"
-                reason = (
-                    f"{input_path} row {start + off}: prompt has {n_tokens} tokens, over the {max_prompt_tokens} "
-                    "that fit with max_new_tokens; shorten the title or lower policies.max_title_chars"
-                )
-                errors.append(_error(start + off, ids[off], "prompt", reason, titles[off]))
-                continue
-        ready[off] = prompt
-    return Window(index, list(range(start, start + n)), ids, titles, ready, status, errors, 0.0, 0.0)
+def row_title(raw: Any, max_chars: int, truncate: bool) -> str:
+    """A title as it is prompted: stripped, cut where the policy cuts long titles; not text gives ''."""
+    title = raw.strip() if isinstance(raw, str) else ""
+    return title[:max_chars] if truncate and len(title) > max_chars else title
 
 
-def row_key(context_key: str, row_id: str | None, title: str) -> str:
+def row_key(context_key: str, rid: str | None, title: str) -> str:
     """The content key: same id, title, model, template and sampling give the same key."""
-    return hashlib.sha256(f"{context_key}\x1f{row_id}\x1f{title}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{context_key}\x1f{rid}\x1f{title}".encode()).hexdigest()[:32]
 
 
-def finish_window(
-    window: Window, results: dict[int, Generation], plan: Plan
-) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """Postprocess: clean text, flags, status per policy; the part's columns and the window's stats.
+def content_keys(plan: Plan, start: int, columns: dict[str, list[Any]]) -> list[str]:
+    """The content keys of input rows from start on, as finish() writes them: an incremental run's pre-pass
+    computes them for every row, and apply() checks each again before a row is copied."""
+    cols, pol = plan.source.columns, plan.job.policies
+    titles = columns[cols.title]
+    ids = columns[cols.id] if cols.id else [None] * len(titles)
+    truncate = pol.long_title == "truncate"
+    return [
+        row_key(
+            plan.context_key, row_id(i, start + off, cols.id), row_title(t, pol.max_title_chars, truncate)
+        )
+        for off, (i, t) in enumerate(zip(ids, titles, strict=True))
+    ]
 
-    This runs once per row of the catalog, so it fills preset columns by position and touches only
-    the generated rows in its loop (rows decided before generation keep their status).
-    """
-    pol = plan.job.policies
-    stop = plan.spec.stop_strings()
-    markers = plan.template.markers
-    n = len(window.rows)
-    texts: list[str | None] = [None] * n
-    finishes: list[str | None] = [None] * n
-    all_flags: list[list[str]] = [[] for _ in range(n)]
-    n_outs: list[int | None] = [None] * n
-    statuses: list[str | None] = [None] * n
-    for off, status in window.status.items():
-        statuses[off] = status
-    flag_counts: Counter[str] = Counter()
-    tokens_in = tokens_out = 0
-    policy = {f: getattr(pol, f) for f in FLAGS}  # looked up once per window, not per row and flag
-    for off, gen in results.items():
-        tokens_in += gen.prompt_tokens
-        tokens_out += gen.output_tokens
-        n_outs[off] = gen.output_tokens
-        finish = finishes[off] = gen.finish_reason
-        text = clean_output(gen.text, stop)
-        flags = all_flags[off] = quality_flags(text, finish, window.titles[off], markers)
-        status = "ok"
-        if flags:
+
+@dataclass(frozen=True)
+class Processor:
+    """Prepare, generate and finish windows for one plan, with one engine's tokenizer and context."""
+
+    plan: Plan
+    tokens: PromptTokens  # the chat renderer and the special tokens that catalog text must not spell
+    count: Callable[[str], int] | None  # a prompt's tokens; None where the engine has no tokenizer
+    max_prompt: int  # the most tokens a prompt may have, max_new_tokens left free
+
+    @classmethod
+    def of(cls, plan: Plan, engine: Engine | PromptSide) -> Processor:
+        tok = engine.tokenizer
+        render = getattr(tok, "apply_chat_template", None) if tok is not None else None
+        if plan.template.prompt is None and (render is None or not getattr(tok, "chat_template", None)):
+            raise ConfigError(f"model {plan.spec.ref!r} has no chat template; use --template alpaca")
+        count = (
+            (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
+        )
+        tokens = PromptTokens(render, special_tokens(tok))
+        return cls(plan, tokens, count, engine.max_model_len - plan.sampling.max_new_tokens)
+
+    def prepare(
+        self, index: int, start: int, columns: dict[str, list[Any]], duplicates: dict[int, int]
+    ) -> Window:
+        """Normalize a window's rows and build their prompts."""
+        window = self._validate(index, start, columns, duplicates)
+        todo = [off for off in range(len(window.rows)) if off not in window.status]
+        prompts = build_prompts(
+            [window.titles[off] for off in todo],
+            self.plan.template,
+            self.tokens.render_chat,
+            self.tokens.specials,
+        )
+        for off, prompt in zip(todo, prompts, strict=True):
+            # A prompt of B bytes has at most B tokens (byte-level BPE), so most rows skip the tokenizer here.
+            if self.count is not None and len(prompt.encode()) > self.max_prompt:
+                n_tokens = self.count(prompt)
+                if n_tokens > self.max_prompt:
+                    row = start + off
+                    window.status[off] = "error"
+                    reason = (
+                        f"{self.plan.source.path} row {row}: prompt has {n_tokens} tokens, over the "
+                        f"{self.max_prompt} that fit with max_new_tokens; shorten the title or lower "
+                        "policies.max_title_chars"
+                    )
+                    window.errors.append(
+                        error_record(row, window.ids[off], "prompt", reason, window.titles[off])
+                    )
+                    continue
+            window.prompts[off] = prompt
+        return window
+
+    def _validate(
+        self, index: int, start: int, columns: dict[str, list[Any]], duplicates: dict[int, int]
+    ) -> Window:
+        """The rows' ids and titles; invalid, too long and duplicate rows get their status and error records."""
+        cols, pol, path = self.plan.source.columns, self.plan.job.policies, self.plan.source.path
+        raw_titles = columns[cols.title]
+        raw_ids = columns[cols.id] if cols.id else [None] * len(raw_titles)
+        rows = list(range(start, start + len(raw_titles)))
+        ids = [row_id(i, row, cols.id) for i, row in zip(raw_ids, rows, strict=True)]
+        titles = [t.strip() if isinstance(t, str) else "" for t in raw_titles]
+        window = Window(index, rows, ids, titles, {}, {}, [])
+        invalid = "skipped" if pol.invalid_row == "skip" else "error"
+        for off, (row, rid, raw) in enumerate(zip(rows, ids, raw_titles, strict=True)):
+            title = window.titles[off]
+            problem = _problem(rid, raw, title, cols.id, cols.title)
+            if problem:
+                window.status[off] = invalid
+                if invalid == "error":
+                    window.errors.append(
+                        error_record(row, rid, "validate", f"{path} row {row}: {problem}", raw)
+                    )
+                continue
+            if len(title) > pol.max_title_chars:
+                if pol.long_title == "error":
+                    window.status[off] = "error"
+                    reason = (
+                        f"{path} row {row}: {cols.title} has {len(title)} characters, over {pol.max_title_chars}; "
+                        "raise policies.max_title_chars"
+                    )
+                    window.errors.append(error_record(row, rid, "validate", reason, title))
+                    continue
+                window.titles[off] = title[: pol.max_title_chars]
+            if row in duplicates and pol.duplicate_id != "keep":
+                window.status[off] = "skipped" if pol.duplicate_id == "skip" else "error"
+                if pol.duplicate_id == "error":
+                    reason = f"{path} row {row}: duplicate {cols.id} {rid!r} (first at row {duplicates[row]})"
+                    window.errors.append(error_record(row, rid, "validate", reason, rid))
+        return window
+
+    def generate(
+        self, window: Window, engine: Engine, on_progress: Progress | None = None
+    ) -> dict[int, Generation]:
+        """The engine's results for the window's prompts, seeded by the window: a row's text does not depend
+        on which process or worker ran its window, nor on whether earlier windows ran."""
+        offs = list(window.prompts)
+        if not offs:
+            return {}
+        sampling = replace(self.plan.sampling, seed=self.plan.sampling.seed + window.index)
+        gens = engine.generate([window.prompts[o] for o in offs], sampling, on_progress)
+        return dict(zip(offs, gens, strict=True))
+
+    def finish(
+        self, window: Window, results: dict[int, Generation]
+    ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        """Clean text, flags and status per policy: the part's columns and the window's stats.
+
+        This runs once per row of the catalog, so it fills preset columns by position and touches only the
+        generated rows in its loop (rows decided before generation keep their status).
+        """
+        plan = self.plan
+        n = len(window.rows)
+        texts: list[str | None] = [None] * n
+        finishes: list[str | None] = [None] * n
+        all_flags: list[list[str]] = [[] for _ in range(n)]
+        n_outs: list[int | None] = [None] * n
+        statuses: list[str | None] = [window.status.get(off) for off in range(n)]
+        flag_counts: Counter[str] = Counter()
+        tokens_in = tokens_out = 0
+        stop, markers = plan.spec.stop_strings(), plan.template.markers
+        policy = {f: getattr(plan.job.policies, f) for f in FLAGS}  # once per window, not per row and flag
+        for off, gen in results.items():
+            tokens_in += gen.prompt_tokens
+            tokens_out += gen.output_tokens
+            n_outs[off], finishes[off] = gen.output_tokens, gen.finish_reason
+            text = clean_output(gen.text, stop)
+            flags = all_flags[off] = quality_flags(text, gen.finish_reason, window.titles[off], markers)
             flag_counts.update(flags)
             failing = [f for f in flags if policy[f] == "error"]
+            status = "error" if failing else "flagged" if any(policy[f] == "flag" for f in flags) else "ok"
             if failing:
-                status = "error"
                 row = window.rows[off]
-                reason = f"{plan.job.input.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
-                window.errors.append(_error(row, window.ids[off], "postprocess", reason, text))
-            elif any(policy[f] == "flag" for f in flags):
-                status = "flagged"
-        texts[off] = None if status == "error" else text  # a failed row's text is in the error file
-        statuses[off] = status
-    if len(window.errors) > 1:  # the error file is in row order: validation errors came first
-        window.errors.sort(key=lambda e: int(e["row"]))
-    counts = Counter(statuses)
-    counts["generated"] = len(results)
-    context = plan.context_key
-    out: dict[str, list[Any]] = {
-        "__row": window.rows,
-        "generated_description": texts,
-        "enrich_status": statuses,
-        "enrich_finish_reason": finishes,
-        "enrich_flags": all_flags,
-        "enrich_output_tokens": n_outs,
-        "enrich_key": [row_key(context, i, t) for i, t in zip(window.ids, window.titles, strict=True)],
-    }
-    stats = {
-        "counts": {k: counts.get(k, 0) for k in ("ok", "flagged", "error", "skipped", "generated", "copied")},
-        "tokens": {"input": tokens_in, "output": tokens_out},
-        "flags": dict(flag_counts),
-    }
-    return out, stats
+                reason = f"{plan.source.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
+                window.errors.append(error_record(row, window.ids[off], "postprocess", reason, text))
+            texts[off] = None if status == "error" else text  # a failed row's text is in the error file
+            statuses[off] = status
+        if len(window.errors) > 1:  # the error file is in row order: validation errors came first
+            window.errors.sort(key=lambda e: int(e["row"]))
+        counts = Counter(statuses)
+        counts["generated"] = len(results)
+        part: dict[str, list[Any]] = {
+            "__row": window.rows,
+            "generated_description": texts,
+            "enrich_status": statuses,
+            "enrich_finish_reason": finishes,
+            "enrich_flags": all_flags,
+            "enrich_output_tokens": n_outs,
+            "enrich_key": [
+                row_key(plan.context_key, i, t) for i, t in zip(window.ids, window.titles, strict=True)
+            ],
+        }
+        stats = {
+            "counts": {k: counts.get(k, 0) for k in COUNT_KEYS},
+            "tokens": {"input": tokens_in, "output": tokens_out},
+            "flags": dict(flag_counts),
+        }
+        return part, stats
 
 
-def tokenizer_hooks(
-    engine: Engine | PromptSide, plan: Plan
-) -> tuple[PromptTokens, Callable[[str], int] | None, int]:
-    """What prepare_window needs of the engine's tokenizer: the chat renderer with the special tokens that
-    catalog text must not spell, a token counter, and the most tokens a prompt may have."""
-    tok = engine.tokenizer
-    render = getattr(tok, "apply_chat_template", None) if tok is not None else None
-    if plan.template.prompt is None and (render is None or not getattr(tok, "chat_template", None)):
-        raise ConfigError(f"model {plan.spec.ref!r} has no chat template; use --template alpaca")
-    count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
-    tokens = PromptTokens(render, special_tokens(tok))
-    return tokens, count, engine.max_model_len - plan.sampling.max_new_tokens
+def _problem(rid: str | None, raw: Any, title: str, id_col: str | None, title_col: str) -> str | None:
+    """Why a row cannot be prompted (its id or title), or None."""
+    if id_col and (rid is None or not rid.strip()):
+        return f"{id_col} is null or empty"
+    if raw is None:
+        return f"{title_col} is null"
+    if not isinstance(raw, str):
+        return f"{title_col} is not text ({type(raw).__name__})"
+    if not title:
+        return f"{title_col} is empty"
+    return None
