@@ -23,7 +23,9 @@ from enrich.quality.vocabulary import Vocabulary, base_vocabulary
 
 # The shared data folder beside the checkout (or beside the folder of worktrees that holds it).
 ROOT = Path(__file__).resolve().parent.parent
-DATA = next((p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.is_dir()), ROOT)
+DATA = next(
+    (p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.is_dir()), ROOT
+)
 FLIPKART_ATTRIBUTES = (
     "brand", "retail_price", "discounted_price", "ideal_for", "occasion", "type", "pattern", "fabric", "color",
     "brand_color", "sleeve", "neck", "fit", "length", "number_of_contents_in_sales_package", "outer_material",
@@ -31,7 +33,18 @@ FLIPKART_ATTRIBUTES = (
 )  # fmt: skip
 KINDS = ("number", "colour", "material", "group", "brand", "detail")
 # The README's measurement: colours, fabrics, necklines and sleeves stated without support.
-README_DETAILS = ("neck", "collar", "sleeve", "polo", "halter", "henley", "raglan", "shoulder", "hood", "cowl")
+README_DETAILS = (
+    "neck",
+    "collar",
+    "sleeve",
+    "polo",
+    "halter",
+    "henley",
+    "raglan",
+    "shoulder",
+    "hood",
+    "cowl",
+)
 
 
 def read_rows(path: Path, columns: tuple[str, ...]) -> list[Row]:
@@ -76,7 +89,9 @@ def timings(rows: list[Row], vocabulary: Vocabulary, repeat: int) -> dict[str, f
         "unsupported_numbers (today)": per_row_us(rows, today, repeat),
         "facts": per_row_us(rows, lambda row: facts(row[0], row[1]), repeat),
         "check": per_row_us(rows, lambda row: check(row[2] or "", built[id(row)], vocabulary), repeat),
-        "type_check": per_row_us(rows, lambda row: type_check(row[2] or "", built[id(row)], vocabulary), repeat),
+        "type_check": per_row_us(
+            rows, lambda row: type_check(row[2] or "", built[id(row)], vocabulary), repeat
+        ),
         "facts + check + type_check": per_row_us(rows, everything, repeat),
     }
 
@@ -98,7 +113,9 @@ def shares(rows: list[Row], vocabulary: Vocabulary) -> dict[str, float]:
     return {k: v / len(rows) for k, v in counts.items()}
 
 
-def readme_share(rows: list[Row], attributes: list[dict[str, Any]], vocabulary: Vocabulary) -> tuple[int, float]:
+def readme_share(
+    rows: list[Row], attributes: list[dict[str, Any]], vocabulary: Vocabulary
+) -> tuple[int, float]:
     """The README's figure: rows with fabric, color, neck or sleeve set that state an unsupported colour,
     material, neckline or sleeve."""
     used = flagged = 0
@@ -108,7 +125,8 @@ def readme_share(rows: list[Row], attributes: list[dict[str, Any]], vocabulary: 
         used += 1
         claims = check(row[2] or "", facts(row[0], row[1]), vocabulary)
         flagged += any(
-            c.kind in ("colour", "material") or (c.kind == "detail" and any(w in c.term for w in README_DETAILS))
+            c.kind in ("colour", "material")
+            or (c.kind == "detail" and any(w in c.term for w in README_DETAILS))
             for c in claims
         )
     return used, flagged / used
@@ -132,11 +150,18 @@ def main() -> None:
         v = vocabularies[name]
         print(f"{name}: learned in {time.perf_counter() - t0:.2f} s from {len(rows)} rows:", end=" ")
         print(f"{len(v.learned)} terms, {len(v.types)} product types, {len(v.brands)} brands")
-        print("  top terms:", ", ".join(f"{t.term} ({t.kind} {t.unsupported}/{t.stated})" for t in v.top_terms(25)))
+        print(
+            "  top terms:",
+            ", ".join(f"{t.term} ({t.kind} {t.unsupported}/{t.stated})" for t in v.top_terms(25)),
+        )
         top_types = sorted(v.types.items(), key=lambda kv: -kv[1])[:15]
         print("  top types:", ", ".join(f"{t} {n}" for t, n in top_types))
 
-    print("\nMicroseconds a row (best of", args.repeat, "passes; descriptions as written / cut at 800 characters)")
+    print(
+        "\nMicroseconds a row (best of",
+        args.repeat,
+        "passes; descriptions as written / cut at 800 characters)",
+    )
     cut = {n: [(t, a, (d or "")[:800]) for t, a, d in rows] for n, rows in catalogs.items()}
     table = {
         (n, full): timings(cut[n] if not full else rows, vocabularies[n], args.repeat)
@@ -166,7 +191,10 @@ def main() -> None:
         vocabulary = vocabularies["Flipkart"] if learned else base_vocabulary()
         used, share = readme_share(catalogs["Flipkart"], flipkart, vocabulary)
         which = "learned" if learned else "packaged"
-        print(f"\nFlipkart rows with fabric/color/neck/sleeve set ({used}), {which} vocabulary: {100 * share:.1f}%", end="")
+        print(
+            f"\nFlipkart rows with fabric/color/neck/sleeve set ({used}), {which} vocabulary: {100 * share:.1f}%",
+            end="",
+        )
         print(" state an unsupported colour, material, neckline or sleeve (README: 28.6%)")
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from enrich.quality.claims import Attributes, facts, supported
 from enrich.quality.normalize import NUMBER_WORDS, PHRASE_SYNONYMS, UNITS, joinable, phrase, tokens
 from enrich.quality.vocabulary import (
+    COMMON,
     FILE_KINDS,
     MARKETING,
     MEASURES,
@@ -46,7 +47,9 @@ DEFAULT_THRESHOLDS = Thresholds(
     min_brand_rows=1,
 )
 # Brand values that name no brand.
-_NO_BRAND = frozenset({"generic", "unbranded", "unknown", "none", "na", "n a", "other", "no brand", "oem", "assorted"})
+_NO_BRAND = frozenset(
+    {"generic", "unbranded", "unknown", "none", "na", "n a", "other", "no brand", "oem", "assorted"}
+)
 _BRAND_LABELS = frozenset({"brand", "marca"})
 # A title's head is before the first of these: "Cycling Shorts, Pack of 3", "Watch - For Men", "Mug (350 ml)".
 _TITLE_CUT = re.compile(r"\s+(?:for|with|para|com)\s+|[(,|]|\s[-\u2013\u2014]\s", re.IGNORECASE)
@@ -141,10 +144,16 @@ def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAUL
             for gram in [g for g, c in stated.items() if c == 1 and g not in as_fact]:
                 del stated[gram]
                 unsupported.pop(gram, None)
+    # A brand whose name the descriptions use in more than twice as many rows as the brand has is a word
+    # first ("Need", "Ideal", "Universal"): checking it would flag the word in every other product's text.
     brands = {
         b: spelling[b]
         for b, c in brand_rows.items()
-        if c >= thresholds.min_brand_rows and _usable_brand(b) and b not in base.terms and b not in heads
+        if c >= thresholds.min_brand_rows
+        and _usable_brand(b)
+        and b not in base.terms
+        and b not in heads
+        and stated[b] <= 2 * c
     }
     # A word that heads few of the titles it is in mostly qualifies other products ("Ink Cartridge", "Paper
     # Clips", "Clear Tape"): naming it says little about what a text describes.
@@ -188,10 +197,7 @@ def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAUL
 def _usable_brand(brand: str) -> bool:
     """A brand value that names a brand that text can be checked for."""
     words = brand.split()
+    # A brand of common words only ("All Quality", "Design Shop") cannot be told from the words.
     return (
-        bool(words)
-        and brand not in _NO_BRAND
-        and len(words) <= 4
-        and not brand.isdigit()
-        and not (len(words) == 1 and (brand in STOPWORDS or brand in MARKETING))
+        0 < len(words) <= 4 and brand not in _NO_BRAND and any(len(w) > 1 and w not in COMMON for w in words)
     )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from functools import cached_property
 from importlib import resources
+from itertools import accumulate, chain
 
 # A word and the text before it: the gap tells whether two words can form a phrase, and gap + word rebuilds
 # the text exactly, so a claim's surface is the text as written. "women's" is one word (its "'s" is dropped).
 _TOKEN = re.compile(r"(\W*)(\w+(?:['\u2019]\w+)?)")
 # Gaps that keep two words in one phrase: spaces, hyphens ("navy-blue" is "navy blue") and slashes ("3/4").
-_JOINERS = " \t-/\u2010\u2011"
+_JOINERS = " \t-/\u2010\u2011'\u2019"
 
 Pair = tuple[str, str]  # (gap before the word, the word as written)
 
@@ -58,10 +61,10 @@ def fold(word: str) -> str:
 def _synonym_tables() -> tuple[dict[str, str], dict[str, str]]:
     """Single-word variants (canonical may be a phrase: "vneck" -> "v neck") and phrase variants."""
     words: dict[str, str] = {}
-    entries = []
+    entries: list[tuple[str, list[str]]] = []
     for line in vocab_lines("synonyms.txt"):
-        canonical, _, variants = line.partition("=")
-        entries.append((canonical, [v for v in variants.split(",") if v.strip()]))
+        canonical, _, listed = line.partition("=")
+        entries.append((canonical, [v for v in listed.split(",") if v.strip()]))
 
     def folded(text: str) -> str:
         return " ".join(fold(w) for _, w in _TOKEN.findall(text))
@@ -84,14 +87,22 @@ def _synonym_tables() -> tuple[dict[str, str], dict[str, str]]:
 _WORD_SYNONYMS, PHRASE_SYNONYMS = _synonym_tables()
 # First word of each phrase variant -> its longest length in words, to find phrase variants by one dict lookup.
 PHRASE_FIRST: dict[str, int] = {}
-for _key in PHRASE_SYNONYMS:
-    _first, _n = _key.split()[0], len(_key.split())
-    PHRASE_FIRST[_first] = max(PHRASE_FIRST.get(_first, 0), _n)
+for _variant in PHRASE_SYNONYMS:
+    _head = _variant.split()[0]
+    PHRASE_FIRST[_head] = max(PHRASE_FIRST.get(_head, 0), len(_variant.split()))
 
 # The normal form of each word seen: a word normalises the same way every time, and a catalog's words are few,
 # so one dict lookup replaces lower(), the plural rules and the synonyms on every later occurrence.
 _CACHE: dict[str, str] = {}
-_CACHE_LIMIT = 500_000
+# The same for whitespace-separated chunks of text ("Navy-blue," -> ("navy", "blue", "|")): str.split() and one
+# lookup a chunk cost a third of a regex over the text. The normal form holds words and "|" where a phrase
+# cannot continue (punctuation); _SPANS holds where each of its elements is in the chunk.
+_NORMS: dict[str, tuple[str, ...]] = {}
+_SPANS: dict[str, tuple[tuple[int, int], ...]] = {}
+# And how each element is written: "A" in capitals, "U" capitalised, "l" otherwise, "|" a break.
+_CASES: dict[str, str] = {}
+_CACHE_LIMIT = 200_000  # entries of each cache; a catalog of millions of rows has more distinct chunks
+BREAK = "|"
 
 
 def _normalize_new(word: str) -> str:
@@ -103,7 +114,7 @@ def _normalize_new(word: str) -> str:
 
 
 def normalize_word(word: str) -> str:
-    """The normal form of one word as written: lower case, singular, canonical synonym."""
+    """The normal form of one word as written: lower case, singular, canonical synonym (may be a phrase)."""
     return _CACHE.get(word) or _normalize_new(word)
 
 
@@ -114,10 +125,98 @@ def tokens(text: str) -> tuple[list[Pair], list[str]]:
     return pairs, [get(w) or _normalize_new(w) for _, w in pairs]
 
 
+def _analyse(chunk: str) -> None:
+    elements: list[str] = []
+    spans: list[tuple[int, int]] = []
+    cases = []
+    end = 0
+    for m in _TOKEN.finditer(chunk):
+        gap, word = m.groups()
+        if gap and not joinable(gap):
+            elements.append(BREAK)
+            spans.append(m.span(1))
+            cases.append(BREAK)
+        case = "A" if word.isupper() else "U" if word[0].isupper() else "l"
+        for part in normalize_word(word).split():  # "vneck" -> "v neck": both parts span the word
+            elements.append(part)
+            spans.append(m.span(2))
+            cases.append(case)
+        end = m.end()
+    if not elements or not joinable(chunk[end:]):
+        elements.append(BREAK)
+        spans.append((end, len(chunk)))
+        cases.append(BREAK)
+    _NORMS[chunk] = tuple(elements)
+    _SPANS[chunk] = tuple(spans)
+    _CASES[chunk] = "".join(cases)
+
+
+def normalized(chunks: list[str]) -> list[str]:
+    """The normal forms of the words of text.split(), with "|" where a phrase cannot continue."""
+    try:
+        return list(chain.from_iterable(map(_NORMS.__getitem__, chunks)))
+    except KeyError:
+        if len(_NORMS) >= _CACHE_LIMIT:
+            _NORMS.clear()
+            _SPANS.clear()
+            _CASES.clear()
+        for chunk in chunks:
+            if chunk not in _NORMS:
+                _analyse(chunk)
+        return list(chain.from_iterable(map(_NORMS.__getitem__, chunks)))
+
+
+def words(text: str) -> list[str]:
+    """The normal forms of text's words in order, with "|" where a phrase cannot continue."""
+    return normalized(text.split())
+
+
 def phrase(text: str) -> str:
     """The normal form of a term, a brand or a phrase (words normalised, phrase synonyms applied)."""
-    joined = " ".join(tokens(text)[1])
+    joined = " ".join(w for w in words(text) if w != BREAK)
     return PHRASE_SYNONYMS.get(joined, joined)
+
+
+class Located:
+    """Where the normalised elements of a text are in it, for the text of a claim as written."""
+
+    def __init__(self, text: str, chunks: list[str]) -> None:
+        self.text, self.chunks = text, chunks
+
+    @cached_property
+    def cases(self) -> str:
+        """How each element is written: "A" in capitals, "U" capitalised, "l" otherwise, "|" a break."""
+        return "".join(map(_CASES.__getitem__, self.chunks))
+
+    @cached_property
+    def _ends(self) -> list[int]:
+        return list(accumulate(map(len, map(_NORMS.__getitem__, self.chunks))))
+
+    def _at(self, k: int) -> tuple[int, tuple[int, int]]:
+        i = bisect_right(self._ends, k)
+        return i, _SPANS[self.chunks[i]][k - (self._ends[i - 1] if i else 0)]
+
+    def surface(self, start: int, end: int) -> str:
+        """Elements start..end-1 as written: a substring of the text."""
+        i, (a, _) = self._at(start)
+        j, (_, b) = self._at(end - 1)
+        if i == j:
+            return self.chunks[i][a:b]
+        pieces = [self.chunks[i][a:], *self.chunks[i + 1 : j], self.chunks[j][:b]]
+        # The chunks were split at any whitespace: find them in the text with what was between them.
+        text, at = self.text, self.text.find(pieces[0])
+        while at >= 0:
+            pos = at + len(pieces[0])
+            for piece in pieces[1:]:
+                while pos < len(text) and text[pos].isspace():
+                    pos += 1
+                if not text.startswith(piece, pos):
+                    break
+                pos += len(piece)
+            else:
+                return text[at:pos]
+            at = text.find(pieces[0], at + 1)
+        return " ".join(pieces)
 
 
 def _number_words() -> dict[str, int]:
@@ -236,30 +335,32 @@ def quantities(text: str) -> list[Quantity]:
         start = m.start()
         # ".75-Inch" is 0.75 in: a dot right before the digits that follows no word or number ("No.5", "1.5")
         # is the decimal point of a number written without its 0. One character check a match, no lookbehind.
-        if start and text[start - 1] == "." and (start == 1 or not (text[start - 2].isalnum() or text[start - 2] == ".")):
+        if (
+            start
+            and text[start - 1] == "."
+            and (start == 1 or not (text[start - 2].isalnum() or text[start - 2] == "."))
+        ):
             number, start = "0." + number, start - 1
-        out.append((_plain(number), UNITS.get(unit, ""), text[start : m.end()]))
+        unit = UNITS.get(unit, "")
+        out.append((_plain(number), unit, text[start : m.end() if unit else m.end(1)]))
     return out
 
 
-def number_words(pairs: list[Pair], norms: list[str]) -> list[Quantity]:
-    """Each count written in words ("three pockets", "set of two", "a dozen", "two-pack", "três bolsos")."""
+def number_words(norms: list[str]) -> list[tuple[str, str, int, int]]:
+    """Each count written in words ("three pockets", "set of two", "a dozen", "two-pack", "três bolsos"), with
+    the elements it was read from (start, end)."""
     out = []
     n = len(norms)
     for i, w in enumerate(norms):
         value = NUMBER_WORDS.get(w)
         if value is None or (w in _DOZEN and i and norms[i - 1] in NUMBER_WORDS):
             continue  # "two dozen" is read at "two"
-        surface, j = pairs[i][1], i + 1
+        start, j = i, i + 1
         if w in _DOZEN and i and norms[i - 1] == _HALF:
-            value, surface = 6, pairs[i - 1][1] + pairs[i][0] + surface
-        elif j < n and norms[j] in _DOZEN and joinable(pairs[j][0]):
-            value, surface, j = value * 12, surface + pairs[j][0] + pairs[j][1], j + 1
-        unit = ""
+            value, start = 6, i - 1
+        elif j < n and norms[j] in _DOZEN:
+            value, j = value * 12, j + 1
         # A unit word after a count word; not "in" ("three in a row") nor single letters ("two a day").
-        if j < n and joinable(pairs[j][0]) and len(pairs[j][1]) > 2:
-            unit = UNITS.get(pairs[j][1], "")
-            if unit:
-                surface += pairs[j][0] + pairs[j][1]
-        out.append((str(value), unit, surface))
+        unit = UNITS.get(norms[j], "") if j < n and len(norms[j]) > 2 else ""
+        out.append((str(value), unit, start, j + 1 if unit else j))
     return out

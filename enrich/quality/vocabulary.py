@@ -7,7 +7,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from enrich.quality.normalize import PHRASE_FIRST, PHRASE_SYNONYMS, normalize_word, phrase, tokens, vocab_lines
+from enrich.quality.normalize import (
+    PHRASE_SYNONYMS,
+    normalize_word,
+    phrase,
+    tokens,
+    vocab_lines,
+)
 
 Kind = Literal["number", "colour", "material", "group", "brand", "detail"]
 FILE_KINDS: tuple[Kind, ...] = ("colour", "material", "group", "detail")
@@ -22,6 +28,7 @@ class Rule:
 
     needs_context: bool
     not_before: frozenset[str]
+    not_after: frozenset[str]
 
 
 def _base() -> tuple[dict[str, Kind], dict[str, Rule]]:
@@ -30,14 +37,15 @@ def _base() -> tuple[dict[str, Kind], dict[str, Rule]]:
     for kind in FILE_KINDS:
         for line in vocab_lines(f"{kind}.txt"):
             words = line.split()
-            marks = [w for w in words if w == "?" or w.startswith("-")]
+            marks = [w for w in words if w == "?" or w[0] in "-<"]
             term = phrase(" ".join(w for w in words if w not in marks))
             if term in terms:
                 raise ValueError(f"vocab/{kind}.txt: {term!r} is already a {terms[term]} term")
             terms[term] = kind
             if marks:
-                not_before = frozenset(normalize_word(w[1:]) for w in marks if w != "?")
-                rules[term] = Rule("?" in marks, not_before)
+                not_before = frozenset(normalize_word(w[1:]) for w in marks if w[0] == "-")
+                not_after = frozenset(normalize_word(w[1:]) for w in marks if w[0] == "<")
+                rules[term] = Rule("?" in marks, not_before, not_after)
     return terms, rules
 
 
@@ -45,6 +53,7 @@ BASE_TERMS, RULES = _base()
 STOPWORDS = frozenset(normalize_word(w) for w in vocab_lines("stopwords.txt"))
 MARKETING = frozenset(normalize_word(w) for w in vocab_lines("marketing.txt"))
 MEASURES = frozenset(normalize_word(w) for w in vocab_lines("measures.txt"))
+COMMON = STOPWORDS | MARKETING | MEASURES
 
 
 def _implies() -> dict[str, tuple[str, ...]]:
@@ -95,9 +104,10 @@ class Vocabulary:
     thresholds: Thresholds | None = None
     # Compiled once: check() looks each word up in these dicts instead of looping over the vocabulary.
     terms: dict[str, Kind] = field(init=False, repr=False, compare=False)
-    first: dict[str, int] = field(init=False, repr=False, compare=False)
+    anchors: dict[str, tuple[tuple[int, int], ...]] = field(init=False, repr=False, compare=False)
+    starts: frozenset[str] = field(init=False, repr=False, compare=False)  # one-word terms and anchors
     type_words: frozenset[str] = field(init=False, repr=False, compare=False)
-    brand_case: dict[str, tuple[bool, ...]] = field(init=False, repr=False, compare=False)
+    brand_case: dict[str, str] = field(init=False, repr=False, compare=False)  # "U" or "l" a word
 
     def __post_init__(self) -> None:
         terms: dict[str, Kind] = dict(BASE_TERMS)
@@ -106,25 +116,26 @@ class Vocabulary:
         terms |= self.added
         for term in self.removed:
             terms.pop(term, None)
-        first: dict[str, int] = {}
-        for term in terms:
+        # Multi-word terms are found at an anchor: their first word that is not a common word ("A World Of
+        # Deals", a brand, at "world", not at every "a"; "3/4 sleeve" at "sleeve"), with its offset and length.
+        anchors: dict[str, set[tuple[int, int]]] = {}
+        for term in [*terms, *(v for v, c in PHRASE_SYNONYMS.items() if c in terms)]:
             words = term.split()
-            first[words[0]] = max(first.get(words[0], 0), len(words))
-            first.setdefault(term, 1)  # one word as written can normalise to a phrase ("vneck" -> "v neck")
-        for variant, canonical in PHRASE_SYNONYMS.items():
-            if canonical in terms:
-                head = variant.split()[0]
-                first[head] = max(first.get(head, 0), PHRASE_FIRST[head])
-        # A brand is named only where the text capitalises it as the catalog does (or in capitals): "Pilot"
-        # the pen brand, not "pilot light"; "Small Parts", not "small parts"; "uxcell" as it is spelled.
-        brand_case = {b: tuple(w[0].isupper() for _, w in tokens(s)[0]) for b, s in self.brands.items()}
+            if len(words) > 1:
+                at = next((k for k, w in enumerate(words) if len(w) > 1 and w not in COMMON), 0)
+                anchors.setdefault(words[at], set()).add((at, len(words)))
+        brand_case = {b: _case(spelling) for b, spelling in self.brands.items()}
         type_words = (frozenset(self.types) | self.added_types) - self.removed
         object.__setattr__(self, "terms", terms)
-        object.__setattr__(self, "first", first)
+        longest_first = {w: tuple(sorted(found, key=lambda a: -a[1])) for w, found in anchors.items()}
+        object.__setattr__(self, "anchors", longest_first)
+        object.__setattr__(self, "starts", frozenset(t for t in terms if " " not in t) | frozenset(anchors))
         object.__setattr__(self, "type_words", type_words)
         object.__setattr__(self, "brand_case", brand_case)
 
-    def with_changes(self, add: Mapping[str, Iterable[str]] | None = None, remove: Iterable[str] = ()) -> Vocabulary:
+    def with_changes(
+        self, add: Mapping[str, Iterable[str]] | None = None, remove: Iterable[str] = ()
+    ) -> Vocabulary:
         """This vocabulary with terms added by kind (colour, material, group, detail, brand, type) and removed."""
         add = add or {}
         unknown = sorted(set(add) - set(CHANGE_KINDS))
@@ -141,7 +152,9 @@ class Vocabulary:
                     added[phrase(word)] = kind  # type: ignore[assignment]
         put = set(added) | set(brands) | types
         removed = (self.removed - put) | {phrase(w) for w in remove}
-        return replace(self, added=added, brands=brands, added_types=frozenset(types), removed=frozenset(removed))
+        return replace(
+            self, added=added, brands=brands, added_types=frozenset(types), removed=frozenset(removed)
+        )
 
     def top_terms(self, n: int) -> list[LearnedTerm]:
         """The n learned terms most often unsupported where the catalog's descriptions state them."""
@@ -191,6 +204,20 @@ class Vocabulary:
             removed=frozenset(doc["removed"]),
             thresholds=None if doc["thresholds"] is None else Thresholds(**doc["thresholds"]),
         )
+
+
+def _case(spelling: str) -> str:
+    """How a brand must be written, a letter a word: "U" capitalised, "l" lower case, "." either (a function word).
+
+    A brand is named only where the text capitalises it as the catalog does (or in capitals): "Pilot" the pen
+    brand, not "pilot light"; "Small Parts", not "small parts"; "uxcell" as it is spelled; "A World of Deals".
+    """
+    pairs, norms = tokens(spelling)
+    out = []
+    for (_, word), norm in zip(pairs, norms, strict=True):
+        mark = "." if norm in STOPWORDS else "U" if word[0].isupper() else "l"
+        out.append(mark * len(norm.split()))
+    return "".join(out)
 
 
 def base_vocabulary() -> Vocabulary:
