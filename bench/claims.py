@@ -162,7 +162,9 @@ def main() -> None:
         args.repeat,
         "passes; descriptions as written / cut at 800 characters)",
     )
-    cut = {n: [(t, a, (d or "")[:800]) for t, a, d in rows] for n, rows in catalogs.items()}
+    cut: dict[str, list[Row]] = {
+        n: [(t, a, (d or "")[:800]) for t, a, d in rows] for n, rows in catalogs.items()
+    }
     table = {
         (n, full): timings(cut[n] if not full else rows, vocabularies[n], args.repeat)
         for n, rows in catalogs.items()

@@ -229,7 +229,7 @@ def _number_words() -> dict[str, int]:
 
 NUMBER_WORDS = _number_words()
 _DOZEN = {normalize_word("dozen"), normalize_word("dúzia")}
-_HALF = normalize_word("half")
+_HALF = {normalize_word("half"), normalize_word("meia")}
 
 # ---- Numbers with units: the rules of enrich's unsupported_numbers flag, with the text they were read from ----
 
@@ -356,8 +356,8 @@ def number_words(norms: list[str]) -> list[tuple[str, str, int, int]]:
         if value is None or (w in _DOZEN and i and norms[i - 1] in NUMBER_WORDS):
             continue  # "two dozen" is read at "two"
         start, j = i, i + 1
-        if w in _DOZEN and i and norms[i - 1] == _HALF:
-            value, start = 6, i - 1
+        if w in _DOZEN and i and (norms[i - 1] in _HALF or (i > 1 and norms[i - 2] in _HALF)):
+            value, start = 6, i - 2 if norms[i - 1] not in _HALF else i - 1  # "half a dozen", "half dozen"
         elif j < n and norms[j] in _DOZEN:
             value, j = value * 12, j + 1
         # A unit word after a count word; not "in" ("three in a row") nor single letters ("two a day").
