@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from enrich.quality.normalize import (
@@ -56,7 +57,7 @@ class Cut:
 
 # A value that says the product lacks something: "Hood: No" must not support "hood".
 _NEGATIVE = frozenset(
-    {"no", "none", "not applicable", "n/a", "na", "without", "false", "nao", "não", "sem", "0"}
+    {"no", "none", "not applicable", "n/a", "na", "0", "without", "false", "não", "nao", "sem"}
 )
 _AND = frozenset({normalize_word(w) for w in ("and", "or", "e", "ou", "with")})
 # Words after which a term that needs context is read as that kind ("orange shade", "pine finish").
@@ -70,23 +71,23 @@ _CONTEXT = {
 
 def facts(title: str, attributes: Attributes = (), description: str | None = None) -> Facts:
     """The normalised terms and quantities that a product's title, attribute values and description support."""
-    texts = [title]
+    texts = []
     with_labels = []
     brands = []
     for label, value in attributes:
-        if not value or value.strip().lower() in _NEGATIVE:
+        if not value or (len(value) < 20 and value.strip().lower() in _NEGATIVE):
             continue
         texts.append(value)
         # "Neck: Round" supports "round neck": a short value is read with its label too.
         if len(value) <= 30:
             with_labels.append(f"{value} {label}")
-        low = label.lower()
-        if "brand" in low or "marca" in low:
+        if is_brand_label(label):
             brands.append(value)
     if description:
         texts.append(description)
-    said_in = " | ".join(texts)
-    norms = words(" | ".join([said_in, *with_labels]))
+    title_norms = words(title)
+    said_in = " | ".join([title, *texts])
+    norms = [*title_norms, BREAK, *words(" | ".join([*texts, *with_labels]))]
     found = set(norms)
     extra = _phrase_synonyms(norms) if not PHRASE_FIRST.keys().isdisjoint(norms) else []
     for canonical in extra:
@@ -97,14 +98,21 @@ def facts(title: str, attributes: Attributes = (), description: str | None = Non
     said = [(number, unit) for number, unit, _ in quantities(said_in)] if has_digit(said_in) else []
     if not NUMBER_WORDS.keys().isdisjoint(norms):
         said += [(number, unit) for number, unit, _, _ in number_words(norms)]
-    names = set(words(" ".join([title, *brands]))) - STOPWORDS - MARKETING
+    names = set(title_norms).union(*(words(b) for b in brands)) - STOPWORDS - MARKETING
     return Facts(
         words=frozenset(found),
         joined=f" {' '.join(norms)} | {' | '.join(extra)} ",
         quantities=frozenset(said),
-        numbers=frozenset(number for number, _ in said),
-        names=frozenset(w for w in names if len(w) > 1 and not w.isdigit()),
+        numbers=frozenset([number for number, _ in said]),
+        names=frozenset([w for w in names if len(w) > 1 and not w.isdigit()]),
     )
+
+
+@lru_cache(maxsize=1024)
+def is_brand_label(label: str) -> bool:
+    """Whether an attribute's label names the brand ("Brand", "brand_name", "Marca")."""
+    low = label.lower()
+    return "brand" in low or "marca" in low
 
 
 def _phrase_synonyms(norms: list[str]) -> list[str]:
@@ -186,8 +194,13 @@ def _check_terms(
         w = norms[i]
         start, end, key, kind = i, i + 1, w, terms.get(w)
         # The longest term anchored here; a phrase across punctuation holds "|" and is no term.
-        for offset, size in anchors.get(w, ()):
-            if done <= i - offset and i - offset + size <= n and size > end - start:
+        for offset, size, step, neighbour in anchors.get(w, ()):
+            if (
+                0 <= i + step < n
+                and norms[i + step] == neighbour
+                and done <= i - offset
+                and i - offset + size <= n
+            ):
                 phrase = " ".join(norms[i - offset : i - offset + size])
                 phrase = PHRASE_SYNONYMS.get(phrase, phrase)
                 if phrase in terms:
@@ -284,35 +297,9 @@ def type_check(text: str, facts: Facts, vocabulary: Vocabulary) -> TypeFlag | No
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'\u201c(\[A-Z0-9\u00c0-\u00dd])|\s*\n\s*")
 _CLAUSE = re.compile(r"\s*([;\u2022\u00b7|\u25aa\u25ba\u2714\u2713\u25c6\u27a4])\s*")
 _ABBREVIATIONS = frozenset(
-    [
-        "rs",
-        "no",
-        "nos",
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "st",
-        "vs",
-        "approx",
-        "etc",
-        "inc",
-        "ltd",
-        "co",
-        "fig",
-        "dept",
-        "est",
-        "max",
-        "min",
-        "sr",
-        "jr",
-        "e.g",
-        "i.e",
-        "u.s",
-        "vol",
-        "ref",
-    ]
-)
+    {"rs", "no", "nos", "mr", "mrs", "ms", "dr", "st", "vs", "approx", "etc", "inc", "ltd", "co", "fig", "dept",
+     "est", "max", "min", "sr", "jr", "e.g", "i.e", "u.s", "vol", "ref"}
+)  # fmt: skip
 
 
 def _sentences(text: str) -> list[tuple[str, str]]:

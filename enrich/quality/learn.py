@@ -6,8 +6,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from enrich.quality.claims import Attributes, facts, supported
-from enrich.quality.normalize import NUMBER_WORDS, PHRASE_SYNONYMS, UNITS, joinable, phrase, tokens
+from enrich.quality.claims import Attributes, facts, is_brand_label, supported
+from enrich.quality.normalize import BREAK, NUMBER_WORDS, PHRASE_SYNONYMS, UNITS, phrase, tokens, words
 from enrich.quality.vocabulary import (
     COMMON,
     FILE_KINDS,
@@ -32,11 +32,13 @@ Row = tuple[str, Attributes, str | None]  # (title, attributes, description)
 #   its descriptions state it without support is a facet of its products ("knee length", "borosilicate");
 #   one mostly said without support is vocabulary of description writing ("include", "application",
 #   "standard" in Amazon's descriptions: its titles are keyword lists that use almost any word in 5 rows).
-# Measured on the real catalogs (bench/claims.py prints the learned terms): Flipkart's 599 rows learn
-# formal, artificial, knee length and aroma besides the packaged colours and polyester; Amazon's 6,680 rows learn
-# about a hundred terms such as chisel, insulated, crimp, borosilicate, rotary, sterile and rechargeable. The
-# two shares at 0.5 are majorities, not fitted values; 5 rows of evidence each way keep out one seller's
-# wording (at 3, "pot", "band", "system" and "sized" of a few Flipkart rows came in).
+# Measured on the real catalogs (bench/claims.py prints the learned terms): Flipkart's 599 rows learn formal,
+# print, artificial, knee, knee length, aroma and regular fit besides packaged terms (black, white, red, brown,
+# polyester, rubber: learned too, with their counts); Amazon's 6,680 rows learn about 150, such as ink
+# cartridge, chisel, insulated, crimp, borosilicate, rotary, sterile and rechargeable, and some noise of its
+# keyword-list titles (weekly, inspection, qty). The two shares at 0.5 are majorities, not fitted values; 5 rows
+# of evidence each way keep out one seller's wording (at 3, "pot", "band", "system" and "sized" of a few
+# Flipkart rows came in). One row is enough for a brand: it is a fact of the catalog wherever it appears.
 DEFAULT_THRESHOLDS = Thresholds(
     min_as_fact=5,
     min_stated=5,
@@ -50,7 +52,6 @@ DEFAULT_THRESHOLDS = Thresholds(
 _NO_BRAND = frozenset(
     {"generic", "unbranded", "unknown", "none", "na", "n a", "other", "no brand", "oem", "assorted"}
 )
-_BRAND_LABELS = frozenset({"brand", "marca"})
 # A title's head is before the first of these: "Cycling Shorts, Pack of 3", "Watch - For Men", "Mug (350 ml)".
 _TITLE_CUT = re.compile(r"\s+(?:for|with|para|com)\s+|[(,|]|\s[-\u2013\u2014]\s", re.IGNORECASE)
 # Descriptions' n-grams seen once and never as a fact are dropped every this many rows, which bounds the
@@ -60,29 +61,28 @@ _PRUNE_EVERY = 100_000
 
 def _grams(text: str) -> set[str]:
     """The normalised words and two-word phrases of text (no phrase across punctuation)."""
-    pairs, norms = tokens(text)
     out: set[str] = set()
     previous = ""
-    for (gap, _), norm in zip(pairs, norms, strict=True):
-        if gap and not joinable(gap):
+    for word in words(text):
+        if word == BREAK:
             previous = ""
-        for word in norm.split():  # a word can normalise to a phrase ("vneck" -> "v neck")
-            out.add(word)
-            if previous:
-                pair = f"{previous} {word}"
-                out.add(PHRASE_SYNONYMS.get(pair, pair))
-            previous = word
+            continue
+        out.add(word)
+        if previous:
+            pair = f"{previous} {word}"
+            out.add(PHRASE_SYNONYMS.get(pair, pair))
+        previous = word
     return out
 
 
 def _claim_like(term: str) -> bool:
     """Whether a term could be a claim at all: words, no function, marketing, number or unit words."""
-    words = term.split()
-    if len(words) == 1 and (len(term) < 3 or term in MEASURES):
+    parts = term.split()
+    if len(parts) == 1 and (len(term) < 3 or term in MEASURES):
         return False
     return all(
         w.isalpha() and w not in STOPWORDS and w not in MARKETING and w not in NUMBER_WORDS and w not in UNITS
-        for w in words
+        for w in parts
     )
 
 
@@ -108,10 +108,6 @@ def head_noun(title: str, vocabulary: Vocabulary, brand: str = "") -> str | None
     return None
 
 
-def _is_brand_label(label: str) -> bool:
-    return not _BRAND_LABELS.isdisjoint(tokens(label)[1])
-
-
 def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Vocabulary:
     """base plus the claim terms, brands and product types of a catalog's (title, attributes, description) rows."""
     stated: Counter[str] = Counter()
@@ -127,12 +123,12 @@ def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAUL
         brand = ""
         for label, value in attributes:
             fact_grams |= _grams(value)
-            if _is_brand_label(label) and value.strip():
+            if is_brand_label(label) and value.strip():
                 brand = value.strip()
                 brand_rows[phrase(brand)] += 1
                 spelling.setdefault(phrase(brand), brand)
         as_fact.update(fact_grams)
-        in_titles.update(set(tokens(title)[1]))
+        in_titles.update(set(words(title)))
         head = head_noun(title, base, brand)
         if head is not None:
             heads[head] += 1
@@ -146,6 +142,7 @@ def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAUL
                 unsupported.pop(gram, None)
     # A brand whose name the descriptions use in more than twice as many rows as the brand has is a word
     # first ("Need", "Ideal", "Universal"): checking it would flag the word in every other product's text.
+    # (Only brands of one or two words are counted in descriptions; longer names are no everyday words.)
     brands = {
         b: spelling[b]
         for b, c in brand_rows.items()
@@ -177,14 +174,16 @@ def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAUL
             or (term not in base.terms and not brand_heads.isdisjoint(term.split()))
         ):
             continue
-        words = term.split()
-        kinds = [base.terms[w] for w in words if base.terms.get(w) in FILE_KINDS]
-        if len(words) > 1 and len(kinds) == len(words):
+        parts = term.split()
+        kinds = [base.terms[w] for w in parts if base.terms.get(w) in FILE_KINDS]
+        if len(parts) > 1 and len(kinds) == len(parts):
             continue  # "cotton lycra", "navy red": each word is checked on its own already
         kind: Kind = base.terms.get(term) or (kinds[0] if kinds else "detail")
         learned.append(LearnedTerm(term, kind, count, unsupported[term], as_fact[term]))
+    # New counts replace a term's old ones; the order of to_json, so that a round trip compares equal.
+    merged = {t.term: t for t in (*base.learned, *learned)}
     return Vocabulary(
-        learned=(*base.learned, *learned),
+        learned=tuple(sorted(merged.values(), key=lambda t: (t.kind, t.term))),
         brands={**base.brands, **brands},
         types={**base.types, **types},
         added=base.added,
@@ -196,8 +195,8 @@ def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAUL
 
 def _usable_brand(brand: str) -> bool:
     """A brand value that names a brand that text can be checked for."""
-    words = brand.split()
+    parts = brand.split()
     # A brand of common words only ("All Quality", "Design Shop") cannot be told from the words.
     return (
-        0 < len(words) <= 4 and brand not in _NO_BRAND and any(len(w) > 1 and w not in COMMON for w in words)
+        0 < len(parts) <= 4 and brand not in _NO_BRAND and any(len(w) > 1 and w not in COMMON for w in parts)
     )

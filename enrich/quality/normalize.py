@@ -8,8 +8,8 @@ from functools import cached_property
 from importlib import resources
 from itertools import accumulate, chain
 
-# A word and the text before it: the gap tells whether two words can form a phrase, and gap + word rebuilds
-# the text exactly, so a claim's surface is the text as written. "women's" is one word (its "'s" is dropped).
+# A word and the text before it: the gap tells whether two words can form a phrase. "women's" is one word (its
+# "'s" is dropped when it is normalised).
 _TOKEN = re.compile(r"(\W*)(\w+(?:['\u2019]\w+)?)")
 # Gaps that keep two words in one phrase: spaces, hyphens ("navy-blue" is "navy blue") and slashes ("3/4").
 _JOINERS = " \t-/\u2010\u2011'\u2019"
@@ -84,19 +84,24 @@ def _synonym_tables() -> tuple[dict[str, str], dict[str, str]]:
     return words, phrases
 
 
+def _heads(phrases: dict[str, str]) -> dict[str, int]:
+    """First word of each phrase -> the longest phrase's length in words, to find phrases by one dict lookup."""
+    out: dict[str, int] = {}
+    for variant in phrases:
+        words = variant.split()
+        out[words[0]] = max(out.get(words[0], 0), len(words))
+    return out
+
+
 _WORD_SYNONYMS, PHRASE_SYNONYMS = _synonym_tables()
-# First word of each phrase variant -> its longest length in words, to find phrase variants by one dict lookup.
-PHRASE_FIRST: dict[str, int] = {}
-for _variant in PHRASE_SYNONYMS:
-    _head = _variant.split()[0]
-    PHRASE_FIRST[_head] = max(PHRASE_FIRST.get(_head, 0), len(_variant.split()))
+PHRASE_FIRST = _heads(PHRASE_SYNONYMS)
 
 # The normal form of each word seen: a word normalises the same way every time, and a catalog's words are few,
 # so one dict lookup replaces lower(), the plural rules and the synonyms on every later occurrence.
 _CACHE: dict[str, str] = {}
 # The same for whitespace-separated chunks of text ("Navy-blue," -> ("navy", "blue", "|")): str.split() and one
-# lookup a chunk cost a third of a regex over the text. The normal form holds words and "|" where a phrase
-# cannot continue (punctuation); _SPANS holds where each of its elements is in the chunk.
+# lookup a chunk cost about half of one regex pass over the text. The normal form holds words and "|" where a
+# phrase cannot continue (punctuation); _SPANS holds where each of its elements is in the chunk.
 _NORMS: dict[str, tuple[str, ...]] = {}
 _SPANS: dict[str, tuple[tuple[int, int], ...]] = {}
 # And how each element is written: "A" in capitals, "U" capitalised, "l" otherwise, "|" a break.
@@ -356,8 +361,10 @@ def number_words(norms: list[str]) -> list[tuple[str, str, int, int]]:
         if value is None or (w in _DOZEN and i and norms[i - 1] in NUMBER_WORDS):
             continue  # "two dozen" is read at "two"
         start, j = i, i + 1
-        if w in _DOZEN and i and (norms[i - 1] in _HALF or (i > 1 and norms[i - 2] in _HALF)):
-            value, start = 6, i - 2 if norms[i - 1] not in _HALF else i - 1  # "half a dozen", "half dozen"
+        if w in _DOZEN and i and norms[i - 1] in _HALF:  # "half dozen"
+            value, start = 6, i - 1
+        elif w in _DOZEN and i > 1 and norms[i - 2] in _HALF:  # "half a dozen"
+            value, start = 6, i - 2
         elif j < n and norms[j] in _DOZEN:
             value, j = value * 12, j + 1
         # A unit word after a count word; not "in" ("three in a row") nor single letters ("two a day").

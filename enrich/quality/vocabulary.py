@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from enrich.quality.normalize import (
-    PHRASE_SYNONYMS,
-    normalize_word,
-    phrase,
-    tokens,
-    vocab_lines,
-)
+from enrich.quality.normalize import PHRASE_SYNONYMS, normalize_word, phrase, tokens, vocab_lines
 
 Kind = Literal["number", "colour", "material", "group", "brand", "detail"]
 FILE_KINDS: tuple[Kind, ...] = ("colour", "material", "group", "detail")
 # What with_changes accepts: the kinds of terms, plus product types.
 CHANGE_KINDS = (*FILE_KINDS, "brand", "type")
 FORMAT = "enrich.claims/1"
+# Where a multi-word term is found: the anchor's offset in the term, the term's length in words, and a word
+# next to the anchor (its offset from the anchor, the word).
+Anchor = tuple[int, int, int, str]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """Where a packaged term is no claim: outside colour context, or right before certain words."""
+    """Where a packaged term is no claim: outside its kind's context, or right before or after certain words."""
 
     needs_context: bool
     not_before: frozenset[str]
@@ -104,7 +101,7 @@ class Vocabulary:
     thresholds: Thresholds | None = None
     # Compiled once: check() looks each word up in these dicts instead of looping over the vocabulary.
     terms: dict[str, Kind] = field(init=False, repr=False, compare=False)
-    anchors: dict[str, tuple[tuple[int, int], ...]] = field(init=False, repr=False, compare=False)
+    anchors: dict[str, tuple[Anchor, ...]] = field(init=False, repr=False, compare=False)
     starts: frozenset[str] = field(init=False, repr=False, compare=False)  # one-word terms and anchors
     type_words: frozenset[str] = field(init=False, repr=False, compare=False)
     brand_case: dict[str, str] = field(init=False, repr=False, compare=False)  # "U" or "l" a word
@@ -117,13 +114,15 @@ class Vocabulary:
         for term in self.removed:
             terms.pop(term, None)
         # Multi-word terms are found at an anchor: their first word that is not a common word ("A World Of
-        # Deals", a brand, at "world", not at every "a"; "3/4 sleeve" at "sleeve"), with its offset and length.
-        anchors: dict[str, set[tuple[int, int]]] = {}
+        # Deals", a brand, at "world", not at every "a"; "3/4 sleeve" at "sleeve"). The word next to the anchor
+        # rules out most candidates with one comparison before any phrase is built.
+        anchors: dict[str, set[Anchor]] = {}
         for term in [*terms, *(v for v, c in PHRASE_SYNONYMS.items() if c in terms)]:
             words = term.split()
             if len(words) > 1:
                 at = next((k for k, w in enumerate(words) if len(w) > 1 and w not in COMMON), 0)
-                anchors.setdefault(words[at], set()).add((at, len(words)))
+                step = 1 if at + 1 < len(words) else -1
+                anchors.setdefault(words[at], set()).add((at, len(words), step, words[at + step]))
         brand_case = {b: _case(spelling) for b, spelling in self.brands.items()}
         type_words = (frozenset(self.types) | self.added_types) - self.removed
         object.__setattr__(self, "terms", terms)
@@ -149,7 +148,7 @@ class Vocabulary:
                 elif kind == "type":
                     types.add(phrase(word))
                 else:
-                    added[phrase(word)] = kind  # type: ignore[assignment]
+                    added[phrase(word)] = next(k for k in FILE_KINDS if k == kind)
         put = set(added) | set(brands) | types
         removed = (self.removed - put) | {phrase(w) for w in remove}
         return replace(
@@ -174,7 +173,7 @@ class Vocabulary:
             added["type"] = sorted(self.added_types)
         doc = {
             "format": FORMAT,
-            "thresholds": None if self.thresholds is None else self.thresholds.__dict__,
+            "thresholds": None if self.thresholds is None else asdict(self.thresholds),
             "learned": learned,
             "brands": sorted(self.brands.values()),
             "types": dict(sorted(self.types.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -189,6 +188,9 @@ class Vocabulary:
         doc: dict[str, Any] = json.loads(text)
         if doc.get("format") != FORMAT:
             raise ValueError(f"not a claim vocabulary ({FORMAT}): format is {doc.get('format')!r}")
+        kinds = set(doc["learned"]) | set(doc["added"])
+        if not kinds <= set(CHANGE_KINDS):
+            raise ValueError(f"unknown kind {sorted(kinds - set(CHANGE_KINDS))[0]!r} in a claim vocabulary")
         learned = tuple(
             LearnedTerm(term, kind, c["stated"], c["unsupported"], c["as_fact"])
             for kind, terms in doc["learned"].items()
