@@ -161,14 +161,20 @@ def normalized(chunks: list[str]) -> list[str]:
     try:
         return list(chain.from_iterable(map(_NORMS.__getitem__, chunks)))
     except KeyError:
-        if len(_NORMS) >= _CACHE_LIMIT:
-            _NORMS.clear()
-            _SPANS.clear()
-            _CASES.clear()
-        for chunk in chunks:
-            if chunk not in _NORMS:
-                _analyse(chunk)
+        _fill(chunks)
         return list(chain.from_iterable(map(_NORMS.__getitem__, chunks)))
+
+
+def _fill(chunks: list[str]) -> None:
+    """Analyse the chunks not in the caches; start the caches afresh when they are full."""
+    if len(_NORMS) + len(chunks) >= _CACHE_LIMIT:
+        # Another thread may be between its read of a text and the claims' surfaces: it fills again (Located).
+        _NORMS.clear()
+        _SPANS.clear()
+        _CASES.clear()
+    for chunk in chunks:
+        if chunk not in _NORMS or chunk not in _SPANS or chunk not in _CASES:
+            _analyse(chunk)
 
 
 def words(text: str) -> list[str]:
@@ -191,15 +197,26 @@ class Located:
     @cached_property
     def cases(self) -> str:
         """How each element is written: "A" in capitals, "U" capitalised, "l" otherwise, "|" a break."""
-        return "".join(map(_CASES.__getitem__, self.chunks))
+        try:
+            return "".join(map(_CASES.__getitem__, self.chunks))
+        except KeyError:
+            _fill(self.chunks)
+            return "".join(map(_CASES.__getitem__, self.chunks))
 
     @cached_property
     def _ends(self) -> list[int]:
-        return list(accumulate(map(len, map(_NORMS.__getitem__, self.chunks))))
+        try:
+            return list(accumulate(map(len, map(_SPANS.__getitem__, self.chunks))))
+        except KeyError:
+            _fill(self.chunks)
+            return list(accumulate(map(len, map(_SPANS.__getitem__, self.chunks))))
 
     def _at(self, k: int) -> tuple[int, tuple[int, int]]:
         i = bisect_right(self._ends, k)
-        return i, _SPANS[self.chunks[i]][k - (self._ends[i - 1] if i else 0)]
+        chunk = self.chunks[i]
+        if chunk not in _SPANS:
+            _analyse(chunk)
+        return i, _SPANS[chunk][k - (self._ends[i - 1] if i else 0)]
 
     def surface(self, start: int, end: int) -> str:
         """Elements start..end-1 as written: a substring of the text."""
