@@ -78,8 +78,8 @@ def facts(title: str, attributes: Attributes = (), description: str | None = Non
         if not value or (len(value) < 20 and value.strip().lower() in _NEGATIVE):
             continue
         texts.append(value)
-        # "Neck: Round" supports "round neck": a short value is read with its label too.
-        if len(value) <= 30:
+        # "Neck: Round" supports "round neck": a short value is read with a short label too.
+        if len(value) <= 30 and len(label) <= 20:
             with_labels.append(f"{value} {label}")
         if is_brand_label(label):
             brands.append(value)
