@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from enrich.evaluate import _has_digit, unsupported_numbers
 from enrich.quality.claims import check, facts, type_check
+from enrich.quality.flags import _has_digit, unsupported_numbers
 from enrich.quality.learn import Row, learn
 from enrich.quality.vocabulary import Vocabulary, base_vocabulary
 
