@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -30,6 +31,7 @@ OUTPUT_COLUMNS = (
     "enrich_status",
     "enrich_finish_reason",
     "enrich_flags",
+    "enrich_unsupported",
     "enrich_output_tokens",
     "enrich_key",
 )
@@ -46,7 +48,11 @@ def is_parquet(path: str | Path) -> bool:
     return Path(path).suffix.lower() in PARQUET_SUFFIXES
 
 
-Flag = Literal["truncated", "empty", "repetition", "template_leak", "unsupported_numbers"]
+Flag = Literal[
+    "truncated", "empty", "repetition", "template_leak", "unsupported_claims", "wrong_type", "off_topic"
+]
+# The kinds of claim the checker finds unsupported (enrich.quality.claims), as the report counts them.
+ClaimKind = Literal["number", "colour", "material", "group", "brand", "detail"]
 
 
 class _Model(BaseModel):
@@ -92,11 +98,43 @@ def _torch_device(value: str | None) -> str | None:
     return value
 
 
+class Attribute(_Model):
+    """An input column whose value the prompt states under the title, as `Label: value`."""
+
+    column: str = Field(min_length=1, description="The input column.")
+    label: str = Field(
+        "",
+        description="What the prompt calls it; default the column's name in words (retail_price: Retail price).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        """A bare name stands for the column; COLUMN=Label (the command line's --attr) names its label too."""
+        if isinstance(data, str):
+            column, _, label = data.partition("=")
+            return {"column": column.strip(), "label": label.strip()}
+        return data
+
+    def text_label(self) -> str:
+        return self.label or self.column.replace("_", " ").strip().capitalize()
+
+
+def attribute_list(value: Any) -> Any:
+    """attributes = ["brand", {column = "colour", label = "Color"}]: names and tables alike."""
+    return [Attribute.model_validate(v) for v in value] if isinstance(value, list | tuple) else value
+
+
 class InputConfig(_Model):
     path: str = Field(description="Catalog file (Parquet or CSV), or a glob of files of one format.")
     format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
     columns: Columns = Field(default_factory=Columns, description="Which input columns play which role.")
     separator: CsvSeparator = Field(",", description=SEPARATOR_DESCRIPTION)
+    attributes: Annotated[list[Attribute], BeforeValidator(attribute_list)] = Field(
+        default_factory=list,
+        description="Columns stated in the prompt under the title (brand, colour, material, price...): names, "
+        "or tables with column and label. Default: the ones the model was trained with (its enrich.json).",
+    )
 
 
 class OutputColumns(_Model):
@@ -107,6 +145,9 @@ class OutputColumns(_Model):
         "enrich_finish_reason", min_length=1, description="Why generation stopped."
     )
     enrich_flags: str = Field("enrich_flags", min_length=1, description="The row's quality flags.")
+    enrich_unsupported: str = Field(
+        "enrich_unsupported", min_length=1, description="The generated text's unsupported claims, as written."
+    )
     enrich_output_tokens: str = Field("enrich_output_tokens", min_length=1, description="Tokens generated.")
     enrich_key: str = Field("enrich_key", min_length=1, description="The content key of incremental runs.")
 
@@ -132,6 +173,14 @@ class OutputConfig(_Model):
     columns: OutputColumns = Field(
         default_factory=OutputColumns,
         description="Names of enrich's other output columns, for an input that already has one of them.",
+    )
+    only_missing: Switch = Field(
+        False,
+        description="Generate only for rows whose existing description (input.columns.content) is empty or "
+        "shorter than min_chars; the others keep their text (status kept) and cost no generation.",
+    )
+    min_chars: int = Field(
+        1, ge=1, description="With only_missing: a description this long or longer is kept as it is."
     )
 
     @model_validator(mode="after")
@@ -254,8 +303,17 @@ class PolicyConfig(_Model):
     empty: FlagPolicy = Field("error", description="Nothing generated.")
     repetition: FlagPolicy = Field("flag", description="Repeated n-grams above the threshold.")
     template_leak: FlagPolicy = Field("flag", description="Prompt markers in the output.")
-    unsupported_numbers: FlagPolicy = Field(
-        "flag", description="Numbers, or numbers with a unit (10 ft), in the output that the input lacks."
+    unsupported_claims: FlagPolicy = Field(
+        "flag",
+        description="A number (with its unit), colour, material, gender or age group, brand or detail that the "
+        "product's title, attributes and existing description do not support; the words are in enrich_unsupported.",
+    )
+    wrong_type: FlagPolicy = Field(
+        "flag", description="The text names another product type than the facts do."
+    )
+    off_topic: FlagPolicy = Field(
+        "flag",
+        description="The text names neither the product's type, nor its brand, nor a word of its title.",
     )
     max_title_chars: int = Field(2000, ge=1, description="Longest title accepted.")
     long_title: Literal["truncate", "error"] = Field(
@@ -267,6 +325,27 @@ class PolicyConfig(_Model):
     duplicate_id: Literal["error", "skip", "keep"] = Field(
         "error", description="A repeated id after its first row: error file, skipped, or generated anyway."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_name(cls, data: Any) -> Any:
+        """unsupported_numbers, the flag's name before it checked more than numbers, still sets its policy."""
+        if isinstance(data, dict) and "unsupported_numbers" in data:
+            data = dict(data)
+            data.setdefault("unsupported_claims", data.pop("unsupported_numbers"))
+        return data
+
+
+class ClaimsConfig(_Model):
+    """Changes to the vocabulary of claims: the packaged word lists and the terms the model learned from its
+    catalog (enrich claims show MODEL lists them)."""
+
+    add: dict[Literal["colour", "material", "group", "detail", "brand", "type"], list[str]] = Field(
+        default_factory=dict,
+        description="Terms to check as claims, by kind: colour, material, group, detail, brand, or type (a "
+        "product type, for wrong_type).",
+    )
+    remove: list[str] = Field(default_factory=list, description="Terms never to count as claims.")
 
 
 class RunConfig(_Model):
@@ -326,6 +405,7 @@ class JobConfig(_Model):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     policies: PolicyConfig = Field(default_factory=PolicyConfig)
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig, description="What counts as a claim.")
     run: RunConfig = Field(default_factory=RunConfig)
     ray: RayConfig = Field(
         default_factory=RayConfig, description="Scale-out on Ray Data (model.engine = ray)."
@@ -364,13 +444,17 @@ class OutputRow(BaseModel):
         description="The generated text (named by output.generated_column); null where the row failed or "
         "was skipped (the error file says why)."
     )
-    enrich_status: Literal["ok", "flagged", "error", "skipped"] = Field(
-        description="ok; flagged (a quality flag whose policy is flag); error (in the error file); skipped (by policy)."
+    enrich_status: Literal["ok", "flagged", "error", "skipped", "kept"] = Field(
+        description="ok; flagged (a quality flag whose policy is flag); error (in the error file); skipped (by "
+        "policy); kept (the existing description, left as it was: output.only_missing)."
     )
     enrich_finish_reason: Literal["stop", "length"] | None = Field(
         description="stop: ended by EOS or a stop string; length: cut at max_new_tokens; null: not generated."
     )
     enrich_flags: list[Flag] = Field(description="Quality flags of the generated text (CSV: joined by ';').")
+    enrich_unsupported: list[str] = Field(
+        description="The unsupported claims of the generated text, as it writes them (CSV: joined by ';')."
+    )
     enrich_output_tokens: int | None = Field(ge=0, description="Tokens generated; null: not generated.")
     enrich_key: str = Field(
         description="Content key: the same id, title, model, template and sampling give the same key "
@@ -384,6 +468,7 @@ class Counts(_Model):
     flagged: int = 0
     error: int = 0
     skipped: int = 0
+    kept: int = Field(0, description="Rows whose existing description was kept (output.only_missing).")
     generated: int = 0
     copied: int = 0
 
@@ -422,12 +507,25 @@ class RunReport(_Model):
     fingerprint: str
     resumed: bool = Field(description="True when this invocation continued an earlier one.")
     model: dict[str, str] = Field(description="ref, name, engine, template.")
+    columns: dict[str, str | None] = Field(
+        default_factory=dict, description="The input columns of each role: id, title, content (null: none)."
+    )
+    attributes: list[dict[str, str]] = Field(
+        default_factory=list, description="The attributes the prompts stated: column and label each."
+    )
+    output_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each generated column's standard name and the name it was written under.",
+    )
     versions: dict[str, str]
     sampling: dict[str, float | int]
     counts: Counts
     tokens: Tokens
     seconds: Seconds
     flags: dict[str, int] = Field(description="Rows carrying each quality flag.")
+    claims: dict[ClaimKind, int] = Field(
+        default_factory=dict, description="Rows with an unsupported claim of each kind."
+    )
     rows_per_s: float
     output_tokens_per_s: float
     workers: list[dict[str, Any]] | None = Field(

@@ -16,6 +16,7 @@ RESULT_COLUMNS = [
     "enrich_status",
     "enrich_finish_reason",
     "enrich_flags",
+    "enrich_unsupported",
     "enrich_output_tokens",
     "enrich_key",
 ]

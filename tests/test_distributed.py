@@ -251,8 +251,8 @@ def test_driver_killed_or_terminated_then_rerun_resumes(
 
 
 def test_incremental_is_refused_with_ray(source: Path, greedy_model: Path, tmp_path: Path) -> None:
-    from enrich.run import distributed
-
-    job = ray_job(source, tmp_path / "out.parquet", greedy_model)
     with pytest.raises(ConfigError, match="incremental runs are not spread over Ray"):
-        distributed.run_windows(plan.plan_run(job), None, 0, [0], {}, tmp_path, None, None, 0.0)  # type: ignore[arg-type]
+        build_job(
+            {"input": {"path": str(source)}, "output": {"path": str(tmp_path / "out.parquet")}},
+            {"model.ref": str(greedy_model), "model.engine": "ray", "run.incremental": True},
+        )

@@ -9,14 +9,10 @@ import polars as pl
 import pytest
 from _support import REPO
 
-from enrich.quality.flags import (
-    REPETITION_THRESHOLD,
-    _has_digit,
-    _repetitive,
-    quality_flags,
-    quantities_in,
-    repetition_rate,
-)
+from enrich.quality.claims import facts
+from enrich.quality.flags import REPETITION_THRESHOLD, _repetitive, inspect, repetition_rate
+from enrich.quality.normalize import has_digit, quantities
+from enrich.quality.vocabulary import base_vocabulary
 
 MARKERS = ("### Instruction:", "### Response:")
 LOOP = "this drill is great for wood and metal " * 6
@@ -29,15 +25,19 @@ LOOP = "this drill is great for wood and metal " * 6
         ("A plain, sturdy hammer", "length", "Hammer", ["truncated"]),
         ("   ", "stop", "Hammer", ["empty"]),
         ("", "length", "Hammer", ["truncated", "empty"]),
-        (LOOP, "stop", "Drill", ["repetition"]),
+        (LOOP, "stop", "Drill for wood and metal", ["repetition"]),
         ("Great hammer. ### Response: more", "stop", "Hammer", ["template_leak"]),
-        ("Pack of 12 hooks, 3.50 inches long.", "stop", "Hooks 12-pack", ["unsupported_numbers"]),
+        ("Pack of 12 hooks, 3.50 inches long.", "stop", "Hooks 12-pack", ["unsupported_claims"]),
         ("Pack of 1,000 screws, 2.50 in.", "stop", "Screws 1000 count 2.5 in", []),
-        ("Model 007 fits 7 sizes.", "stop", "Clamp 7", []),
+        ("Clamp model 007 fits 7 sizes.", "stop", "Clamp 7", []),
     ],
 )
 def test_each_flag(text: str, finish: str, source: str, expected: list[str]) -> None:
-    assert quality_flags(text, finish, source, MARKERS) == expected
+    assert flags_of(text, finish, source) == expected
+
+
+def flags_of(text: str, finish: str, title: str) -> list[str]:
+    return inspect(text, finish, facts(title), MARKERS, base_vocabulary()).flags
 
 
 @pytest.mark.parametrize(
@@ -63,40 +63,41 @@ def test_each_flag(text: str, finish: str, source: str, expected: list[str]) -> 
     ],
 )
 def test_quantities_pair_numbers_with_canonical_units(text: str, expected: set[tuple[str, str]]) -> None:
-    assert quantities_in(text) == expected
+    assert {(number, unit) for number, unit, _ in quantities(text)} == expected
 
 
 @pytest.mark.parametrize(
     ("text", "source", "expected"),
     [
         # A number with a unit the title gives it with another unit only.
-        ("A brass fitting for 3/8 ft lines.", "Brass fitting 3/8 in", ["unsupported_numbers"]),
-        ("A 10 ft cord.", "Cord 10 in", ["unsupported_numbers"]),
-        ("Holds 2.5 kg.", "Scale 2.50 lb", ["unsupported_numbers"]),
-        ("Each tape is 1 in. wide.", "Tape 1 ft", ["unsupported_numbers"]),
+        ("A brass fitting for 3/8 ft lines.", "Brass fitting 3/8 in", ["unsupported_claims"]),
+        ("A 10 ft cord.", "Cord 10 in", ["unsupported_claims"]),
+        ("The scale holds 2.5 kg.", "Scale 2.50 lb", ["unsupported_claims"]),
+        ("Each tape is 1 in. wide.", "Tape 1 ft", ["unsupported_claims"]),
         # The same unit, spelled another way.
         ("A 10 feet cord.", "Cord 10 ft", []),
-        ("Weighs 5 lbs.", "Kettlebell 5 lb", []),
+        ("The kettlebell weighs 5 lbs.", "Kettlebell 5 lb", []),
         ("A 12 inch ruler.", 'Ruler 12"', []),
         ("A 1,000-pack of 2.50 mm pins.", "Pins 2.5mm 1000 Count", []),
         # A title that gives the number without a unit supports any unit.
         ("A 10 ft cord.", "Cord 10", []),
-        ("Fits 3/8 in. pipes.", "Fitting 3/8 x 10 ft", []),
+        ("The fitting fits 3/8 in. pipes.", "Fitting 3/8 x 10 ft", []),
         # Bare numbers as before: supported by the number anywhere in the title, whatever its unit.
         ("Pack of 12 hooks.", "Hooks 12 in", []),
-        ("Pack of 4 hooks.", "Hooks 12 in", ["unsupported_numbers"]),
-        ("Fits 1 in every pocket, a 3-in-1 tool.", "Wallet tool 1 ft, 3 ft", []),
-        # No digit: nothing to check.
-        ("A ten foot cord, one inch thick.", "Cord 10 in", []),
+        ("Pack of 4 hooks.", "Hooks 12 in", ["unsupported_claims"]),
+        ("The wallet tool fits 1 in every hand, a 3-in-1 tool.", "Wallet tool 1 ft, 3 ft", []),
+        # Numbers written as words count as numbers: ten foot is 10 ft, not the title's 10 in.
+        ("A ten foot cord, one inch thick.", "Cord 10 in", ["unsupported_claims"]),
+        ("A ten inch cord.", "Cord 10 in", []),
         # "in" before a hyphenated word is the preposition; a decimal without its 0 is the same number
         ("A set of 3 in high-quality leather.", "Leather Gloves, 3 Pack", []),
         ("This 0.75-inch tape.", "Electrical Tape, .75-Inch by 66-Foot", []),
-        ("This 0.5-inch tape.", "Electrical Tape, .75-Inch by 66-Foot", ["unsupported_numbers"]),
+        ("This 0.5-inch tape.", "Electrical Tape, .75-Inch by 66-Foot", ["unsupported_claims"]),
         ("Chanel No.5 in a 1.5 oz bottle.", "Chanel No. 5, 1.5 oz", []),
     ],
 )
 def test_unsupported_numbers_compares_units(text: str, source: str, expected: list[str]) -> None:
-    assert quality_flags(text, "stop", source, MARKERS) == expected
+    assert flags_of(text, "stop", source) == expected
 
 
 def test_repetition_shortcut_agrees_with_the_exact_rate() -> None:
@@ -113,4 +114,4 @@ def test_repetition_shortcut_agrees_with_the_exact_rate() -> None:
 
 @pytest.mark.parametrize("text", ["no digits here", "model 7", "٣ arabic-indic", "fullwidth １", "", "é 0"])
 def test_digit_shortcut_agrees_with_the_regex(text: str) -> None:
-    assert _has_digit(text) == (re.search(r"\d", text) is not None)
+    assert has_digit(text) == (re.search(r"\d", text) is not None)

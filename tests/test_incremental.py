@@ -167,10 +167,10 @@ def test_failed_rows_are_retried_not_copied(catalog: Path, greedy_model: Path, t
 def test_an_enriched_catalog_enriched_again_under_other_column_names(
     catalog: Path, greedy_model: Path, tmp_path: Path
 ) -> None:
-    """The input already holds enrich's six columns (last month's output): each can be written under another
+    """The input already holds enrich's seven columns (last month's output): each can be written under another
     name, the input's own stay as they were, and an incremental run finds its results under the new names."""
     old = {"generated_description": "old text", "enrich_status": "ok", "enrich_finish_reason": "stop"}
-    old |= {"enrich_flags": "", "enrich_output_tokens": "7", "enrich_key": "k"}
+    old |= {"enrich_flags": "", "enrich_unsupported": "", "enrich_output_tokens": "7", "enrich_key": "k"}
     src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
     pl.read_parquet(catalog).head(20).with_columns(pl.lit(v).alias(k) for k, v in old.items()).write_parquet(
         src
@@ -178,13 +178,13 @@ def test_an_enriched_catalog_enriched_again_under_other_column_names(
     r = enrich(*run_args(src, out, greedy_model))  # every clash named at once, each with its option
     assert r.exit_code == 2 and "'generated_description' already exists" in r.output, r.output
     assert "--generated-column NAME" in r.output and not out.exists()
-    assert "--set output.columns.enrich_status=NAME" in r.output and r.output.count("already exists") == 6
+    assert "--set output.columns.enrich_status=NAME" in r.output and r.output.count("already exists") == 7
     renames = ["--generated-column", "v2_description"]
     for name in list(old)[1:]:
         renames += ["--set", f"output.columns.{name}=v2_{name}"]
     assert counts(run(src, out, greedy_model, "--incremental", *renames)) == (20, 20, 0)
     got = pl.read_parquet(out)
-    assert got.columns[-6:] == ["v2_description", *(f"v2_{n}" for n in list(old)[1:])]
+    assert got.columns[-7:] == ["v2_description", *(f"v2_{n}" for n in list(old)[1:])]
     assert all(got[k].to_list() == [v] * 20 for k, v in old.items())  # the input's own columns, untouched
     assert set(got["v2_enrich_status"]) <= {"ok", "flagged"} and got["v2_enrich_key"].n_unique() == 20
     # two rows more: the other 20 are found in the previous output under the new names
@@ -192,7 +192,7 @@ def test_an_enriched_catalog_enriched_again_under_other_column_names(
         src
     )
     assert counts(run(src, out, greedy_model, "--incremental", *renames)) == (22, 2, 20)
-    assert pl.read_parquet(out).head(20).select(got.columns[-6:]).equals(got.select(got.columns[-6:]))
+    assert pl.read_parquet(out).head(20).select(got.columns[-7:]).equals(got.select(got.columns[-7:]))
     # the generated column renamed again: the finished run's manifest says where the previous results are
     renames[1] = "v3_description"
     assert counts(run(src, out, greedy_model, "--incremental", *renames)) == (22, 0, 22)

@@ -376,10 +376,10 @@ def test_a_run_where_most_rows_are_flagged_says_why_and_what_to_do(
     r = enrich("run", catalog, "-o", out, "--limit", "8", *tiny_args(tiny_model))
     assert r.exit_code == 0, r.output
     report = json.loads(Path(f"{out}.report.json").read_text())
-    assert report["advice"] == [
+    assert report["advice"][0] == (
         "8 of 8 rows were cut at the 4-token limit: raise --max-new-tokens, or use a model fine-tuned to end its "
         "descriptions (enrich finetune)"
-    ]
+    )
     assert "were cut at the 4-token limit" in r.output  # in the final log line too
 
 
@@ -517,7 +517,7 @@ def test_real_embedded_model(catalog: Path, tmp_path: Path) -> None:
 
 
 def test_empty_input_gives_every_output_column(tmp_path: Path) -> None:
-    """No rows: the output still has the input's columns with their types and enrich's six, so a later
+    """No rows: the output still has the input's columns with their types and enrich's own, so a later
     incremental run can read it; a CSV gets its header."""
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -45,14 +45,16 @@ def prepass(
     whole, every column, so that bad bytes anywhere stop the run here, before any generation.
     """
     id_col = source.columns.id
-    needed = [c for c in (id_col, source.columns.title) if c and (c == id_col or keys_of)]
+    # A key is made of the id, the title and the attribute values, as the prompt states them.
+    roles = [c for c in (id_col, source.columns.title, *(c for c, _ in source.attributes)) if c]
+    needed = list(dict.fromkeys(roles if keys_of else [c for c in (id_col,) if c]))
     if source.format != "parquet":
         needed = source.names()  # every column: parsing them is the check of the file's bytes
     if not needed:
         return Prepass(source.rows(), {}, None)
     ids = _IdBuckets(scratch, _estimate_rows(source)) if id_col else None
     rows = 0
-    roles = [c for c in (id_col, source.columns.title) if c]
+    roles = list(dict.fromkeys(roles))
     with _keys_file(keys_to) if keys_of and keys_to else contextlib.nullcontext() as keys:
         for frame in source.windows(needed, _READ_ROWS):
             if ids is not None and id_col is not None:

@@ -52,6 +52,7 @@ class Source:
     columns: Columns = field(default_factory=Columns)
     limit: int | None = None
     format_option: str = "--input-format"  # the option that names the format, for messages
+    attributes: tuple[tuple[str, str], ...] = ()  # (column, label): the facts a prompt states under the title
 
     @classmethod
     def of(
@@ -69,6 +70,15 @@ class Source:
 
     def with_columns(self, columns: Columns) -> Source:
         return replace(self, columns=columns)
+
+    def with_attributes(self, attributes: tuple[tuple[str, str], ...]) -> Source:
+        return replace(self, attributes=attributes)
+
+    def row_columns(self) -> list[str]:
+        """What a window's processing reads of each row: id, title, the existing description, the attributes."""
+        cols = self.columns
+        roles = [c for c in (cols.id, cols.title, cols.content) if c]
+        return list(dict.fromkeys([*roles, *(column for column, _ in self.attributes)]))
 
     def files(self) -> Iterator[Path]:
         """The input's files: those a glob matches, in name order, or the one file."""

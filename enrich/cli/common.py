@@ -23,6 +23,16 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--id-col", "input.columns.id", {"help": "Id column (default: id)."}),
     ("--title-col", "input.columns.title", {"help": "Title column (default: title)."}),
     ("--content-col", "input.columns.content", {"help": "Existing description column (default: content)."}),
+    (
+        "--attr",
+        "input.attributes",
+        {
+            "multiple": True,
+            "metavar": "COLUMN[=Label]",
+            "help": "An attribute stated in the prompt under the title, as 'Label: value' (repeat it: --attr brand "
+            "--attr retail_price=Price). Default: the ones the model was trained with (its enrich.json), else none.",
+        },
+    ),
     ("--input-format", "input.format", {"type": click.Choice(["auto", "parquet", "csv"])}),
     ("--separator", "input.separator", {"help": SEPARATOR_HELP}),
     ("--output-format", "output.format", {"type": click.Choice(["auto", "parquet", "csv"])}),
@@ -30,6 +40,7 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--errors", "output.errors", {"help": "Error file (default OUTPUT.errors.jsonl; .parquet works too)."}),
     ("--report", "output.report", {"help": "Report file (default OUTPUT.report.json)."}),
     ("--generated-column", "output.generated_column", {"help": "Name of the generated column."}),
+    ("--min-chars", "output.min_chars", {"type": int}),
     ("--temperature", "sampling.temperature", {"type": float}),
     ("--top-p", "sampling.top_p", {"type": float}),
     ("--max-new-tokens", "sampling.max_new_tokens", {"type": int}),
@@ -77,6 +88,12 @@ FLAG_OPTIONS: list[tuple[str, str, str]] = [
         "--incremental",
         "run.incremental",
         "Copy unchanged rows from the existing OUTPUT; generate only new ones.",
+    ),
+    (
+        "--only-missing",
+        "output.only_missing",
+        "Generate only where the existing description (--content-col) is empty or shorter than --min-chars; "
+        "the others keep theirs (status kept).",
     ),
 ]
 
@@ -170,11 +187,18 @@ def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def overrides_from(params: dict[str, Any]) -> dict[str, Any]:
     """Dotted-path overrides from the options given (unset options are None and leave the job alone)."""
-    out = {dotted: params.get(param_name(flag)) for flag, dotted, _ in RUN_OPTIONS}
+    out = {dotted: _given(params.get(param_name(flag))) for flag, dotted, _ in RUN_OPTIONS}
     out.update({dotted: True if params.get(param_name(flag)) else None for flag, dotted, _ in FLAG_OPTIONS})
     if params.get("log_format") not in (None, "auto"):
         out["run.log_format"] = params["log_format"]
     return out
+
+
+def _given(value: Any) -> Any:
+    """An option's value as an override: a repeatable option not given (an empty tuple) leaves its field alone."""
+    if isinstance(value, tuple):
+        return list(value) or None
+    return value
 
 
 class EnrichGroup(click.Group):

@@ -14,7 +14,9 @@ from enrich.catalog.source import Source
 from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
-from enrich.quality.flags import quality_flags
+from enrich.quality.claims import facts
+from enrich.quality.flags import inspect
+from enrich.quality.vocabulary import base_vocabulary
 
 
 class EvalConfig(BaseModel):
@@ -132,7 +134,7 @@ def generate_for(
         "texts": texts,
         "finish": [g.finish_reason for g in gens],
         "flags": [
-            quality_flags(t, g.finish_reason, title, template.markers)
+            inspect(t, g.finish_reason, facts(title), template.markers, base_vocabulary()).flags
             for t, g, title in zip(texts, gens, titles, strict=True)
         ],
         "output_tokens": [g.output_tokens for g in gens],

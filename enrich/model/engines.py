@@ -389,7 +389,8 @@ class VLLMEngine:
 
 
 class EchoEngine:
-    """No model: answers a fixed text at once. For measuring the pipeline around generation."""
+    """No model: answers at once with the product's own words (the prompt's input lines) and a fixed sentence.
+    For measuring the pipeline around generation, and for tests of the mechanics."""
 
     name = "echo"
     tokenizer = None
@@ -405,10 +406,19 @@ class EchoEngine:
     def generate(
         self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None = None
     ) -> list[Generation]:
-        return [Generation(self.TEXT, "stop", len(p) // 4, 32) for p in prompts]
+        return [Generation(f"{_product_words(p)}. {self.TEXT}", "stop", len(p) // 4, 32) for p in prompts]
 
     def close(self) -> None:
         pass
+
+
+def _product_words(prompt: str) -> str:
+    """The lines of a text template's prompt that are neither the template's own nor blank: the product block."""
+    lines = prompt.split("\n")
+    # The block is between the template's last two markers (### Input / ### Response, or their translation).
+    marks = [k for k, line in enumerate(lines) if line.startswith("### ")]
+    inside = lines[marks[-2] + 1 : marks[-1]] if len(marks) >= 2 else lines
+    return " ".join(line.strip() for line in inside if line.strip())
 
 
 ENGINES: dict[str, Callable[[ModelSpec, ModelConfig, int], Engine]] = {

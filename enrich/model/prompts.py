@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # A chat renderer turns messages into text (tokenizer.apply_chat_template with tokenize=False).
 ChatRenderer = Callable[..., str]
@@ -101,6 +104,66 @@ def neutralise(text: str, specials: Sequence[str]) -> str:
     while pattern.search(text):
         text = pattern.sub(_split, text)
     return text
+
+
+# An attribute value is cut to this many characters: a catalog's long text columns (a spec table, a bullet list)
+# would crowd out the title and cost tokens on every row.
+VALUE_CHARS = 120
+
+
+def attribute_text(value: Any) -> str | None:
+    """An attribute's value as the prompt states it, or None where there is nothing to state (null, empty, an
+    empty list). Numbers are written plainly (1499, not 1499.0; 0.0001, not 1e-04), lists joined by ", ", a
+    struct as key: value pairs, dates in ISO form; the text is cut to VALUE_CHARS."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float | decimal.Decimal):
+        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities state nothing
+            return None
+        number = decimal.Decimal(repr(value)) if isinstance(value, float) else value
+        text = format(number.normalize(), "f")
+    elif isinstance(value, list | tuple):
+        parts = [t for t in (attribute_text(v) for v in value) if t]
+        text = ", ".join(parts)
+    elif isinstance(value, dict):
+        parts = [f"{k}: {t}" for k, v in value.items() if (t := attribute_text(v))]
+        text = ", ".join(parts)
+    elif isinstance(value, datetime.date | datetime.datetime):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    text = " ".join(text.split())  # one line: a line break would start a new attribute
+    if not text:
+        return None
+    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1].rstrip() + "…"
+
+
+def product_block(title: str, attributes: Sequence[tuple[str, str]] = ()) -> str:
+    """What the prompt says of a product: its title, then a `Label: value` line per attribute that has a value.
+    The one rendering of a product, for every template, in fine-tuning, runs, dry runs, Ray workers and eval;
+    without attributes it is the title alone, so a title-only model is prompted as it always was."""
+    if not attributes:
+        return title
+    return "\n".join([title, *(f"{label}: {value}" for label, value in attributes)])
+
+
+def stated_attributes(
+    attributes: tuple[tuple[str, str], ...], columns: dict[str, list[Any]], n: int
+) -> list[list[tuple[str, str]]]:
+    """Per row, the (label, value) pairs the prompt states: values rendered as text, the empty ones left out."""
+    if not attributes:
+        return []
+    rendered = [(label, [attribute_text(v) for v in columns[column]]) for column, label in attributes]
+    rows: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+    for label, values in rendered:
+        for off, value in enumerate(values):
+            if value is not None:
+                rows[off].append((label, value))
+    return rows
 
 
 def _chat_messages(title: str, response: str | None = None) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ from enrich.errors import ConfigError, EngineError
 from enrich.events import Event, no_events
 
 ENRICH_JSON = "enrich.json"
+CLAIMS_JSON = "claims.json"  # the claim vocabulary a model learned from its catalog, beside enrich.json
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -81,6 +82,14 @@ class ModelSpec:
     sampling: dict[str, float | int]
     needs_gpu: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # the enrich.json read, if any
+
+    def claims_vocabulary(self) -> str | None:
+        """The claim vocabulary the model learned from its catalog (claims.json beside its enrich.json), as JSON."""
+        for folder in (self.adapter, self.path):
+            path = Path(folder) / CLAIMS_JSON if folder else None
+            if path is not None and path.is_file():
+                return path.read_text(encoding="utf-8")
+        return None
 
     def stop_strings(self) -> tuple[str, ...]:
         """The strings that end a generation, cut from its text: the stop list and EOS, each once."""

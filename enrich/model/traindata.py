@@ -12,7 +12,10 @@ from typing import Any
 from enrich.catalog.source import Source
 from enrich.errors import ConfigError, InputError
 from enrich.model.engines import special_tokens
-from enrich.model.prompts import ChatRenderer, Template, build_training_text
+from enrich.model.prompts import ChatRenderer, Template, build_training_text, product_block, stated_attributes
+from enrich.quality.claims import facts, faithful
+from enrich.quality.learn import learn
+from enrich.quality.vocabulary import Vocabulary, base_vocabulary
 
 # Placeholders that vendors put where a description should be; training on them teaches the model to emit them.
 _PLACEHOLDERS = {
@@ -32,22 +35,31 @@ _CODE = re.compile(r"^[A-Za-z0-9\-_]{6,}$")  # a lone code: an ASIN, a SKU, a ke
 
 @dataclass
 class Example:
-    """One cleaned row: the title and description, and its tokens once tokenized."""
+    """One cleaned row: the title, the attribute values the prompt states, the description, and its tokens once
+    tokenized."""
 
     title: str
     description: str
+    attributes: list[tuple[str, str]] = field(default_factory=list)  # (label, value)
     input_ids: list[int] = field(default_factory=list)
     completion_mask: list[int] = field(default_factory=list)
+
+    @property
+    def block(self) -> str:
+        """What the prompt says of the product (model.prompts.product_block)."""
+        return product_block(self.title, self.attributes)
 
 
 @dataclass
 class TrainData:
-    """The split, tokenized data and what cleaning did."""
+    """The split, tokenized data, what cleaning did, and the claim vocabulary learned from the rows."""
 
     train: list[Example]
     val: list[Example]
     counts: dict[str, Any]
     fingerprint: str
+    vocabulary: Vocabulary | None = None
+    faithful: dict[str, Any] = field(default_factory=dict)  # what cutting the targets did, with examples
 
 
 def read_rows(source: Source, with_id: bool = False) -> dict[str, list[Any]]:
@@ -62,10 +74,18 @@ def read_rows(source: Source, with_id: bool = False) -> dict[str, list[Any]]:
     if with_id and columns.id and not default_missing:
         roles["id"] = columns.id
     source.require_columns(lf, dict(roles))
-    out: dict[str, list[Any]] = {role: [] for role in roles}
-    for window in source.window_lists(list(roles.values()), 65536):
+    for column, label in source.attributes:
+        if column not in lf.collect_schema().names():
+            raise InputError(
+                f"{source.path}: no column {column!r} for the attribute {label!r}; map one with --attr"
+            )
+    out: dict[str, list[Any]] = {role: [] for role in (*roles, "attributes")}
+    wanted = list(dict.fromkeys([*roles.values(), *(c for c, _ in source.attributes)]))
+    for window in source.window_lists(wanted, 65536):
+        n = len(window[wanted[0]])
         for role, name in roles.items():
             out[role].extend(window[name])
+        out["attributes"].extend(stated_attributes(source.attributes, window, n) or [[] for _ in range(n)])
     if not out["title"]:
         raise InputError(f"{source.path}: no rows")
     return out
@@ -88,13 +108,18 @@ def junk_reason(title: str, text: str, min_chars: int) -> str | None:
 
 
 def clean(
-    titles: list[Any], texts: list[Any], min_chars: int, max_rows: int | None
+    titles: list[Any],
+    texts: list[Any],
+    min_chars: int,
+    max_rows: int | None,
+    attributes: list[list[tuple[str, str]]] | None = None,
 ) -> tuple[list[Example], Counter[str]]:
     """Drop empty, junk and duplicate descriptions; a repeated description keeps its first row only."""
     dropped: Counter[str] = Counter()
     seen: set[str] = set()
     kept: list[Example] = []
-    for title, text in zip(titles, texts, strict=True):
+    stated = attributes or [[] for _ in titles]
+    for title, text, attrs in zip(titles, texts, stated, strict=True):
         title = title.strip() if isinstance(title, str) else ""
         text = text.strip() if isinstance(text, str) else ""
         reason = junk_reason(title, text, min_chars)
@@ -105,7 +130,7 @@ def clean(
             dropped[reason] += 1
             continue
         seen.add(text)
-        kept.append(Example(title, text))
+        kept.append(Example(title, text, attrs))
         if max_rows is not None and len(kept) >= max_rows:
             break
     return kept, dropped
@@ -146,7 +171,7 @@ def tokenize(
     dropped = {"too_long": 0, "long_response": 0}
     for ex in examples:
         prompt, completion = build_training_text(
-            ex.title, ex.description, template, eos, render_chat, specials
+            ex.block, ex.description, template, eos, render_chat, specials
         )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
@@ -164,6 +189,39 @@ def tokenize(
         ex.completion_mask = [0] * start + [1] * (len(full_ids) - start)
         kept.append(ex)
     return kept, dropped
+
+
+FAITHFUL_EXAMPLES = 3  # cut descriptions shown in the training report
+
+
+def faithful_targets(
+    examples: list[Example], vocabulary: Vocabulary, floor: int
+) -> tuple[list[Example], dict[str, Any]]:
+    """Each description cut to the sentences (or clauses) whose claims the row's title and attributes support:
+    a model learns to invent from references that state what only the product's pictures show. Rows whose cut
+    description is shorter than floor are dropped. Returns the rows kept and what the cut did."""
+    kept: list[Example] = []
+    stats: dict[str, Any] = {
+        "sentences_kept": 0,
+        "sentences_cut": 0,
+        "rows_cut": 0,
+        "dropped": 0,
+        "examples": [],
+    }
+    for ex in examples:
+        cut = faithful(ex.description, facts(ex.title, ex.attributes), vocabulary)
+        stats["sentences_kept"] += len(cut.sentences_kept)
+        stats["sentences_cut"] += len(cut.sentences_cut)
+        if cut.sentences_cut:
+            stats["rows_cut"] += 1
+            if len(stats["examples"]) < FAITHFUL_EXAMPLES and cut.text:
+                stats["examples"].append({"title": ex.title, "before": ex.description, "after": cut.text})
+        if len(cut.text) < floor:
+            stats["dropped"] += 1
+            continue
+        ex.description = cut.text
+        kept.append(ex)
+    return kept, stats
 
 
 def split(
@@ -187,7 +245,7 @@ def fingerprint(examples: list[Example]) -> str:
     """A hash of the exact training text, recorded in enrich.json."""
     h = hashlib.sha256()
     for ex in examples:
-        h.update(f"{ex.title}\x1f{ex.description}\x1e".encode())
+        h.update(f"{ex.block}\x1f{ex.description}\x1e".encode())
     return h.hexdigest()[:16]
 
 
@@ -215,13 +273,21 @@ def prepare(
     min_chars: int | str,
     max_rows: int | None,
     max_response_tokens: int | None = None,
+    targets: str = "as-is",
 ) -> TrainData:
-    """Clean, tokenize and split rows read by read_rows; counts say how many rows each step dropped."""
+    """Clean, learn the catalog's claim vocabulary, cut the targets to what the rows support (targets
+    "faithful"), tokenize and split rows read by read_rows; counts say how many rows each step dropped."""
     titles, texts = rows["title"], rows["content"]
     render = getattr(tokenizer, "apply_chat_template", None) if template.prompt is None else None
     if template.prompt is None and not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base model's tokenizer has no chat template; pass --template alpaca")
-    examples, dropped = clean(titles, texts, JUNK_CHARS if min_chars == "auto" else int(min_chars), max_rows)
+    floor = JUNK_CHARS if min_chars == "auto" else int(min_chars)
+    examples, dropped = clean(titles, texts, floor, max_rows, rows.get("attributes"))
+    vocabulary = learn(((e.title, e.attributes, e.description) for e in examples), base_vocabulary())
+    cut: dict[str, Any] = {}
+    if targets == "faithful":
+        examples, cut = faithful_targets(examples, vocabulary, floor)
+        dropped["unfaithful"] = cut["dropped"]
     if min_chars == "auto":
         examples, dropped["short"] = longer_half(examples)
     examples, by_length = tokenize(
@@ -242,7 +308,7 @@ def prepare(
             "fine-tuning needs at least 2"
         )
     train, val = split(examples, val_size, seed, path)
-    reasons = ("empty", "junk", "duplicate", "short", "too_long", "long_response")
+    reasons = ("empty", "junk", "duplicate", "unfaithful", "short", "too_long", "long_response")
     counts = {
         "rows": len(titles),
         "dropped": {k: dropped.get(k, 0) for k in reasons},
@@ -252,4 +318,4 @@ def prepare(
         "train_tokens": sum(len(e.input_ids) for e in train),
         "train_completion_tokens": sum(sum(e.completion_mask) for e in train),
     }
-    return TrainData(train, val, counts, fingerprint(train))
+    return TrainData(train, val, counts, fingerprint(train), vocabulary, cut)

@@ -15,7 +15,8 @@ from enrich.review.summary import LENGTH_BUCKET, Summary, summarize
 
 # Shown in this order, then any others a newer run writes.
 STATUSES = ("ok", "flagged", "error", "skipped", "kept", "regenerated")
-KNOWN_FLAGS = (*FLAGS, "unsupported_claims", "wrong_type", "off_topic")
+# FLAGS, then the flag of outputs written before claims were checked beyond numbers.
+KNOWN_FLAGS = (*FLAGS, "unsupported_numbers")
 MAX_FLAGGED = 5000
 SAMPLE = 1000
 

@@ -95,8 +95,7 @@ class _Worker:
             self.processor = Processor.of(plan, self.engine)
         except EnrichError as err:
             self.failed = err
-        cols = plan.source.columns
-        self.needed = [c for c in (cols.id, cols.title) if c]
+        self.needed = plan.source.row_columns()
         gpus = [str(g) for g in ray.get_gpu_ids()]
         self.identity = {
             "worker": f"{socket.gethostname()}:{os.getpid()}",

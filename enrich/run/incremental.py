@@ -41,8 +41,12 @@ REUSE_COLUMNS = (
     "enrich_status",
     "enrich_finish_reason",
     "enrich_flags",
+    "enrich_unsupported",
     "enrich_output_tokens",
 )
+# Columns that an output written by an earlier version of enrich lacks: read as empty.
+_LATER = ("enrich_unsupported",)
+_LIST_COLUMNS = ("enrich_flags", "enrich_unsupported")
 
 
 def manifest_note(previous: OutputFile) -> dict[str, Any]:
@@ -122,11 +126,16 @@ def _join(keys: Path, previous: OutputFile, dest: Path) -> int:
     Memory: polars' streaming hash join holds the previous output's distinct keys and results, never the input;
     nothing is loaded into Python. Returns how many input rows found their key in the previous output.
     """
-    standard = ["generated_description", *REUSE_COLUMNS]
-    wanted = [previous.names.get(c, c) for c in standard]
     try:
         prev = previous.as_source().scan()
-        missing = [c for c in wanted if c not in prev.collect_schema().names()]
+        present = prev.collect_schema().names()
+        standard = [
+            c
+            for c in ("generated_description", *REUSE_COLUMNS)
+            if c not in _LATER or previous.names.get(c, c) in present
+        ]
+        wanted = [previous.names.get(c, c) for c in standard]
+        missing = [c for c in wanted if c not in present]
         if missing:
             raise ConfigError(
                 f"{previous.path}: not an output of enrich, or one written under other column names (no column "
@@ -134,13 +143,17 @@ def _join(keys: Path, previous: OutputFile, dest: Path) -> int:
                 "or point -o elsewhere"
             )
         prev = prev.select(wanted).rename(dict(zip(wanted, standard, strict=True)))
+        prev = prev.with_columns(pl.lit([], pl.List(pl.String)).alias(c) for c in _LATER if c not in standard)
         if previous.format == "csv":  # CSV holds text only: restore the list and integer columns
-            flags = pl.col("enrich_flags")
             prev = prev.with_columns(
-                pl.when(flags.is_null() | (flags == ""))
-                .then(pl.lit([], pl.List(pl.String)))
-                .otherwise(flags.str.split(";"))
-                .alias("enrich_flags"),
+                *(
+                    pl.when(pl.col(c).is_null() | (pl.col(c) == ""))
+                    .then(pl.lit([], pl.List(pl.String)))
+                    .otherwise(pl.col(c).str.split(";"))
+                    .alias(c)
+                    for c in _LIST_COLUMNS
+                    if c in standard
+                ),
                 pl.col("enrich_output_tokens").cast(pl.Int32, strict=False),
             )
         prev = prev.filter(
@@ -178,13 +191,14 @@ def take_unchanged(window: Window, old: dict[str, list[Any]] | None, context_key
         if not old["__hit"][off]:
             continue
         # The key is recomputed from the normalized row: a copy is never made on a mismatched key.
-        if row_key(context_key, window.ids[off], window.titles[off]) != old["enrich_key"][off]:
+        if row_key(context_key, window.ids[off], window.block(off)) != old["enrich_key"][off]:
             continue
         window.reused[off] = {
             "generated_description": old["generated_description"][off],
             "enrich_status": old["enrich_status"][off],
             "enrich_finish_reason": old["enrich_finish_reason"][off],
             "enrich_flags": list(old["enrich_flags"][off] or []),
+            "enrich_unsupported": list(old["enrich_unsupported"][off] or []),
             "enrich_output_tokens": old["enrich_output_tokens"][off],
         }
         window.status[off] = "copied"  # finish() counts it as copied and asks nothing of the engine

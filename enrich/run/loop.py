@@ -230,10 +230,8 @@ def _windows(
 ) -> Iterator[Window]:
     """The pending windows, read and prepared (rows that an incremental run copies taken off the engine's list)."""
     reused = reuse_windows(reuse, plan.windows)  # in step with the input's windows
-    cols = plan.source.columns
-    needed = [c for c in (cols.id, cols.title) if c]
     t = time.perf_counter()
-    for index, columns in enumerate(plan.source.window_lists(needed, plan.windows)):
+    for index, columns in enumerate(plan.source.window_lists(plan.source.row_columns(), plan.windows)):
         old = next(reused)
         read = time.perf_counter() - t
         if index in pending:
@@ -275,8 +273,11 @@ _REMEDIES = {
     "empty": "came out empty: check that --template is the one the model was trained with",
     "repetition": "repeat themselves: raise --repetition-penalty (1.1 to 1.3)",
     "template_leak": "repeat the prompt's markers: the template is likely not the one the model was trained with",
-    "unsupported_numbers": "state numbers the title lacks: fine-tune on your catalog, or send them to the error file "
-    "with --set policies.unsupported_numbers=error",
+    "unsupported_claims": "state facts that the product's data does not hold (enrich_unsupported lists them): give the "
+    "model the product's attributes (--attr), fine-tune it on your catalog, or send them to the error file with "
+    "--set policies.unsupported_claims=error",
+    "wrong_type": "name another product type than the title's: fine-tune the model on your catalog",
+    "off_topic": "name nothing of the product: check --template, or fine-tune the model on your catalog",
 }
 
 
@@ -300,10 +301,12 @@ def _report(
     counts: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
     flags: Counter[str] = Counter()
+    claims: Counter[str] = Counter()
     for part in state.parts.values():
         counts.update(part["counts"])
         tokens.update(part["tokens"])
         flags.update(part.get("flags", {}))
+        claims.update(part.get("claims", {}))
     elapsed = max(tally.seconds["total"], 1e-9)
     return RunReport(
         status="partial" if n_errors else "ok",
@@ -316,6 +319,7 @@ def _report(
         tokens={"input": tokens.get("input", 0), "output": tokens.get("output", 0)},
         seconds=tally.stage_seconds(),
         flags={f: flags.get(f, 0) for f in FLAGS},
+        claims=dict(claims),
         advice=advice(
             flags, counts.get("generated", 0) + counts.get("copied", 0), plan.sampling.max_new_tokens
         ),

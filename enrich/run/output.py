@@ -31,6 +31,7 @@ PART_TYPES = {
     "enrich_status": pa.string(),
     "enrich_finish_reason": pa.string(),
     "enrich_flags": pa.list_(pa.string()),
+    "enrich_unsupported": pa.list_(pa.string()),
     "enrich_output_tokens": pa.int32(),
     "enrich_key": pa.string(),
 }
@@ -60,6 +61,9 @@ class OutputFile:
         return part_schema(self.names)
 
 
+_LISTS = ("enrich_flags", "enrich_unsupported")
+
+
 def part_schema(names: Mapping[str, str]) -> pa.Schema:
     """The part files' columns and fixed types, under the names the run writes (OutputConfig.names)."""
     return pa.schema([(names.get(n, n), t) for n, t in PART_TYPES.items()])
@@ -69,7 +73,7 @@ def part_frame(columns: dict[str, list[Any]], names: Mapping[str, str]) -> pa.Ta
     """A window's generated columns with fixed types; built by Arrow straight from the Python lists, which is
     several times cheaper per row than a polars frame of list columns."""
     arrays = [
-        _string_lists(columns[n]) if n == "enrich_flags" else pa.array(columns[n], type=t)
+        _string_lists(columns[n]) if n in _LISTS else pa.array(columns[n], type=t)
         for n, t in PART_TYPES.items()
     ]
     return pa.Table.from_arrays(arrays, schema=part_schema(names))

@@ -11,13 +11,14 @@ from typing import Any
 
 from enrich.catalog.source import Source, format_of, nested_columns
 from enrich.catalog.windows import Windows
-from enrich.config import OUTPUT_COLUMNS, JobConfig, OutputColumns
+from enrich.config import OUTPUT_COLUMNS, Attribute, ClaimsConfig, JobConfig, OutputColumns
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
 from enrich.model.engines import Sampling, pick_engine
 from enrich.model.prompts import Template, get_template
 from enrich.model.reference import ModelSpec, resolve_model, versions
-from enrich.run.output import OutputFile
+from enrich.quality.vocabulary import Vocabulary, base_vocabulary
+from enrich.run.output import PART_TYPES, OutputFile
 
 CPU_FIRST_WINDOW = 4  # rows: on 2 shared cores the embedded model writes them in well under a minute
 
@@ -38,6 +39,7 @@ class Plan:
     template: Template
     sampling: Sampling
     windows: Windows
+    vocabulary: Vocabulary  # what counts as a claim: packaged, learned by the model, changed by the job
     batch_size: int
     fingerprint: str
     details: dict[str, Any]
@@ -56,6 +58,9 @@ class Plan:
                 "engine": self.engine_name,
                 "template": self.template.name,
             },
+            "columns": self.source.columns.model_dump(),
+            "attributes": [{"column": column, "label": label} for column, label in self.source.attributes],
+            "output_columns": dict(self.out.names),
             "versions": versions(),
             "sampling": {k: v for k, v in self.sampling.__dict__.items() if k != "ignore_eos"},
         }
@@ -102,6 +107,13 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     sampling = _resolve_sampling(job, spec)
+    source = source.with_attributes(attributes_for(job.input.attributes, spec, source, names, on_event))
+    if job.output.only_missing and not source.columns.content:
+        raise ConfigError(
+            f"{source.path}: --only-missing keeps existing descriptions, and the input has no description column; "
+            "map one with --content-col"
+        )
+    vocabulary = vocabulary_for(spec, job.claims)
     on_gpu = engine_name == "vllm"
     batch_size = job.batch.batch_size or (256 if on_gpu else 16)
     window_rows = job.batch.window_rows or (8192 if on_gpu else 4 * batch_size)
@@ -115,6 +127,8 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         "engine": engine_name,
     }
     details = _details(job, source, context, window_rows, first, batch_size)
+    if vocabulary != base_vocabulary():
+        details["claims"] = _digest({"vocabulary": vocabulary.to_json()})
     return Plan(
         job=job,
         source=source,
@@ -128,6 +142,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         template=template,
         sampling=sampling,
         windows=Windows(window_rows, first),
+        vocabulary=vocabulary,
         batch_size=batch_size,
         fingerprint=_digest(details),
         details=details,
@@ -154,13 +169,59 @@ def _details(
         "limit": source.limit,
         "policies": job.policies.model_dump(),
         "generated_column": job.output.generated_column,
+        "part_columns": list(PART_TYPES),
     }
+    if source.attributes:
+        details["attributes"] = [list(a) for a in source.attributes]
+    if job.output.only_missing:
+        details["only_missing"] = job.output.min_chars
     # Only where they differ from the defaults, so that runs saved before these settings existed still resume.
     if job.output.columns != OutputColumns():
         details["output_columns"] = job.output.columns.model_dump()
     if (source.separator, job.output_separator()) != (",", ","):
         details["separators"] = [source.separator, job.output_separator()]
     return details
+
+
+def attributes_for(
+    given: list[Attribute], spec: ModelSpec, source: Source, names: list[str], on_event: Event = no_events
+) -> tuple[tuple[str, str], ...]:
+    """The (column, label) pairs a run prompts with: those the model was trained with (its enrich.json), each
+    from its column or from the column --attr COLUMN=Label maps to its label; else those the job gives."""
+    trained = [(str(a["column"]), str(a["label"])) for a in spec.info.get("attributes") or []]
+    chosen = [(a.column, a.text_label()) for a in given]
+    if trained:
+        labels = [label for _, label in trained]
+        other = [label for _, label in chosen if label not in labels]
+        if other:
+            raise ConfigError(
+                f"--attr: model {spec.ref!r} was trained with the attributes {', '.join(labels)}, not {other[0]!r}; "
+                "map your columns to those labels (--attr COLUMN=Label)"
+            )
+        by_label = {label: column for column, label in chosen}
+        chosen = [(by_label.get(label, column), label) for column, label in trained]
+    elif chosen and "attributes" in spec.info:
+        on_event(
+            "warning", {"message": f"model {spec.ref!r} was trained without attributes; --attr adds them"}
+        )
+    for column, label in chosen:
+        if column not in names:
+            how = "that the model was trained with" if trained else "given"
+            raise ConfigError(
+                f"{source.path}: no column {column!r} for the attribute {label!r} {how}; map one with "
+                f"--attr COLUMN={label}"
+            )
+    return tuple(chosen)
+
+
+def vocabulary_for(spec: ModelSpec, changes: ClaimsConfig) -> Vocabulary:
+    """What counts as a claim: the packaged word lists, the terms the model learned from its catalog, and the
+    job's additions and removals."""
+    learned = spec.claims_vocabulary()
+    vocabulary = Vocabulary.from_json(learned) if learned else base_vocabulary()
+    if changes.add or changes.remove:
+        vocabulary = vocabulary.with_changes({str(k): v for k, v in changes.add.items()}, changes.remove)
+    return vocabulary
 
 
 def check_output(plan: Plan) -> None:
@@ -173,7 +234,7 @@ def check_output(plan: Plan) -> None:
         if name in plan.names
     ]
     if clashes:
-        raise ConfigError("\n".join(clashes))  # every one at once: a re-enriched output has all six
+        raise ConfigError("\n".join(clashes))  # every one at once: a re-enriched output has them all
     nested = nested_columns(plan.source.scan()) if plan.out.format == "csv" else []
     if nested:  # refused now, not after the whole run's generation when the output is assembled
         raise ConfigError(

@@ -15,8 +15,9 @@ from typing import Any
 from enrich.config import COUNT_KEYS
 from enrich.errors import ConfigError
 from enrich.model.engines import Engine, Generation, Progress, PromptSide, special_tokens
-from enrich.model.prompts import PromptTokens, build_prompts, clean_output
-from enrich.quality.flags import FLAGS, quality_flags
+from enrich.model.prompts import PromptTokens, build_prompts, clean_output, product_block, stated_attributes
+from enrich.quality.claims import facts
+from enrich.quality.flags import Inspection, inspect
 from enrich.run.plan import Plan
 
 VALUE_CHARS = 200  # an error record's offending value is cut to this
@@ -31,11 +32,18 @@ class Window:
     ids: list[str | None]
     titles: list[str]
     prompts: dict[int, str]  # offset in window -> prompt, for rows that go to the engine
-    status: dict[int, str]  # offset -> error/skipped, decided before generation
+    status: dict[int, str]  # offset -> error/skipped/kept, decided before generation
     errors: list[dict[str, Any]]
+    attributes: list[list[tuple[str, str]]] = field(default_factory=list)  # per row: (label, value) stated
+    contents: list[str | None] = field(default_factory=list)  # per row: the existing description
+    kept: dict[int, str] = field(default_factory=dict)  # offset -> the existing description it keeps
     seconds_read: float = 0.0
     seconds_prompt: float = 0.0
     reused: dict[int, dict[str, Any]] = field(default_factory=dict)  # offset -> old result (incremental)
+
+    def block(self, off: int) -> str:
+        """What the prompt says of row off: its title and attribute lines (model.prompts.product_block)."""
+        return product_block(self.titles[off], self.attributes[off]) if self.attributes else self.titles[off]
 
 
 def error_record(row: int, row_id: str | None, stage: str, reason: str, value: Any) -> dict[str, Any]:
@@ -57,9 +65,10 @@ def row_title(raw: Any, max_chars: int, truncate: bool) -> str:
     return title[:max_chars] if truncate and len(title) > max_chars else title
 
 
-def row_key(context_key: str, rid: str | None, title: str) -> str:
-    """The content key: same id, title, model, template and sampling give the same key."""
-    return hashlib.sha256(f"{context_key}\x1f{rid}\x1f{title}".encode()).hexdigest()[:32]
+def row_key(context_key: str, rid: str | None, block: str) -> str:
+    """The content key: the same id, product block (title and attribute values), model, template and sampling
+    give the same key; a changed colour or price is a changed key, so an incremental run generates that row."""
+    return hashlib.sha256(f"{context_key}\x1f{rid}\x1f{block}".encode()).hexdigest()[:32]
 
 
 def content_keys(plan: Plan, start: int, columns: dict[str, list[Any]]) -> list[str]:
@@ -69,12 +78,13 @@ def content_keys(plan: Plan, start: int, columns: dict[str, list[Any]]) -> list[
     titles = columns[cols.title]
     ids = columns[cols.id] if cols.id else [None] * len(titles)
     truncate = pol.long_title == "truncate"
-    return [
-        row_key(
-            plan.context_key, row_id(i, start + off, cols.id), row_title(t, pol.max_title_chars, truncate)
-        )
-        for off, (i, t) in enumerate(zip(ids, titles, strict=True))
-    ]
+    attributes = stated_attributes(plan.source.attributes, columns, len(titles))
+    keys = []
+    for off, (i, t) in enumerate(zip(ids, titles, strict=True)):
+        title = row_title(t, pol.max_title_chars, truncate)
+        block = product_block(title, attributes[off]) if attributes else title
+        keys.append(row_key(plan.context_key, row_id(i, start + off, cols.id), block))
+    return keys
 
 
 @dataclass(frozen=True)
@@ -103,9 +113,14 @@ class Processor:
     ) -> Window:
         """Normalize a window's rows and build their prompts."""
         window = self._validate(index, start, columns, duplicates)
-        todo = [off for off in range(len(window.rows)) if off not in window.status]
+        n = len(window.rows)
+        window.attributes = stated_attributes(self.plan.source.attributes, columns, n)
+        content = self.plan.source.columns.content
+        window.contents = [_text(v) for v in columns[content]] if content else [None] * n
+        self._keep_existing(window)
+        todo = [off for off in range(n) if off not in window.status]
         prompts = build_prompts(
-            [window.titles[off] for off in todo],
+            [window.block(off) for off in todo],
             self.plan.template,
             self.tokens.render_chat,
             self.tokens.specials,
@@ -128,6 +143,16 @@ class Processor:
                     continue
             window.prompts[off] = prompt
         return window
+
+    def _keep_existing(self, window: Window) -> None:
+        """With output.only_missing, a row whose existing description is long enough keeps it: status kept."""
+        out = self.plan.job.output
+        if not out.only_missing:
+            return
+        for off, text in enumerate(window.contents):
+            if off not in window.status and text is not None and len(text) >= out.min_chars:
+                window.status[off] = "kept"
+                window.kept[off] = text
 
     def _validate(
         self, index: int, start: int, columns: dict[str, list[Any]], duplicates: dict[int, int]
@@ -190,30 +215,27 @@ class Processor:
         """
         plan = self.plan
         n = len(window.rows)
-        texts: list[str | None] = [None] * n
+        texts: list[str | None] = [window.kept.get(off) for off in range(n)]
         finishes: list[str | None] = [None] * n
         all_flags: list[list[str]] = [[] for _ in range(n)]
+        unsupported: list[list[str]] = [[] for _ in range(n)]
         n_outs: list[int | None] = [None] * n
         statuses: list[str | None] = [window.status.get(off) for off in range(n)]
         flag_counts: Counter[str] = Counter()
+        claim_counts: Counter[str] = Counter()
         tokens_in = tokens_out = 0
-        stop, markers = plan.spec.stop_strings(), plan.template.markers
-        policy = {f: getattr(plan.job.policies, f) for f in FLAGS}  # once per window, not per row and flag
         for off, gen in results.items():
             tokens_in += gen.prompt_tokens
             tokens_out += gen.output_tokens
             n_outs[off], finishes[off] = gen.output_tokens, gen.finish_reason
-            text = clean_output(gen.text, stop)
-            flags = all_flags[off] = quality_flags(text, gen.finish_reason, window.titles[off], markers)
-            flag_counts.update(flags)
-            failing = [f for f in flags if policy[f] == "error"]
-            status = "error" if failing else "flagged" if any(policy[f] == "flag" for f in flags) else "ok"
-            if failing:
-                row = window.rows[off]
-                reason = f"{plan.source.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
-                window.errors.append(error_record(row, window.ids[off], "postprocess", reason, text))
-            texts[off] = None if status == "error" else text  # a failed row's text is in the error file
-            statuses[off] = status
+            text, found = self._inspect(window, off, gen)
+            all_flags[off], unsupported[off] = found.flags, [c.surface for c in found.claims]
+            flag_counts.update(found.flags)
+            claim_counts.update({c.kind for c in found.claims})
+            statuses[off] = self._status(window, off, found.flags, text)
+            texts[off] = (
+                None if statuses[off] == "error" else text
+            )  # a failed row's text is in the error file
         if len(window.errors) > 1:  # the error file is in row order: validation errors came first
             window.errors.sort(key=lambda e: int(e["row"]))
         counts = Counter(statuses)
@@ -224,17 +246,46 @@ class Processor:
             "enrich_status": statuses,
             "enrich_finish_reason": finishes,
             "enrich_flags": all_flags,
+            "enrich_unsupported": unsupported,
             "enrich_output_tokens": n_outs,
             "enrich_key": [
-                row_key(plan.context_key, i, t) for i, t in zip(window.ids, window.titles, strict=True)
+                row_key(plan.context_key, rid, window.block(off)) for off, rid in enumerate(window.ids)
             ],
         }
         stats = {
             "counts": {k: counts.get(k, 0) for k in COUNT_KEYS},
             "tokens": {"input": tokens_in, "output": tokens_out},
             "flags": dict(flag_counts),
+            "claims": dict(claim_counts),
         }
         return part, stats
+
+    def _inspect(self, window: Window, off: int, gen: Generation) -> tuple[str, Inspection]:
+        """A generation's text, cleaned, and what the checks found in it against the row's facts: its title,
+        attribute values and existing description."""
+        plan = self.plan
+        text = clean_output(gen.text, plan.spec.stop_strings())
+        known = facts(
+            window.titles[off], window.attributes[off] if window.attributes else (), window.contents[off]
+        )
+        return text, inspect(text, gen.finish_reason, known, plan.template.markers, plan.vocabulary)
+
+    def _status(self, window: Window, off: int, flags: list[str], text: str) -> str:
+        """ok, flagged or error, as the policies of the row's flags say; an error is recorded."""
+        policies = self.plan.job.policies
+        failing = [f for f in flags if getattr(policies, f) == "error"]
+        if failing:
+            row = window.rows[off]
+            reason = f"{self.plan.source.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
+            window.errors.append(error_record(row, window.ids[off], "postprocess", reason, text))
+            return "error"
+        return "flagged" if any(getattr(policies, f) == "flag" for f in flags) else "ok"
+
+
+def _text(value: Any) -> str | None:
+    """An existing description as text: stripped, None where there is none."""
+    text = value.strip() if isinstance(value, str) else None
+    return text or None
 
 
 def _problem(rid: str | None, raw: Any, title: str, id_col: str | None, title_col: str) -> str | None:
