@@ -60,7 +60,7 @@ class Problem:
 def check_job(job: JobConfig) -> list[Problem]:
     """Problems that a valid model can still have on this machine."""
     from enrich.model.engines import device_problem
-    from enrich.model.reference import PRESETS
+    from enrich.model.reference import MODEL_PRESETS
     from enrich.run.target import Target
 
     problems: list[Problem] = []
@@ -77,9 +77,9 @@ def check_job(job: JobConfig) -> list[Problem]:
             )
     problems += [Problem(dotted, message) for dotted, message in Target.of(job).problems()]
     ref = job.model.ref
-    if ref is not None and ref not in PRESETS and not Path(ref).expanduser().exists():
+    if ref is not None and ref not in MODEL_PRESETS and not Path(ref).expanduser().exists():
         problems.append(
-            Problem("model.ref", f"{ref!r}: not a preset ({', '.join(PRESETS)}) nor an existing path")
+            Problem("model.ref", f"{ref!r}: not a preset ({', '.join(MODEL_PRESETS)}) nor an existing path")
         )
     no_device = device_problem(job.model.device) if job.model.engine in ("auto", "transformers") else None
     if no_device:

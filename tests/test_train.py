@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from enrich.cli import main
 from enrich.config import Columns
 from enrich.model.prompts import get_template
-from enrich.model.traindata import Example, clean, longer_half, read_rows, tokenize
+from enrich.model.traindata import Example, clean, longer_half, read_titles_and_descriptions, tokenize
 
 DATA = Path(__file__).parent / "data"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_products.parquet"
@@ -49,7 +49,7 @@ def tiny_finetune(model: Path, data: Path, out: Path, *extra: str) -> Result:
 
 
 def test_auto_length_keeps_full_descriptions_or_the_longer_half(catalog: Path) -> None:
-    rows = read_rows(str(catalog), "auto", Columns())
+    rows = read_titles_and_descriptions(str(catalog), "auto", Columns())
     kept, _ = clean(rows["title"], rows["content"], min_chars=20, max_rows=None)
     long, short = longer_half(kept)  # real Amazon descriptions: most are long, 300 characters is the bar
     assert short > 0 and all(len(e.description) >= 300 for e in long)
@@ -63,7 +63,7 @@ def test_auto_length_keeps_full_descriptions_or_the_longer_half(catalog: Path) -
 
 
 def test_cleaning_counts_every_drop(catalog: Path) -> None:
-    rows = read_rows(str(catalog), "auto", Columns())
+    rows = read_titles_and_descriptions(str(catalog), "auto", Columns())
     titles = [*rows["title"], "Acme bolt", "Acme nut", "Acme nut 2", rows["title"][0], "Acme washer"]
     texts = [*rows["content"], "", "Value not found", "B00XYZ1234", rows["content"][0], "DFGGHFHHFFGHJ"]
     kept, dropped = clean(titles, texts, min_chars=20, max_rows=None)

@@ -73,9 +73,11 @@ def _resolve(role: str, ref: str) -> Any:
 
 
 def _rows(config: EvalConfig) -> dict[str, list[Any]]:
-    from enrich.model.traindata import read_rows
+    from enrich.model.traindata import read_titles_and_descriptions
 
-    data = read_rows(config.data, config.format, config.columns, with_id=True, separator=config.separator)
+    data = read_titles_and_descriptions(
+        config.data, config.format, config.columns, with_id=True, separator=config.separator
+    )
     keep = [
         i
         for i, (t, c) in enumerate(zip(data["title"], data["content"], strict=True))

@@ -77,7 +77,7 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     from enrich.model import traindata
 
     t0 = time.perf_counter()
-    rows = traindata.read_rows(
+    rows = traindata.read_titles_and_descriptions(
         config.data, config.format, config.columns, separator=config.separator
     )  # bad data fails before the model loads
     if backend == "unsloth":
@@ -137,14 +137,14 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     trainer.model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     from enrich.model import trainreport
-    from enrich.model.reference import write_enrich_json
+    from enrich.model.reference import MODEL_PRESETS, write_enrich_json
 
     write_enrich_json(
         out_dir,
         {
             "kind": "adapter",
             "name": out_dir.name,
-            "base": config.base if config.base in _preset_names() else str(Path(spec.path).resolve()),
+            "base": config.base if config.base in MODEL_PRESETS else str(Path(spec.path).resolve()),
             "template": template.name,
             "eos": eos,
             "stop": list(dict.fromkeys([eos, *spec.stop])),
@@ -162,12 +162,6 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     trainreport.plot(report, out_dir / "loss.png")
     on_event("done", report)
     return out_dir
-
-
-def _preset_names() -> set[str]:
-    from enrich.model.reference import PRESETS as MODEL_PRESETS
-
-    return set(MODEL_PRESETS)
 
 
 # What a resumed run may change: how long it trains, how often it logs, evaluates and saves; and where its data

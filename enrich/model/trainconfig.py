@@ -107,7 +107,7 @@ class TrainConfig(BaseModel):
 
 
 # The reference recipe (DEVELOPERS.md); cpu-small holds the settings measured best on 2 CPU cores (bench/RESULTS.md).
-PRESETS: dict[str, dict[str, Any]] = {
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"base": "llama-3.1-8b-4bit", "train_on_prompt": True},
     "cpu-small": {
         # Run B of bench/RESULTS.md "Fine-tuning on CPU (issue 3)": 24.9 min on 2 cores, validation loss 3.55 to
@@ -144,15 +144,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_defaults(field: str) -> dict[str, Any]:
     """A field's default under each preset: the preset's own value, else the field's default."""
     default = TrainConfig.model_fields[field].default
-    return {name: values.get(field, default) for name, values in PRESETS.items()}
+    return {name: values.get(field, default) for name, values in TRAIN_PRESETS.items()}
 
 
 def build_train_config(options: dict[str, Any]) -> TrainConfig:
     """Preset defaults, then the options that are set; validation problems are reported together."""
     preset = options.get("preset") or "cpu-small"
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    data = {**PRESETS[preset], "preset": preset, **{k: v for k, v in options.items() if v is not None}}
+    if preset not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    data = {**TRAIN_PRESETS[preset], "preset": preset, **{k: v for k, v in options.items() if v is not None}}
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:
