@@ -24,7 +24,6 @@ from enrich.errors import ConfigError
 
 FlagPolicy = Literal["keep", "flag", "error"]
 Stage = Literal["read", "validate", "prompt", "generate", "postprocess"]
-Status = Literal["ok", "flagged", "error", "skipped"]
 OUTPUT_COLUMNS = (
     "generated_description",
     "enrich_status",

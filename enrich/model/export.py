@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from enrich.events import Event, no_events
 from enrich.model.reference import ENRICH_JSON, ModelSpec, read_enrich_json, resolve_model, write_enrich_json
 
 FORMATS = ("adapter", "merged16", "gguf")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 # Fixed titles the export is checked on: short and long, units and numbers, non-ASCII.
 CHECK_TITLES = (
     "Stanley TRA708T Sharpshooter Heavy Duty Staples, 1/2-Inch, 1000-Pack",
@@ -68,19 +67,17 @@ def export(
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
         if fmt == "adapter":
+            # Every file but the checkpoints' folder: adapter, tokenizer, enrich.json, report, plot.
             for p in adapter_dir.iterdir():
-                if (
-                    p.is_file()
-                ):  # everything but the checkpoints: adapter, tokenizer, enrich.json, report, plot
+                if p.is_file():
                     shutil.copy2(p, tmp / p.name)
             write_enrich_json(tmp, {**info, "kind": "adapter", "exported_from": str(adapter_dir.resolve())})
-            candidate = resolve_model(str(tmp))
             tol = TOLERANCE["float32"]
         else:
             _merge(spec, tmp, dtype, on_event)
             write_enrich_json(tmp, {**_merged_info(info, spec), "kind": "merged16", "dtype": dtype})
-            candidate = resolve_model(str(tmp))
             tol = TOLERANCE[dtype]
+        candidate = resolve_model(str(tmp))
         on_event(
             "info",
             {"message": f"verifying on {len(CHECK_TITLES)} fixed prompts (tolerance {tol:g} x max |logit|)"},
@@ -93,7 +90,6 @@ def export(
                 f"{out_dir}: export does not match base + adapter (max |logit diff| {result.max_abs_logit_diff:.4g} > "
                 f"{result.tolerance:g}, {result.unexplained_disagreements} unexplained greedy differences); not written"
             )
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
@@ -244,8 +240,3 @@ def _to_gguf(converter: Path, merged: Path, dtype: str, spec: ModelSpec, on_even
             p.unlink() if p.is_file() else shutil.rmtree(p)
     write_enrich_json(merged, {**info, "kind": "gguf", "file": "model.gguf"})
     return result
-
-
-def verification_dict(v: Verification) -> dict[str, Any]:
-    """The verification as a plain dict (report, JSON logs)."""
-    return asdict(v)
