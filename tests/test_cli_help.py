@@ -151,22 +151,23 @@ def reachable(path: Path, entries: set[str]) -> list[ast.AST]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="io.py (the lead's) names run's --input-format in the reader that finetune and eval share, and "
-    "finetune's --format in the one that run shares; remove this mark once the messages name each command's own",
+    reason="the catalog reader that finetune and eval share with run names run's --input-format, and finetune's "
+    "--format where run reads; remove this mark once the messages name each command's own",
 )
 def test_the_shared_catalog_reader_names_only_options_that_every_reading_command_has() -> None:
-    """finetune and eval read catalogs with run's reader (io.scan and what it calls): its messages reach users of
-    all four commands, so an option they name must be one of each."""
-    traindata = ast.parse((PACKAGE / "traindata.py").read_text(encoding="utf-8"))
+    """finetune and eval read catalogs with run's reader (catalog/source.py's scan and what it calls): its messages
+    reach users of all four commands, so an option they name must be one of each."""
+    traindata = ast.parse((PACKAGE / "model" / "traindata.py").read_text(encoding="utf-8"))
     used = {
         n.attr
         for n in ast.walk(traindata)
-        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "io"
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "source"
     }
     readers = ("enrich run", "enrich jobs run", "enrich finetune", "enrich eval")
+    reader = PACKAGE / "catalog" / "source.py"
     wrong = [
-        f"io.py:{line}: {option} (not an option of {', '.join(r for r in readers if option not in options_of(r))})"
-        for line, option in mentions(reachable(PACKAGE / "io.py", used))
+        f"source.py:{line}: {option} (not an option of {', '.join(r for r in readers if option not in options_of(r))})"
+        for line, option in mentions(reachable(reader, used))
         if not all(option in options_of(r) for r in readers)
     ]
     assert used >= {"scan", "iter_window_lists"} and not wrong, "\n".join(wrong)

@@ -106,13 +106,14 @@ class TrainConfig(BaseModel):
     )
 
 
-# The reference recipe (DEVELOPERS.md); cpu-small holds the settings measured best on 2 CPU cores (bench/RESULTS.md).
+# reference is the recipe (README, "Fine-tuning, export and evaluation"); cpu-small holds the settings measured best
+# on 2 CPU cores (bench/RESULTS.md, "Fine-tuning on CPU").
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"base": "llama-3.1-8b-4bit", "train_on_prompt": True},
     "cpu-small": {
-        # Run B of bench/RESULTS.md "Fine-tuning on CPU (issue 3)": 24.9 min on 2 cores, validation loss 3.55 to
-        # 3.34; against the base on 200 held-out rows ROUGE-L +10%, unsupported numbers 41.5% (base 67%), 84.5%
-        # ending by EOS (base 45.5%); chrF lower (21.2 against 27.0) because the base writes twice the length.
+        # Measured: 24.9 min on 2 cores, validation loss 3.55 to 3.34; against the base on 200 held-out rows
+        # ROUGE-L +10%, unsupported numbers 41.5% (base 67%), 84.5% ending by EOS (base 45.5%); chrF lower (21.2
+        # against 27.0) because the base writes twice the length.
         "base": "smollm2-135m",
         # Alpaca wording: the prompt holds no <|im_end|>, so a repetition penalty at decoding cannot suppress EOS.
         "template": "alpaca",
@@ -127,8 +128,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "warmup_ratio": 0.05,
         "max_grad_norm": 1.0,
         # Descriptions of 300+ characters (the longer half where a catalog's are shorter) that fit 352 tokens:
-        # the model learns to write a full description and stop within 256 new tokens (the pilot and run A,
-        # trained on every length, learned one-line answers).
+        # the model learns to write a full description and stop within 256 new tokens (trained on every length,
+        # it learned from the many one-line descriptions and answered in one line).
         "min_chars": "auto",
         "max_seq_length": 352,
         "gradient_checkpointing": False,

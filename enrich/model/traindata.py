@@ -79,7 +79,7 @@ def read_titles_and_descriptions(
     return out
 
 
-# The old name, kept while tests/test_separator.py imports it (the lead's file); remove with that import.
+# The old name, kept while tests/test_separator.py imports it; remove with that import.
 read_rows = read_titles_and_descriptions
 
 
