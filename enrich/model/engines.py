@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from enrich.config import ModelConfig
+from enrich.config import ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, EngineError
 from enrich.model.reference import ModelSpec
 
@@ -24,6 +24,24 @@ class Sampling:
     repetition_penalty: float = 1.0
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: every prompt generates exactly max_new_tokens
+
+
+def resolve_sampling(config: SamplingConfig, spec: ModelSpec) -> Sampling:
+    """How to sample this model: each field the config leaves unset takes the model's own (its enrich.json, else
+    its preset's)."""
+    own = spec.sampling
+
+    def pick(name: str) -> float | int:
+        value: float | int | None = getattr(config, name)
+        return value if value is not None else own[name]
+
+    return Sampling(
+        temperature=float(pick("temperature")),
+        top_p=float(pick("top_p")),
+        max_new_tokens=int(pick("max_new_tokens")),
+        repetition_penalty=float(pick("repetition_penalty")),
+        seed=config.seed,
+    )
 
 
 @dataclass(slots=True)
