@@ -7,6 +7,7 @@ import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from enrich.config import ModelConfig, SamplingConfig
@@ -94,15 +95,33 @@ def _torch_dtype(name: str, device: str) -> Any:
     return getattr(torch, name)
 
 
+# What save_pretrained writes for a tokenizer; an adapter folder that holds none of them is a bare PEFT checkpoint.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "special_tokens_map.json",
+)
+
+
 def load_tokenizer(spec: ModelSpec) -> Any:
-    """The model's tokenizer: the adapter's own where it saved one, else the base's."""
+    """The model's tokenizer: the adapter's own where fine-tuning saved one beside it, else the base's.
+
+    A bare PEFT checkpoint holds no tokenizer, and needs none: LoRA leaves the vocabulary alone, so the base's is
+    the one it was trained with. An adapter's own tokenizer that does not load is an error, never replaced by the
+    base's: its pad token, EOS or chat template may be what the model was trained to.
+    """
     from transformers import AutoTokenizer
 
-    if spec.adapter:
+    if spec.adapter and any((Path(spec.adapter) / name).is_file() for name in TOKENIZER_FILES):
         try:
             return AutoTokenizer.from_pretrained(spec.adapter)
-        except (OSError, ValueError):
-            pass
+        except Exception as err:  # a damaged file fails in json, tokenizers or transformers, each its own way
+            cause = f"{type(err).__name__}: {err}".splitlines()[0]
+            raise ConfigError(
+                f"{spec.adapter}: its tokenizer does not load ({cause}); copy the fine-tuned folder again"
+            ) from None
     try:
         return AutoTokenizer.from_pretrained(spec.path)
     except (OSError, ValueError) as err:

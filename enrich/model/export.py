@@ -114,8 +114,11 @@ def _merge(spec: ModelSpec, out: Path, dtype: str, on_event: Event) -> None:
     """Base in 16 bits or more (dequantized where it was 4-bit), adapter merged, saved as 16-bit safetensors."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from enrich.model.engines import load_tokenizer
+
+    tokenizer = load_tokenizer(spec)  # the adapter's own, else the base's; before the minutes of merging
     target = getattr(torch, dtype)
     # Merge in float32 on the CPU, also where a GPU is present: W + BA is rounded to 16 bits once, at the save.
     # Merging in bf16 rounds twice, which took an H200 export past the verification's tolerance (0.30 > 0.25).
@@ -129,10 +132,6 @@ def _merge(spec: ModelSpec, out: Path, dtype: str, on_event: Event) -> None:
     model = PeftModel.from_pretrained(base, str(spec.adapter)).merge_and_unload()
     model.to(target)
     model.save_pretrained(out, safe_serialization=True)
-    try:  # finetune saves the tokenizer beside the adapter; a bare checkpoint has none, so take the base's
-        tokenizer = AutoTokenizer.from_pretrained(spec.adapter or spec.path)
-    except (OSError, ValueError):
-        tokenizer = AutoTokenizer.from_pretrained(spec.path)
     tokenizer.save_pretrained(out)
 
 
