@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -503,7 +504,7 @@ def build_job(
     data: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options"
 ) -> JobConfig:
     """Merge dotted-path overrides (the command line) over a job table and validate it once."""
-    merged: dict[str, Any] = _deep_copy(data)
+    merged: dict[str, Any] = copy.deepcopy(data)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_dotted(merged, dotted, value)
@@ -540,7 +541,3 @@ def read_job_table(path: Path) -> dict[str, Any]:
             continue  # a preset name (smollm2-135m), not a path
         table[key] = value if Path(value).is_absolute() else os.path.normpath(base / value)  # no '..' in logs
     return data
-
-
-def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}

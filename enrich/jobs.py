@@ -109,25 +109,21 @@ def validation_error(problems: list[Problem]) -> EnrichError:
     return error("\n".join(f"{p.where}: {p.message}" if p.where else p.message for p in problems))
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """A resolved job as TOML; unset fields (TOML has no null) appear as comments, so every field is shown."""
+    """A resolved job as TOML; unset fields (TOML has no null) appear as comments, so every field is shown.
+
+    tomli-w writes each value (quoting, escapes, numbers); the walk over the tables stays here, for the comments,
+    which tomli-w does not write.
+    """
+    import tomli_w
+
     lines: list[str] = []
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
     for key, value in data.items():
         if isinstance(value, dict):
             continue
-        lines.append(f"# {key} = (not set)" if value is None else f"{key} = {_toml_value(value)}")
-    text = (f"[{prefix}]\n" if prefix and lines else "") + "".join(line + "\n" for line in lines)
+        lines.append(f"# {key} = (not set)\n" if value is None else tomli_w.dumps({key: value}))
+    text = (f"[{prefix}]\n" if prefix and lines else "") + "".join(lines)
     for key, value in tables.items():
         text += ("\n" if text else "") + dump_toml(value, f"{prefix}.{key}" if prefix else key)
     return text
