@@ -8,7 +8,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -476,6 +476,7 @@ def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
 
 
 def _format_errors(source: str, err: ValidationError, model: type[BaseModel]) -> str:
+    """Every validation problem, a line each: source, the field's dotted path, and what is wrong with it."""
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -489,6 +490,9 @@ def _format_errors(source: str, err: ValidationError, model: type[BaseModel]) ->
     return "\n".join(lines)
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set data['a']['b'] = value for 'a.b', creating tables on the way."""
     *parents, leaf = dotted.split(".")
@@ -500,18 +504,27 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[leaf] = value
 
 
-def build_job(
-    data: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options"
-) -> JobConfig:
-    """Merge dotted-path overrides (the command line) over a job table and validate it once."""
-    merged: dict[str, Any] = copy.deepcopy(data)
+def build_config(
+    model: type[M], table: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options"
+) -> M:
+    """The merge path of every command: a table (a job file, a preset's values), then the dotted-path overrides
+    that are set (the command line wins), validated once. Raises ConfigError listing every problem, a line each
+    starting with source and the field's dotted path."""
+    merged: dict[str, Any] = copy.deepcopy(table)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_dotted(merged, dotted, value)
     try:
-        return JobConfig.model_validate(merged)
+        return model.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_errors(source, err, JobConfig)) from None
+        raise ConfigError(_format_errors(source, err, model)) from None
+
+
+def build_job(
+    data: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options"
+) -> JobConfig:
+    """A job table with dotted-path overrides (the command line) merged over it, validated once."""
+    return build_config(JobConfig, data, overrides, source)
 
 
 def read_job_table(path: Path) -> dict[str, Any]:

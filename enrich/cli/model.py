@@ -170,18 +170,19 @@ def finetune(
     from enrich.model.train import train
     from enrich.model.trainconfig import build_train_config
 
-    options: dict[str, Any] = {"data": data, "preset": preset}
-    for flag, field, _ in FINETUNE_OPTIONS:
-        options[field] = params.get(param_name(flag))
-    for _, field, _ in FINETUNE_SWITCHES:
-        options[field] = params.get(field)
+    # Field names and dotted paths; those left None keep the preset's value.
+    options: dict[str, Any] = {
+        "data": data,
+        "preset": preset,
+        "columns.title": title_col,
+        "columns.content": content_col,
+        **{field: params.get(param_name(flag)) for flag, field, _ in FINETUNE_OPTIONS},
+        **{field: params.get(field) for _, field, _ in FINETUNE_SWITCHES},
+    }
     if isinstance(options["target_modules"], str):
         options["target_modules"] = tuple(
             m.strip() for m in options["target_modules"].split(",") if m.strip()
         )
-    columns = {k: v for k, v in (("title", title_col), ("content", content_col)) if v}
-    if columns:
-        options["columns"] = columns
     config = build_train_config(options)
     on_event = event_printer(log_format, quiet, verbose)
     out = train(config, Path(output), on_event)
@@ -333,9 +334,7 @@ def eval_cmd(
     a title and a description; 5 the engine failed (no GPU, out of memory); 7 no room to write (disk full); 130
     interrupted.
     """
-    from pydantic import ValidationError
-
-    from enrich.errors import ConfigError
+    from enrich.config import build_config
     from enrich.evaluation.evaluate import EvalConfig, evaluate
     from enrich.evaluation.report import table_rows
     from enrich.model.reference import base_of
@@ -344,29 +343,24 @@ def eval_cmd(
         baseline = None
     elif baseline is None:
         baseline = base_of(model)  # an adapter or export against the model it was trained on
-    batch_size = sampling.pop("batch_size")
-    dtype = sampling.pop("dtype")
-    columns = {k: v for k, v in (("id", id_col), ("title", title_col), ("content", content_col)) if v}
-    try:
-        config = EvalConfig.model_validate(
-            {
-                "model": {"ref": model, "engine": engine, "dtype": dtype},
-                "baseline": baseline,
-                "data": data,
-                "format": fmt,
-                **({"separator": separator} if separator is not None else {}),
-                "columns": columns,
-                "template": template,
-                "sample": sample,
-                "seed": seed,
-                "sampling": {**{k: v for k, v in sampling.items() if v is not None}, "seed": seed},
-                "batch_size": batch_size,
-            }
-        )
-    except ValidationError as err:
-        raise ConfigError(
-            "\n".join(f"eval: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        ) from None
+    dtype, batch_size = sampling.pop("dtype"), sampling.pop("batch_size")  # the rest are sampling's fields
+    options = {
+        "model.engine": engine,
+        "model.dtype": dtype,
+        "baseline": baseline,
+        "format": fmt,
+        "separator": separator,
+        "columns.id": id_col,
+        "columns.title": title_col,
+        "columns.content": content_col,
+        "template": template,
+        "sample": sample,
+        "seed": seed,
+        "batch_size": batch_size,
+        **{f"sampling.{k}": v for k, v in sampling.items()},
+        "sampling.seed": seed,
+    }
+    config = build_config(EvalConfig, {"model": {"ref": model}, "data": data}, options, source="eval")
     report = evaluate(config, Path(output), event_printer(log_format, quiet, verbose))
     from rich.console import Console
     from rich.table import Table

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, Switch
+from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, Switch, build_config
 from enrich.errors import ConfigError
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -149,14 +149,9 @@ def preset_defaults(field: str) -> dict[str, Any]:
 
 
 def build_train_config(options: dict[str, Any]) -> TrainConfig:
-    """Preset defaults, then the options that are set; validation problems are reported together."""
+    """The preset's values (options["preset"], default cpu-small), then the options that are set (field names or
+    dotted paths: columns.title), through the one merge path; every problem is reported together."""
     preset = options.get("preset") or "cpu-small"
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(TRAIN_PRESETS)}")
-    data = {**TRAIN_PRESETS[preset], "preset": preset, **{k: v for k, v in options.items() if v is not None}}
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(
-            "\n".join(f"finetune: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        ) from None
+    return build_config(TrainConfig, {**TRAIN_PRESETS[preset], "preset": preset}, options, source="finetune")
