@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enrich.config import FORMAT_SUFFIXES, JobConfig, build_job, read_job_table
+from enrich.config import JobConfig, build_job
+from enrich.contracts import FORMAT_SUFFIXES
 from enrich.errors import ConfigError, EngineError, EnrichError, InputError
 
 
@@ -25,6 +26,35 @@ def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
             value = raw  # bare words (flag, ./out.parquet) are text, as a user means them
         out[key.strip()] = value
     return out
+
+
+def read_job_table(path: Path) -> dict[str, Any]:
+    """Read a TOML job file; relative paths in it are taken relative to the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    base = path.resolve().parent
+    for dotted in (
+        "input.path",
+        "output.path",
+        "output.errors",
+        "output.report",
+        "run.state_dir",
+        "run.history_dir",
+        "model.ref",
+    ):
+        section, _, key = dotted.partition(".")
+        table = data.get(section)
+        if not (isinstance(table, dict) and isinstance(table.get(key), str)):
+            continue
+        value = os.path.expanduser(table[key])
+        if dotted == "model.ref" and not value.startswith((".", "/", "~")) and not (base / value).exists():
+            continue  # a preset name (smollm2-135m), not a path
+        table[key] = value if Path(value).is_absolute() else os.path.normpath(base / value)  # no '..' in logs
+    return data
 
 
 def load_job(path: Path, overrides: dict[str, Any] | None = None) -> JobConfig:

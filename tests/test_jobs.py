@@ -14,7 +14,8 @@ from _support import REPO, make_greedy_model
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
-from enrich.config import JobConfig, RunReport
+from enrich.config import JobConfig
+from enrich.contracts import RunReport
 from enrich.jobs import load_job
 from enrich.run import history
 

@@ -246,6 +246,24 @@ def export_cmd(
     )
 
 
+# eval's parameters -> EvalConfig's dotted paths; MODEL and DATA make the table they are merged over.
+EVAL_FIELDS = {
+    "engine": "model.engine",
+    "dtype": "model.dtype",
+    "fmt": "format",
+    "separator": "separator",
+    "id_col": "columns.id",
+    "title_col": "columns.title",
+    "content_col": "columns.content",
+    "template": "template",
+    "sample": "sample",
+    "seed": "seed",
+    "batch_size": "batch_size",
+    "temperature": "sampling.temperature",
+    "top_p": "sampling.top_p",
+    "max_new_tokens": "sampling.max_new_tokens",
+    "repetition_penalty": "sampling.repetition_penalty",
+}
 BOTH_MODELS = (
     "For both models (default: MODEL's own, from its enrich.json or preset; the baseline decodes alike)."
 )
@@ -305,19 +323,10 @@ def eval_cmd(
     output: str,
     baseline: str | None,
     no_baseline: bool,
-    sample: int,
-    seed: int,
-    fmt: str,
-    engine: str,
-    template: str | None,
-    id_col: str | None,
-    title_col: str | None,
-    content_col: str | None,
-    separator: str | None,
     log_format: str,
     quiet: bool,
     verbose: int,
-    **sampling: Any,
+    **params: Any,
 ) -> None:
     """Score MODEL's generations on held-out rows of DATA against their real descriptions (and a baseline).
 
@@ -336,34 +345,26 @@ def eval_cmd(
     """
     from enrich.config import build_config
     from enrich.evaluation.evaluate import EvalConfig, evaluate
-    from enrich.evaluation.report import table_rows
     from enrich.model.reference import base_of
 
     if no_baseline:
         baseline = None
     elif baseline is None:
         baseline = base_of(model)  # an adapter or export against the model it was trained on
-    dtype, batch_size = sampling.pop("dtype"), sampling.pop("batch_size")  # the rest are sampling's fields
-    options = {
-        "model.engine": engine,
-        "model.dtype": dtype,
-        "baseline": baseline,
-        "format": fmt,
-        "separator": separator,
-        "columns.id": id_col,
-        "columns.title": title_col,
-        "columns.content": content_col,
-        "template": template,
-        "sample": sample,
-        "seed": seed,
-        "batch_size": batch_size,
-        **{f"sampling.{k}": v for k, v in sampling.items()},
-        "sampling.seed": seed,
-    }
+    options = {dotted: params[name] for name, dotted in EVAL_FIELDS.items()}
+    options["baseline"] = baseline
+    options["sampling.seed"] = params["seed"]  # one seed: the sample's and the sampling's
     config = build_config(EvalConfig, {"model": {"ref": model}, "data": data}, options, source="eval")
     report = evaluate(config, Path(output), event_printer(log_format, quiet, verbose))
+    _print_scores(report, output)
+
+
+def _print_scores(report: dict[str, Any], output: str) -> None:
+    """The report's metrics, a column per model, as a table on the terminal."""
     from rich.console import Console
     from rich.table import Table
+
+    from enrich.evaluation.report import table_rows
 
     table = Table(title=f"enrich eval: {report['rows']} rows -> {output}")
     table.add_column("metric")

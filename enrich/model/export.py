@@ -140,7 +140,6 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
     import torch
 
     from enrich.model.engines import load_hf
-    from enrich.model.prompts import build_prompts, get_template
 
     # The weights may match and the export still never stop: a prompting mismatch is refused here, not at run time.
     prompted = {"template": (reference.template, candidate.template), "eos": (reference.eos, candidate.eos)}
@@ -150,28 +149,7 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
                 f"export check: {candidate.ref} would be prompted with {what} {got!r}, the adapter was trained "
                 f"with {want!r}; its enrich.json is missing or wrong"
             )
-    tok, ref_model = load_hf(reference, "float32", "cpu")
-    template = get_template(reference.template)
-    prompts = build_prompts(list(CHECK_TITLES), template, getattr(tok, "apply_chat_template", None))
-    eos = [t for t in (tok.convert_tokens_to_ids(s) for s in reference.stop) if isinstance(t, int)]
-    decode: dict[str, Any] = {  # greedy, the same for reference and candidate
-        "max_new_tokens": CHECK_TOKENS,
-        "do_sample": False,
-        "eos_token_id": eos or None,
-        "pad_token_id": tok.pad_token_id,
-        "temperature": None,
-        "top_p": None,
-        "top_k": None,
-    }
-    sequences, ref_logits, ref_greedy = [], [], []
-    with torch.inference_mode():
-        for p in prompts:
-            ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            out = ref_model.generate(ids, **decode)
-            sequences.append(out)
-            ref_greedy.append(out[0, ids.shape[1] :].tolist())
-            ref_logits.append(ref_model(out).logits[0, ids.shape[1] - 1 :].float())
-    del ref_model
+    sequences, ref_logits, ref_greedy, decode = _reference_outputs(reference)
     tolerance = relative * max(1.0, max(float(r.abs().max()) for r in ref_logits))
     _, cand_model = load_hf(candidate, "float32", "cpu")
     max_diff, agree, total, unexplained, identical = 0.0, 0, 0, 0, 0
@@ -190,7 +168,7 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
             out = cand_model.generate(seq[:, :prompt_len], **decode)
             identical += int(out[0, prompt_len:].tolist() == greedy)
     return Verification(
-        prompts=len(prompts),
+        prompts=len(sequences),
         tokens=total,
         max_abs_logit_diff=round(max_diff, 6),
         tolerance=round(tolerance, 6),
@@ -199,6 +177,38 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
         greedy_identical=identical,
         passed=max_diff <= tolerance and unexplained == 0,
     )
+
+
+def _reference_outputs(reference: ModelSpec) -> tuple[list[Any], list[Any], list[list[int]], dict[str, Any]]:
+    """Base + adapter on the fixed prompts: each prompt followed by its greedy continuation, the logits over that
+    continuation, the continuation's tokens, and the greedy decoding that the candidate is run with too."""
+    import torch
+
+    from enrich.model.engines import load_hf
+    from enrich.model.prompts import build_prompts, get_template
+
+    tok, ref_model = load_hf(reference, "float32", "cpu")
+    template = get_template(reference.template)
+    prompts = build_prompts(list(CHECK_TITLES), template, getattr(tok, "apply_chat_template", None))
+    eos = [t for t in (tok.convert_tokens_to_ids(s) for s in reference.stop) if isinstance(t, int)]
+    decode: dict[str, Any] = {
+        "max_new_tokens": CHECK_TOKENS,
+        "do_sample": False,
+        "eos_token_id": eos or None,
+        "pad_token_id": tok.pad_token_id,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+    }
+    sequences, logits, greedy = [], [], []
+    with torch.inference_mode():
+        for p in prompts:
+            ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            out = ref_model.generate(ids, **decode)
+            sequences.append(out)
+            greedy.append(out[0, ids.shape[1] :].tolist())
+            logits.append(ref_model(out).logits[0, ids.shape[1] - 1 :].float())
+    return sequences, logits, greedy, decode
 
 
 def _gguf_converter() -> Path:
