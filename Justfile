@@ -10,6 +10,6 @@ lint:
     ruff format --check enrich tests bench
     mypy
 
-# Regenerate schemas/ from the pydantic models in enrich/config.py; commit the result.
+# Regenerate schemas/ from the pydantic models in enrich/config.py and enrich/contracts.py; commit the result.
 schema:
     python -m enrich.schema schemas

@@ -1,19 +1,18 @@
-"""Typed configuration and file contracts: the models behind schemas/ (job file, run report, error record)."""
+"""The job configuration (the model behind schemas/job.schema.json) and the one merge path of every command: a
+table, then dotted-path overrides, validated into a config, with every problem listed."""
 
 from __future__ import annotations
 
+import copy
 import difflib
-import os
 import re
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     ValidationError,
@@ -21,42 +20,10 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from enrich.contracts import ERROR_FILE_SUFFIXES, FrozenModel, is_parquet
 from enrich.errors import ConfigError
 
 FlagPolicy = Literal["keep", "flag", "error"]
-Stage = Literal["read", "validate", "prompt", "generate", "postprocess"]
-Status = Literal["ok", "flagged", "error", "skipped"]
-OUTPUT_COLUMNS = (
-    "generated_description",
-    "enrich_status",
-    "enrich_finish_reason",
-    "enrich_flags",
-    "enrich_unsupported",
-    "enrich_output_tokens",
-    "enrich_key",
-)
-
-
-# File formats by suffix: catalogs and outputs (Parquet or CSV), and the error file (JSON lines or Parquet).
-FORMAT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".txt": "csv"}
-PARQUET_SUFFIXES = tuple(s for s, f in FORMAT_SUFFIXES.items() if f == "parquet")
-ERROR_FILE_SUFFIXES = (".jsonl", *PARQUET_SUFFIXES)
-
-
-def is_parquet(path: str | Path) -> bool:
-    """Parquet by the file's suffix, in any case."""
-    return Path(path).suffix.lower() in PARQUET_SUFFIXES
-
-
-Flag = Literal[
-    "truncated", "empty", "repetition", "template_leak", "unsupported_claims", "wrong_type", "off_topic"
-]
-# The kinds of claim the checker finds unsupported (enrich.quality.claims), as the report counts them.
-ClaimKind = Literal["number", "colour", "material", "group", "brand", "detail"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # A switch takes true or false only: pydantic's lax mode reads "yes", "off", 1 and 0 as booleans too, so a job file's
@@ -64,7 +31,7 @@ class _Model(BaseModel):
 Switch = StrictBool
 
 
-class Columns(_Model):
+class Columns(FrozenModel):
     id: str | None = Field("id", description="Column holding the product id; null uses the row position.")
     title: str = Field("title", description="Column holding the product title: the prompt's input.")
     content: str | None = Field(
@@ -98,7 +65,7 @@ def _torch_device(value: str | None) -> str | None:
     return value
 
 
-class Attribute(_Model):
+class Attribute(FrozenModel):
     """An input column whose value the prompt states under the title, as `Label: value`."""
 
     column: str = Field(min_length=1, description="The input column.")
@@ -125,7 +92,7 @@ def attribute_list(value: Any) -> Any:
     return [Attribute.model_validate(v) for v in value] if isinstance(value, list | tuple) else value
 
 
-class InputConfig(_Model):
+class InputConfig(FrozenModel):
     path: str = Field(description="Catalog file (Parquet or CSV), or a glob of files of one format.")
     format: Literal["auto", "parquet", "csv"] = Field("auto", description="File format; auto goes by suffix.")
     columns: Columns = Field(default_factory=Columns, description="Which input columns play which role.")
@@ -137,7 +104,7 @@ class InputConfig(_Model):
     )
 
 
-class OutputColumns(_Model):
+class OutputColumns(FrozenModel):
     """The names written for enrich's status columns; the generated text's is output.generated_column."""
 
     enrich_status: str = Field("enrich_status", min_length=1, description="ok, flagged, error or skipped.")
@@ -152,7 +119,7 @@ class OutputColumns(_Model):
     enrich_key: str = Field("enrich_key", min_length=1, description="The content key of incremental runs.")
 
 
-class OutputConfig(_Model):
+class OutputConfig(FrozenModel):
     path: str = Field(
         description="Output file; Parquet or CSV by suffix. Every input row and column is kept."
     )
@@ -211,7 +178,7 @@ class OutputConfig(_Model):
         return {"generated_description": self.generated_column, **self.columns.model_dump()}
 
 
-class ModelConfig(_Model):
+class ModelConfig(FrozenModel):
     ref: str | None = Field(
         None,
         description="Preset name, HF directory, GGUF file, adapter or export directory; "
@@ -249,13 +216,13 @@ class ModelConfig(_Model):
     )
 
 
-class PromptConfig(_Model):
+class PromptConfig(FrozenModel):
     template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
         None, description="Prompt template; default: the model's enrich.json, else the preset's."
     )
 
 
-class SamplingConfig(_Model):
+class SamplingConfig(FrozenModel):
     temperature: float | None = Field(
         None,
         ge=0,
@@ -285,7 +252,7 @@ class SamplingConfig(_Model):
     seed: int = Field(0, ge=0, description="Seed; with the same seed a run is reproducible.")
 
 
-class BatchConfig(_Model):
+class BatchConfig(FrozenModel):
     window_rows: int | None = Field(
         None,
         ge=1,
@@ -298,7 +265,7 @@ class BatchConfig(_Model):
     )
 
 
-class PolicyConfig(_Model):
+class PolicyConfig(FrozenModel):
     truncated: FlagPolicy = Field("flag", description="Stopped by the token limit.")
     empty: FlagPolicy = Field("error", description="Nothing generated.")
     repetition: FlagPolicy = Field("flag", description="Repeated n-grams above the threshold.")
@@ -336,7 +303,7 @@ class PolicyConfig(_Model):
         return data
 
 
-class ClaimsConfig(_Model):
+class ClaimsConfig(FrozenModel):
     """Changes to the vocabulary of claims: the packaged word lists and the terms the model learned from its
     catalog (enrich claims show MODEL lists them)."""
 
@@ -348,7 +315,7 @@ class ClaimsConfig(_Model):
     remove: list[str] = Field(default_factory=list, description="Terms never to count as claims.")
 
 
-class RunConfig(_Model):
+class RunConfig(FrozenModel):
     state_dir: str | None = Field(None, description="Resume state; default OUTPUT.enrich/ beside the output.")
     restart: Switch = Field(
         False,
@@ -369,7 +336,7 @@ class RunConfig(_Model):
     sample: int = Field(20, ge=1, description="Rows in a dry run's seeded random sample.")
 
 
-class RayConfig(_Model):
+class RayConfig(FrozenModel):
     workers: int = Field(
         1, ge=1, description="Engines in the actor pool (model.engine = ray): one per GPU or CPU worker."
     )
@@ -397,7 +364,7 @@ class RayConfig(_Model):
     )
 
 
-class JobConfig(_Model):
+class JobConfig(FrozenModel):
     input: InputConfig
     output: OutputConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -422,119 +389,6 @@ class JobConfig(_Model):
     def output_separator(self) -> str:
         """A CSV output's field separator: output.separator, else the input's."""
         return self.output.separator or self.input.separator
-
-
-class ErrorRecord(_Model):
-    """One row that did not make it: a line of the error file."""
-
-    id: str | None = Field(description="The row's id, where it has one.")
-    row: int = Field(ge=0, description="0-based position of the row in the input.")
-    stage: Stage = Field(description="Where it failed.")
-    reason: str = Field(description="What went wrong and what to do.")
-    value: str | None = Field(description="The offending value, cut to 200 characters.")
-
-
-class OutputRow(BaseModel):
-    """One row of OUTPUT: the input's columns, unchanged and in input order, then the generated columns
-    (under these names unless output.generated_column or output.columns gives others)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    generated_description: str | None = Field(
-        description="The generated text (named by output.generated_column); null where the row failed or "
-        "was skipped (the error file says why)."
-    )
-    enrich_status: Literal["ok", "flagged", "error", "skipped", "kept"] = Field(
-        description="ok; flagged (a quality flag whose policy is flag); error (in the error file); skipped (by "
-        "policy); kept (the existing description, left as it was: output.only_missing)."
-    )
-    enrich_finish_reason: Literal["stop", "length"] | None = Field(
-        description="stop: ended by EOS or a stop string; length: cut at max_new_tokens; null: not generated."
-    )
-    enrich_flags: list[Flag] = Field(description="Quality flags of the generated text (CSV: joined by ';').")
-    enrich_unsupported: list[str] = Field(
-        description="The unsupported claims of the generated text, as it writes them (CSV: joined by ';')."
-    )
-    enrich_output_tokens: int | None = Field(ge=0, description="Tokens generated; null: not generated.")
-    enrich_key: str = Field(
-        description="Content key: the same id, title, model, template and sampling give the same key "
-        "(incremental runs copy rows whose key is unchanged)."
-    )
-
-
-class Counts(_Model):
-    rows: int = 0
-    ok: int = 0
-    flagged: int = 0
-    error: int = 0
-    skipped: int = 0
-    kept: int = Field(0, description="Rows whose existing description was kept (output.only_missing).")
-    generated: int = 0
-    copied: int = 0
-
-
-# The counts a window adds to the report (every field of Counts but the run's rows).
-COUNT_KEYS = tuple(k for k in Counts.model_fields if k != "rows")
-
-
-class Tokens(_Model):
-    input: int = 0
-    output: int = 0
-
-
-class Seconds(_Model):
-    read: float = 0.0
-    prompt: float = 0.0
-    generate: float = 0.0
-    postprocess: float = 0.0
-    write: float = Field(0.0, description="Part files and the final assembly of the output.")
-    total: float = 0.0
-
-
-class RunReport(_Model):
-    """The run report written beside the output (OUTPUT.report.json)."""
-
-    status: Literal["ok", "partial", "interrupted", "failed"]
-    exit_code: int = Field(
-        description="The process's exit code (DESIGN.md): 0 ok, 6 partial, 130 interrupted..."
-    )
-    error: str | None = Field(None, description="Why the run did not finish (failed or interrupted runs).")
-    started: str = Field(description="ISO 8601 UTC.")
-    finished: str = Field(description="ISO 8601 UTC.")
-    input: str
-    output: str
-    errors_file: str
-    fingerprint: str
-    resumed: bool = Field(description="True when this invocation continued an earlier one.")
-    model: dict[str, str] = Field(description="ref, name, engine, template.")
-    columns: dict[str, str | None] = Field(
-        default_factory=dict, description="The input columns of each role: id, title, content (null: none)."
-    )
-    attributes: list[dict[str, str]] = Field(
-        default_factory=list, description="The attributes the prompts stated: column and label each."
-    )
-    output_columns: dict[str, str] = Field(
-        default_factory=dict,
-        description="Each generated column's standard name and the name it was written under.",
-    )
-    versions: dict[str, str]
-    sampling: dict[str, float | int]
-    counts: Counts
-    tokens: Tokens
-    seconds: Seconds
-    flags: dict[str, int] = Field(description="Rows carrying each quality flag.")
-    claims: dict[ClaimKind, int] = Field(
-        default_factory=dict, description="Rows with an unsupported claim of each kind."
-    )
-    rows_per_s: float
-    output_tokens_per_s: float
-    workers: list[dict[str, Any]] | None = Field(
-        None, description="Ray runs: per worker (actor process) its windows, rows, busy seconds and rows/s."
-    )
-    advice: list[str] = Field(
-        default_factory=list,
-        description="What to change where a quality flag marks most of the generated rows (the cause, the remedy).",
-    )
 
 
 def _table_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
@@ -578,6 +432,7 @@ def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
 
 
 def _format_errors(source: str, err: ValidationError, model: type[BaseModel]) -> str:
+    """Every validation problem, a line each: source, the field's dotted path, and what is wrong with it."""
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -591,6 +446,9 @@ def _format_errors(source: str, err: ValidationError, model: type[BaseModel]) ->
     return "\n".join(lines)
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set data['a']['b'] = value for 'a.b', creating tables on the way."""
     *parents, leaf = dotted.split(".")
@@ -602,48 +460,24 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[leaf] = value
 
 
-def build_job(
-    data: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options"
-) -> JobConfig:
-    """Merge dotted-path overrides (the command line) over a job table and validate it once."""
-    merged: dict[str, Any] = _deep_copy(data)
+def build_config(
+    model: type[M], table: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options"
+) -> M:
+    """The merge path of every command: a table (a job file, a preset's values), then the dotted-path overrides
+    that are set (the command line wins), validated once. Raises ConfigError listing every problem, a line each
+    starting with source and the field's dotted path."""
+    merged: dict[str, Any] = copy.deepcopy(table)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_dotted(merged, dotted, value)
     try:
-        return JobConfig.model_validate(merged)
+        return model.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_errors(source, err, JobConfig)) from None
+        raise ConfigError(_format_errors(source, err, model)) from None
 
 
-def read_job_table(path: Path) -> dict[str, Any]:
-    """Read a TOML job file; relative paths in it are taken relative to the file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: job file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    base = path.resolve().parent
-    for dotted in (
-        "input.path",
-        "output.path",
-        "output.errors",
-        "output.report",
-        "run.state_dir",
-        "run.history_dir",
-        "model.ref",
-    ):
-        section, _, key = dotted.partition(".")
-        table = data.get(section)
-        if not (isinstance(table, dict) and isinstance(table.get(key), str)):
-            continue
-        value = os.path.expanduser(table[key])
-        if dotted == "model.ref" and not value.startswith((".", "/", "~")) and not (base / value).exists():
-            continue  # a preset name (smollm2-135m), not a path
-        table[key] = value if Path(value).is_absolute() else os.path.normpath(base / value)  # no '..' in logs
-    return data
-
-
-def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+def build_job(
+    data: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options"
+) -> JobConfig:
+    """A job table with dotted-path overrides (the command line) merged over it, validated once."""
+    return build_config(JobConfig, data, overrides, source)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from enrich.config import RunReport
+from enrich.contracts import RunReport
 
 
 def use_json(log_format: str) -> bool:

@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from enrich.config import ErrorRecord, JobConfig, OutputRow, RunReport
+from enrich.config import JobConfig
+from enrich.contracts import ErrorRecord, OutputRow, RunReport
 
 SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
     "job.schema.json": (

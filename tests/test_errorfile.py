@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from enrich.config import ErrorRecord
+from enrich.contracts import ErrorRecord
 from enrich.run.errorfile import assemble_errors
 from enrich.run.state import RunState, open_state
 

@@ -9,7 +9,10 @@ import polars as pl
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
+from enrich.config import SamplingConfig
 from enrich.evaluation.metrics import rouge_l, score
+from enrich.model.engines import Sampling, resolve_sampling
+from enrich.model.reference import ModelSpec
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 
@@ -34,6 +37,14 @@ def test_metrics_on_real_descriptions() -> None:
     # A half-right description scores between the two.
     halves = [r[: len(r) // 2] for r in refs]
     assert other["rouge_l"] < rouge_l(halves, refs) < 1.0
+
+
+def test_unset_sampling_fields_take_the_models_own() -> None:
+    own = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128, "repetition_penalty": 1.1}
+    spec = ModelSpec("m", "m", "/m", None, "chat", None, (), "m", own)
+    assert resolve_sampling(SamplingConfig(), spec) == Sampling(0.7, 0.9, 128, 1.1, 0)
+    chosen = SamplingConfig(temperature=0, max_new_tokens=6, seed=3)
+    assert resolve_sampling(chosen, spec) == Sampling(0.0, 0.9, 6, 1.1, 3)
 
 
 def test_eval_writes_report_plot_and_summary(tiny_model: Path, tmp_path: Path) -> None:
@@ -73,7 +84,9 @@ def test_eval_writes_report_plot_and_summary(tiny_model: Path, tmp_path: Path) -
         "empty",
         "repetition",
         "template_leak",
-        "unsupported_numbers",
+        "unsupported_claims",
+        "wrong_type",
+        "off_topic",
     }
     assert m["sampling"]["temperature"] == 0.0 and m["sampling"]["max_new_tokens"] == 6
     lines = (out / "generations.jsonl").read_text().splitlines()

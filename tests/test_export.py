@@ -11,6 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
+from enrich.errors import ConfigError
+from enrich.model.engines import TOKENIZER_FILES, load_tokenizer
 from enrich.model.export import TOLERANCE, verify
 from enrich.model.reference import resolve_model
 
@@ -146,6 +148,34 @@ def test_export_errors(adapter: Path, tiny_model: Path, tmp_path: Path) -> None:
             (partial / p.name).write_bytes(p.read_bytes())
     r = enrich("export", partial, "-o", tmp_path / "p", "--format", "merged16")
     assert r.exit_code == 2 and "adapter weights missing" in r.output, r.output
+
+
+def copy_adapter(adapter: Path, dest: Path, tokenizer: bool) -> Path:
+    """The adapter's files (not its checkpoints), with or without the tokenizer that finetune saved beside it."""
+    dest.mkdir()
+    for p in adapter.iterdir():
+        if p.is_file() and (tokenizer or (p.name not in TOKENIZER_FILES and p.name != "chat_template.jinja")):
+            (dest / p.name).write_bytes(p.read_bytes())
+    return dest
+
+
+def test_a_bare_adapter_takes_the_bases_tokenizer_and_a_broken_one_is_refused(
+    adapter: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    assert (adapter / "tokenizer.json").is_file()  # finetune saves the tokenizer beside the adapter
+    assert Path(load_tokenizer(resolve_model(str(adapter))).name_or_path) == adapter
+    # A bare PEFT checkpoint holds no tokenizer: LoRA leaves the vocabulary alone, the base's is the model's.
+    bare = copy_adapter(adapter, tmp_path / "bare", tokenizer=False)
+    assert Path(load_tokenizer(resolve_model(str(bare))).name_or_path).resolve() == tiny_model.resolve()
+    # Tokenizer files that do not load are an error naming the folder, never quietly swapped for the base's.
+    broken = copy_adapter(adapter, tmp_path / "broken", tokenizer=True)
+    (broken / "tokenizer.json").write_text((adapter / "tokenizer.json").read_text()[:5000])
+    with pytest.raises(ConfigError, match=f"^{broken}: its tokenizer does not load \\(JSONDecodeError: "):
+        load_tokenizer(resolve_model(str(broken)))
+    r = enrich("export", broken, "-o", tmp_path / "merged", "--format", "merged16", "--log-format", "text")
+    assert r.exit_code == 2 and f"error: {broken}: its tokenizer does not load" in r.output, r.output
+    assert len([line for line in r.output.splitlines() if line.startswith("error:")]) == 1
+    assert not (tmp_path / "merged").exists()
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from enrich.cli import main
 from enrich.errors import ConfigError
-from enrich.model.trainconfig import build_train_config
+from enrich.model.trainconfig import TRAIN_PRESETS, build_train_config
 
 CATALOG = REPO / "examples" / "catalog.parquet"
 
@@ -73,6 +73,37 @@ def test_finetune_switches_are_strict_booleans() -> None:
     assert build_train_config({"data": "d.parquet", "packing": True, "resume": False}).packing is True
     with pytest.raises(ConfigError, match="packing"):
         build_train_config({"data": "d.parquet", "packing": "yes"})
+
+
+@pytest.mark.parametrize("preset", sorted(TRAIN_PRESETS))
+def test_every_training_preset_goes_through_the_merge_path(preset: str) -> None:
+    config = build_train_config({"data": "d.parquet", "preset": preset})
+    assert config.preset == preset
+    assert all(getattr(config, field) == value for field, value in TRAIN_PRESETS[preset].items())
+    assert (
+        build_train_config({"data": "d.parquet", "preset": preset, "columns.title": "name"}).columns.title
+        == "name"
+    )
+
+
+def test_finetune_and_eval_list_every_problem_with_its_path_and_the_closest_name() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_train_config({"data": "d.parquet", "lr": 0, "columns.titel": "name", "colums.title": "name"})
+    assert str(err.value).splitlines() == [
+        "finetune: columns.titel: unknown field 'titel'; did you mean 'title'?",
+        "finetune: lr: Input should be greater than 0",
+        "finetune: colums: unknown field 'colums'; did you mean 'columns'?",
+    ]
+    r = enrich(
+        "eval", "smollm2-135m", CATALOG, "-o", "unused", "--sample", "0", "--temperature", "9", "--top-p", "0"
+    )
+    assert r.exit_code == 2, r.output
+    for line in (
+        "eval: sample: Input should be greater than or equal to 1",
+        "eval: sampling.temperature: Input should be less than or equal to 5",
+        "eval: sampling.top_p: Input should be greater than 0",
+    ):
+        assert line in r.output, r.output
 
 
 def test_a_missing_input_is_exit_3_in_validate_and_in_run(tmp_path: Path) -> None:

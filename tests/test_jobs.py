@@ -14,7 +14,8 @@ from _support import REPO, make_greedy_model
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
-from enrich.config import JobConfig, RunReport
+from enrich.config import JobConfig
+from enrich.contracts import RunReport
 from enrich.run import history
 from enrich.run.jobs import load_job
 
@@ -149,6 +150,14 @@ def test_show_prints_toml_that_loads_back(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     (tmp_path / "resolved.toml").write_text(r.output)
     assert load_job(tmp_path / "resolved.toml") == load_job(REPO / "jobs" / "hourly-incremental.toml")
+    assert "# report = (not set)" in r.output  # TOML has no null: an unset field is shown as a comment
+    # Text that needs escaping (quotes, backslashes, a tab separator, control characters) is written as TOML.
+    odd = ("--separator", "\\t", "--set", 'output.generated_column="a \\"b\\" \\\\ c\\n\\u0001"')
+    r = enrich("jobs", "show", REPO / "jobs" / "nightly.toml", *odd)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "odd.toml").write_text(r.output)
+    shown = load_job(tmp_path / "odd.toml")
+    assert shown.input.separator == "\t" and shown.output.generated_column == 'a "b" \\ c\n\x01'
 
 
 def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
-from enrich.config import OUTPUT_COLUMNS
+from enrich.contracts import OUTPUT_COLUMNS
 
 DATA = Path(__file__).parent / "data"
 
@@ -303,8 +303,8 @@ def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_mo
 def test_vllm_arguments_follow_the_gpu_and_the_job(tiny_model: Path) -> None:
     """The scheduler sizes and CUDA-graph range measured on the H200 apply on 70 GiB GPUs unless the job sets its own."""
     from enrich.config import ModelConfig
-    from enrich.model.engines import _llm_args
     from enrich.model.reference import resolve_model
+    from enrich.model.vllm import _llm_args
 
     spec, gib = resolve_model(str(tiny_model)), 2**30
     large = _llm_args(spec, ModelConfig(), 141 * gib)

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 from enrich.catalog.source import Source
 from enrich.cli import main
 from enrich.config import InputConfig
-from enrich.model.traindata import read_rows
+from enrich.model.traindata import read_titles_and_descriptions
 
 ECHO = ["--engine", "echo", "--template", "alpaca", "--log-format", "json"]
 
@@ -117,7 +117,7 @@ def test_changing_the_separator_mid_run_is_a_changed_setting(tmp_path: Path) -> 
 def test_finetune_and_eval_read_rows_with_the_separator(tmp_path: Path) -> None:
 
     src = write(tmp_path / "shop.csv", "|")
-    rows = read_rows(Source.of(str(src), separator="|"), with_id=True)
+    rows = read_titles_and_descriptions(Source.of(str(src), separator="|"), with_id=True)
     assert rows["title"] == ROWS["title"] and rows["id"] == ROWS["id"]
     # Without the option the data is refused before any model loads, and the message says which option.
     r = enrich("finetune", src, "-o", tmp_path / "adapter", "--log-format", "text")

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from enrich.catalog.source import Source
 from enrich.cli import main
 from enrich.model.prompts import get_template
-from enrich.model.traindata import Example, clean, longer_half, read_rows, tokenize
+from enrich.model.traindata import Example, clean, longer_half, read_titles_and_descriptions, tokenize
 
 DATA = Path(__file__).parent / "data"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_products.parquet"
@@ -49,7 +49,7 @@ def tiny_finetune(model: Path, data: Path, out: Path, *extra: str) -> Result:
 
 
 def test_auto_length_keeps_full_descriptions_or_the_longer_half(catalog: Path) -> None:
-    rows = read_rows(Source.of(str(catalog)))
+    rows = read_titles_and_descriptions(Source.of(str(catalog)))
     kept, _ = clean(rows["title"], rows["content"], min_chars=20, max_rows=None)
     long, short = longer_half(kept)  # real Amazon descriptions: most are long, 300 characters is the bar
     assert short > 0 and all(len(e.description) >= 300 for e in long)
@@ -63,7 +63,7 @@ def test_auto_length_keeps_full_descriptions_or_the_longer_half(catalog: Path) -
 
 
 def test_cleaning_counts_every_drop(catalog: Path) -> None:
-    rows = read_rows(Source.of(str(catalog)))
+    rows = read_titles_and_descriptions(Source.of(str(catalog)))
     titles = [*rows["title"], "Acme bolt", "Acme nut", "Acme nut 2", rows["title"][0], "Acme washer"]
     texts = [*rows["content"], "", "Value not found", "B00XYZ1234", rows["content"][0], "DFGGHFHHFFGHJ"]
     kept, dropped = clean(titles, texts, min_chars=20, max_rows=None)
@@ -100,7 +100,16 @@ def test_response_mask_covers_the_description_and_eos(tiny_model: Path) -> None:
 
 def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "adapter"
-    cols = ("--title-col", "name", "--content-col", "body", "--max-response-tokens", "256")
+    cols = (
+        "--title-col",
+        "name",
+        "--content-col",
+        "body",
+        "--max-response-tokens",
+        "256",
+        "--targets",
+        "as-is",
+    )
     r = tiny_finetune(tiny_model, DATA / "shop_messy.csv", out, *cols)
     assert r.exit_code == 0, r.output
     assert "'train_runtime'" not in r.output  # the trainer's raw log dicts are not printed
@@ -114,7 +123,15 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     report = json.loads((out / "training_report.json").read_text())
     d = report["data"]
     assert d["train"] + d["val"] == d["kept"] and d["val"] == 4
-    assert set(d["dropped"]) == {"empty", "junk", "duplicate", "short", "too_long", "long_response"}
+    assert set(d["dropped"]) == {
+        "empty",
+        "junk",
+        "duplicate",
+        "unfaithful",
+        "short",
+        "too_long",
+        "long_response",
+    }
     # The file has 5 descriptions over 256 tokens; --max-rows and cleaning leave fewer of them in play.
     assert d["dropped"]["long_response"] >= 1
     assert report["steps"] == 2 and report["backend"] == "peft"
@@ -143,6 +160,60 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     newest = max((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     (newest / "adapter_model.safetensors").write_bytes(b"\x00" * 10)
     assert _last_checkpoint(out / "checkpoints") not in (None, newest)
+
+
+def test_finetune_with_attributes_records_them_learns_claims_and_cuts_targets(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Real Flipkart rows: the attributes are recorded for run and eval, the catalog's claim vocabulary is
+    kept beside the adapter, descriptions are cut to what title and attributes support, and a run with the
+    adapter on an input without one of its attributes is refused, naming the column and --attr."""
+    rows = pl.read_parquet(DATA / "claims_rows.parquet").filter(pl.col("source") == "flipkart")
+    shop = tmp_path / "shop.parquet"
+    rows.select("id", "title", "content", "brand", "color", "fabric").write_parquet(shop)
+    out = tmp_path / "adapter"
+    r = tiny_finetune(tiny_model, shop, out, "--attr", "brand", "--attr", "color=Colour", "--attr", "fabric")
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "enrich.json").read_text())
+    assert info["attributes"] == [
+        {"column": "brand", "label": "Brand"},
+        {"column": "color", "label": "Colour"},
+        {"column": "fabric", "label": "Fabric"},
+    ]
+    assert info["claims"] == "claims.json" and (out / "claims.json").is_file()
+    report = json.loads((out / "training_report.json").read_text())
+    cut = report["faithful_targets"]
+    assert cut["rows_cut"] > 0 and cut["sentences_cut"] > 0 and cut["examples"]
+    example = cut["examples"][0]
+    assert len(example["after"]) < len(example["before"])
+    assert "claims learned from the catalog" in r.output
+    shown = enrich("claims", "show", out)
+    assert shown.exit_code == 0 and "learned terms" in shown.output, shown.output
+    # The adapter prompts with its attributes; an input without the fabric column is refused.
+    catalog = tmp_path / "catalog.parquet"
+    rows.select("id", "title", "brand", "color").head(4).write_parquet(catalog)
+    r = enrich("run", catalog, "-o", tmp_path / "out.parquet", "--model", out, "--max-new-tokens", "2")
+    assert r.exit_code == 2
+    assert "no column 'fabric' for the attribute 'Fabric' that the model was trained with" in r.output
+    r = enrich(
+        "run",
+        catalog,
+        "-o",
+        tmp_path / "out.parquet",
+        "--model",
+        out,
+        "--max-new-tokens",
+        "2",
+        "--attr",
+        "color=Fabric",
+    )
+    assert r.exit_code in (0, 6), r.output  # random weights write nothing now and then (empty: error file)
+    stated = json.loads((tmp_path / "out.parquet.report.json").read_text())["attributes"]
+    assert [(a["column"], a["label"]) for a in stated] == [
+        ("brand", "Brand"),
+        ("color", "Colour"),
+        ("color", "Fabric"),
+    ]
 
 
 def test_finetune_into_a_folder_of_other_files_is_refused(

@@ -18,6 +18,9 @@ def _stray_quote(separator: str) -> re.Pattern[str]:
 
 def header_separator(path: Path) -> str:
     """The separator the header line uses most, of SEPARATORS: the file's own, for a diagnosis after a failed read."""
+    # Counting, not csv.Sniffer: on one header line Sniffer falls back to its order of preference (a ';'-separated
+    # header with a comma in a name reads as ','), it raises on a one-column header, and on the ragged lines of a
+    # file polars refused (the only time this is called) it cannot decide at all.
     with path.open(encoding="utf-8-sig", errors="replace") as f:
         header = f.readline()
     return max(SEPARATORS, key=header.count) if any(c in header for c in SEPARATORS) else ","

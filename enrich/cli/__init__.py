@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from enrich.cli.claims import claims
 from enrich.cli.common import EnrichGroup, overrides_from
 from enrich.cli.jobs import jobs
 from enrich.cli.model import eval_cmd, export_cmd, finetune
@@ -32,5 +33,5 @@ def main() -> None:
     """
 
 
-for command in (run, models, jobs, finetune, export_cmd, eval_cmd, review):
+for command in (run, models, jobs, finetune, export_cmd, eval_cmd, review, claims):
     main.add_command(command)

@@ -187,14 +187,14 @@ def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def overrides_from(params: dict[str, Any]) -> dict[str, Any]:
     """Dotted-path overrides from the options given (unset options are None and leave the job alone)."""
-    out = {dotted: _given(params.get(param_name(flag))) for flag, dotted, _ in RUN_OPTIONS}
+    out = {dotted: given_value(params.get(param_name(flag))) for flag, dotted, _ in RUN_OPTIONS}
     out.update({dotted: True if params.get(param_name(flag)) else None for flag, dotted, _ in FLAG_OPTIONS})
     if params.get("log_format") not in (None, "auto"):
         out["run.log_format"] = params["log_format"]
     return out
 
 
-def _given(value: Any) -> Any:
+def given_value(value: Any) -> Any:
     """An option's value as an override: a repeatable option not given (an empty tuple) leaves its field alone."""
     if isinstance(value, tuple):
         return list(value) or None

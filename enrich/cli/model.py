@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from enrich.cli.common import SEPARATOR_HELP, event_printer, log_options, option_table, param_name
+from enrich.cli.common import (
+    SEPARATOR_HELP,
+    event_printer,
+    given_value,
+    log_options,
+    option_table,
+    param_name,
+)
 
 # option -> TrainConfig field; unset options keep the preset's value.
 FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
@@ -24,6 +31,17 @@ FINETUNE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--backend", "backend", {"type": click.Choice(["auto", "unsloth", "peft"])}),
     ("--format", "format", {"type": click.Choice(["auto", "parquet", "csv", "jsonl"])}),
     ("--separator", "separator", {"help": SEPARATOR_HELP}),
+    (
+        "--attr",
+        "attributes",
+        {
+            "multiple": True,
+            "metavar": "COLUMN[=Label]",
+            "help": "An attribute stated in the prompt under the title (repeat it: --attr brand --attr "
+            "retail_price=Price); recorded in enrich.json, so run and eval prompt with it. Default: none.",
+        },
+    ),
+    ("--targets", "targets", {"type": click.Choice(["faithful", "as-is"])}),
     ("--precision", "precision", {"type": click.Choice(["auto", "fp32", "bf16", "fp16"])}),
     ("--lora-r", "r", {"type": int, "help": "LoRA rank."}),
     ("--lora-alpha", "alpha", {"type": int}),
@@ -170,18 +188,19 @@ def finetune(
     from enrich.model.train import train
     from enrich.model.trainconfig import build_train_config
 
-    options: dict[str, Any] = {"data": data, "preset": preset}
-    for flag, field, _ in FINETUNE_OPTIONS:
-        options[field] = params.get(param_name(flag))
-    for _, field, _ in FINETUNE_SWITCHES:
-        options[field] = params.get(field)
+    # Field names and dotted paths; those left None keep the preset's value.
+    options: dict[str, Any] = {
+        "data": data,
+        "preset": preset,
+        "columns.title": title_col,
+        "columns.content": content_col,
+        **{field: given_value(params.get(param_name(flag))) for flag, field, _ in FINETUNE_OPTIONS},
+        **{field: params.get(field) for _, field, _ in FINETUNE_SWITCHES},
+    }
     if isinstance(options["target_modules"], str):
         options["target_modules"] = tuple(
             m.strip() for m in options["target_modules"].split(",") if m.strip()
         )
-    columns = {k: v for k, v in (("title", title_col), ("content", content_col)) if v}
-    if columns:
-        options["columns"] = columns
     config = build_train_config(options)
     on_event = event_printer(log_format, quiet, verbose)
     out = train(config, Path(output), on_event)
@@ -193,6 +212,18 @@ def finetune(
         f"steps {report['steps']}, validation loss {report['initial_val_loss']:.4f} -> {report['final_val_loss']:.4f}, "
         f"{report['tokens_per_s']:.0f} tokens/s, {report['wall_seconds'] / 60:.1f} min ({report['backend']}, "
         f"{report['device']})"
+    )
+    cut = report.get("faithful_targets") or {}
+    if cut:
+        click.echo(
+            f"faithful targets: {cut['rows_cut']} descriptions cut to what their title and attributes support "
+            f"({cut['sentences_cut']} sentences out), {cut['dropped']} rows left too short"
+        )
+    terms = ", ".join(
+        f"{t['term']} ({t['kind']}, {t['unsupported']}/{t['stated']})" for t in report.get("claims", [])
+    )
+    click.echo(
+        f"claims learned from the catalog (unsupported/stated): {terms or 'none'} (enrich claims show {out})"
     )
 
 
@@ -245,6 +276,24 @@ def export_cmd(
     )
 
 
+# eval's parameters -> EvalConfig's dotted paths; MODEL and DATA make the table they are merged over.
+EVAL_FIELDS = {
+    "engine": "model.engine",
+    "dtype": "model.dtype",
+    "fmt": "format",
+    "separator": "separator",
+    "id_col": "columns.id",
+    "title_col": "columns.title",
+    "content_col": "columns.content",
+    "template": "template",
+    "sample": "sample",
+    "seed": "seed",
+    "batch_size": "batch_size",
+    "temperature": "sampling.temperature",
+    "top_p": "sampling.top_p",
+    "max_new_tokens": "sampling.max_new_tokens",
+    "repetition_penalty": "sampling.repetition_penalty",
+}
 BOTH_MODELS = (
     "For both models (default: MODEL's own, from its enrich.json or preset; the baseline decodes alike)."
 )
@@ -304,19 +353,10 @@ def eval_cmd(
     output: str,
     baseline: str | None,
     no_baseline: bool,
-    sample: int,
-    seed: int,
-    fmt: str,
-    engine: str,
-    template: str | None,
-    id_col: str | None,
-    title_col: str | None,
-    content_col: str | None,
-    separator: str | None,
     log_format: str,
     quiet: bool,
     verbose: int,
-    **sampling: Any,
+    **params: Any,
 ) -> None:
     """Score MODEL's generations on held-out rows of DATA against their real descriptions (and a baseline).
 
@@ -333,43 +373,28 @@ def eval_cmd(
     a title and a description; 5 the engine failed (no GPU, out of memory); 7 no room to write (disk full); 130
     interrupted.
     """
-    from pydantic import ValidationError
-
-    from enrich.errors import ConfigError
+    from enrich.config import build_config
     from enrich.evaluation.evaluate import EvalConfig, evaluate
-    from enrich.evaluation.report import table_rows
     from enrich.model.reference import base_of
 
     if no_baseline:
         baseline = None
     elif baseline is None:
         baseline = base_of(model)  # an adapter or export against the model it was trained on
-    batch_size = sampling.pop("batch_size")
-    dtype = sampling.pop("dtype")
-    columns = {k: v for k, v in (("id", id_col), ("title", title_col), ("content", content_col)) if v}
-    try:
-        config = EvalConfig.model_validate(
-            {
-                "model": {"ref": model, "engine": engine, "dtype": dtype},
-                "baseline": baseline,
-                "data": data,
-                "format": fmt,
-                **({"separator": separator} if separator is not None else {}),
-                "columns": columns,
-                "template": template,
-                "sample": sample,
-                "seed": seed,
-                "sampling": {**{k: v for k, v in sampling.items() if v is not None}, "seed": seed},
-                "batch_size": batch_size,
-            }
-        )
-    except ValidationError as err:
-        raise ConfigError(
-            "\n".join(f"eval: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        ) from None
+    options = {dotted: params[name] for name, dotted in EVAL_FIELDS.items()}
+    options["baseline"] = baseline
+    options["sampling.seed"] = params["seed"]  # one seed: the sample's and the sampling's
+    config = build_config(EvalConfig, {"model": {"ref": model}, "data": data}, options, source="eval")
     report = evaluate(config, Path(output), event_printer(log_format, quiet, verbose))
+    _print_scores(report, output)
+
+
+def _print_scores(report: dict[str, Any], output: str) -> None:
+    """The report's metrics, a column per model, as a table on the terminal."""
     from rich.console import Console
     from rich.table import Table
+
+    from enrich.evaluation.report import table_rows
 
     table = Table(title=f"enrich eval: {report['rows']} rows -> {output}")
     table.add_column("metric")

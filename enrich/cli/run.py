@@ -83,15 +83,15 @@ def models(log_format: str, quiet: bool, verbose: int) -> None:
     from rich.table import Table
 
     from enrich.console import use_json
-    from enrich.model.reference import PRESETS
+    from enrich.model.reference import MODEL_PRESETS
 
     if use_json(log_format):
-        click.echo(json.dumps([p.__dict__ for p in PRESETS.values()], indent=2))
+        click.echo(json.dumps([p.__dict__ for p in MODEL_PRESETS.values()], indent=2))
         return
     table = Table(title="model presets")
     for col in ("name", "needs", "template", "sampling", "what"):
         table.add_column(col)
-    for p in PRESETS.values():
+    for p in MODEL_PRESETS.values():
         needs = ("GPU, " if p.needs_gpu else "CPU, ") + p.memory
         sampling = ", ".join(f"{k}={v}" for k, v in p.sampling.items())
         table.add_row(p.name, needs, p.template, sampling, p.description)

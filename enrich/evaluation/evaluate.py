@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,9 @@ from enrich.events import Event, no_events
 from enrich.quality.claims import facts
 from enrich.quality.flags import inspect
 from enrich.quality.vocabulary import base_vocabulary
+
+if TYPE_CHECKING:
+    from enrich.model.reference import ModelSpec
 
 
 class EvalConfig(BaseModel):
@@ -46,24 +49,7 @@ class EvalConfig(BaseModel):
     batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
 
 
-def _sampling(config: EvalConfig, spec: Any) -> Any:
-    from enrich.model.engines import Sampling
-
-    s, d = config.sampling, spec.sampling
-    pick = {
-        k: getattr(s, k) if getattr(s, k) is not None else d[k]
-        for k in ("temperature", "top_p", "max_new_tokens", "repetition_penalty")
-    }
-    return Sampling(
-        float(pick["temperature"]),
-        float(pick["top_p"]),
-        int(pick["max_new_tokens"]),
-        float(pick["repetition_penalty"]),
-        s.seed,
-    )
-
-
-def _resolve(role: str, ref: str) -> Any:
+def _resolve(role: str, ref: str) -> ModelSpec:
     """A model reference resolved before anything is generated: a bad baseline must not cost the model's run."""
     from enrich.model.reference import resolve_model
 
@@ -76,10 +62,10 @@ def _resolve(role: str, ref: str) -> Any:
 
 
 def _rows(config: EvalConfig) -> dict[str, list[Any]]:
-    from enrich.model.traindata import read_rows
+    from enrich.model.traindata import read_titles_and_descriptions
 
     source = Source.of(config.data, config.format, config.separator, config.columns, format_option="--format")
-    data = read_rows(source, with_id=True)
+    data = read_titles_and_descriptions(source, with_id=True)
     keep = [
         i
         for i, (t, c) in enumerate(zip(data["title"], data["content"], strict=True))
@@ -98,7 +84,7 @@ def generate_for(
     config: EvalConfig, ref: str, titles: list[str], on_event: Event = no_events
 ) -> dict[str, Any]:
     """One model's cleaned generations, finish reasons, flags and token counts for the titles."""
-    from enrich.model.engines import make_engine, pick_engine, special_tokens
+    from enrich.model.engines import make_engine, pick_engine, resolve_sampling, special_tokens
     from enrich.model.prompts import build_prompts, clean_output, get_template
     from enrich.model.reference import resolve_model
 
@@ -107,7 +93,7 @@ def generate_for(
         template = get_template(config.template or spec.template)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    sampling = _sampling(config, spec)
+    sampling = resolve_sampling(config.sampling, spec)
     engine_name = pick_engine(config.model.engine)
     engine = make_engine(engine_name, spec, config.model, config.batch_size or 16)
     try:
@@ -146,6 +132,7 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     """Generate for held-out rows with the model (and baseline), score both, write report, plot and summary."""
     from enrich.evaluation import metrics
     from enrich.evaluation.report import write_outputs
+    from enrich.model.engines import resolve_sampling
 
     rows = _rows(config)
     refs = [c.strip() for c in rows["content"]]
@@ -154,7 +141,7 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     specs = {role: _resolve(role, ref) for role, ref in refs_by_role.items() if ref is not None}
     # The baseline decodes as the model does (the model's own settings fill what the command left unset): a
     # comparison of two models, not of two presets' token limits and penalties.
-    s = _sampling(config, specs["model"])
+    s = resolve_sampling(config.sampling, specs["model"])
     alike = SamplingConfig(
         temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
         repetition_penalty=s.repetition_penalty, seed=s.seed,

@@ -51,7 +51,7 @@ def write_outputs(
         for i, ref in enumerate(refs):
             line: dict[str, Any] = {
                 "row": rows["row"][i],
-                "id": rows.get("id", [None] * len(refs))[i],
+                "id": rows["id"][i],
                 "title": rows["title"][i],
                 "reference": ref,
             }

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from enrich.events import Event, no_events
 from enrich.model.reference import ENRICH_JSON, ModelSpec, read_enrich_json, resolve_model, write_enrich_json
 
 FORMATS = ("adapter", "merged16", "gguf")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 # Fixed titles the export is checked on: short and long, units and numbers, non-ASCII.
 CHECK_TITLES = (
     "Stanley TRA708T Sharpshooter Heavy Duty Staples, 1/2-Inch, 1000-Pack",
@@ -68,19 +67,17 @@ def export(
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
         if fmt == "adapter":
+            # Every file but the checkpoints' folder: adapter, tokenizer, enrich.json, report, plot.
             for p in adapter_dir.iterdir():
-                if (
-                    p.is_file()
-                ):  # everything but the checkpoints: adapter, tokenizer, enrich.json, report, plot
+                if p.is_file():
                     shutil.copy2(p, tmp / p.name)
             write_enrich_json(tmp, {**info, "kind": "adapter", "exported_from": str(adapter_dir.resolve())})
-            candidate = resolve_model(str(tmp))
             tol = TOLERANCE["float32"]
         else:
             _merge(spec, tmp, dtype, on_event)
             write_enrich_json(tmp, {**_merged_info(info, spec), "kind": "merged16", "dtype": dtype})
-            candidate = resolve_model(str(tmp))
             tol = TOLERANCE[dtype]
+        candidate = resolve_model(str(tmp))
         on_event(
             "info",
             {"message": f"verifying on {len(CHECK_TITLES)} fixed prompts (tolerance {tol:g} x max |logit|)"},
@@ -93,7 +90,6 @@ def export(
                 f"{out_dir}: export does not match base + adapter (max |logit diff| {result.max_abs_logit_diff:.4g} > "
                 f"{result.tolerance:g}, {result.unexplained_disagreements} unexplained greedy differences); not written"
             )
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
@@ -118,8 +114,11 @@ def _merge(spec: ModelSpec, out: Path, dtype: str, on_event: Event) -> None:
     """Base in 16 bits or more (dequantized where it was 4-bit), adapter merged, saved as 16-bit safetensors."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from enrich.model.engines import load_tokenizer
+
+    tokenizer = load_tokenizer(spec)  # the adapter's own, else the base's; before the minutes of merging
     target = getattr(torch, dtype)
     # Merge in float32 on the CPU, also where a GPU is present: W + BA is rounded to 16 bits once, at the save.
     # Merging in bf16 rounds twice, which took an H200 export past the verification's tolerance (0.30 > 0.25).
@@ -133,10 +132,6 @@ def _merge(spec: ModelSpec, out: Path, dtype: str, on_event: Event) -> None:
     model = PeftModel.from_pretrained(base, str(spec.adapter)).merge_and_unload()
     model.to(target)
     model.save_pretrained(out, safe_serialization=True)
-    try:  # finetune saves the tokenizer beside the adapter; a bare checkpoint has none, so take the base's
-        tokenizer = AutoTokenizer.from_pretrained(spec.adapter or spec.path)
-    except (OSError, ValueError):
-        tokenizer = AutoTokenizer.from_pretrained(spec.path)
     tokenizer.save_pretrained(out)
 
 
@@ -145,7 +140,6 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
     import torch
 
     from enrich.model.engines import load_hf
-    from enrich.model.prompts import build_prompts, get_template
 
     # The weights may match and the export still never stop: a prompting mismatch is refused here, not at run time.
     prompted = {"template": (reference.template, candidate.template), "eos": (reference.eos, candidate.eos)}
@@ -155,28 +149,7 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
                 f"export check: {candidate.ref} would be prompted with {what} {got!r}, the adapter was trained "
                 f"with {want!r}; its enrich.json is missing or wrong"
             )
-    tok, ref_model = load_hf(reference, "float32", "cpu")
-    template = get_template(reference.template)
-    prompts = build_prompts(list(CHECK_TITLES), template, getattr(tok, "apply_chat_template", None))
-    eos = [t for t in (tok.convert_tokens_to_ids(s) for s in reference.stop) if isinstance(t, int)]
-    decode: dict[str, Any] = {  # greedy, the same for reference and candidate
-        "max_new_tokens": CHECK_TOKENS,
-        "do_sample": False,
-        "eos_token_id": eos or None,
-        "pad_token_id": tok.pad_token_id,
-        "temperature": None,
-        "top_p": None,
-        "top_k": None,
-    }
-    sequences, ref_logits, ref_greedy = [], [], []
-    with torch.inference_mode():
-        for p in prompts:
-            ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            out = ref_model.generate(ids, **decode)
-            sequences.append(out)
-            ref_greedy.append(out[0, ids.shape[1] :].tolist())
-            ref_logits.append(ref_model(out).logits[0, ids.shape[1] - 1 :].float())
-    del ref_model
+    sequences, ref_logits, ref_greedy, decode = _reference_outputs(reference)
     tolerance = relative * max(1.0, max(float(r.abs().max()) for r in ref_logits))
     _, cand_model = load_hf(candidate, "float32", "cpu")
     max_diff, agree, total, unexplained, identical = 0.0, 0, 0, 0, 0
@@ -195,7 +168,7 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
             out = cand_model.generate(seq[:, :prompt_len], **decode)
             identical += int(out[0, prompt_len:].tolist() == greedy)
     return Verification(
-        prompts=len(prompts),
+        prompts=len(sequences),
         tokens=total,
         max_abs_logit_diff=round(max_diff, 6),
         tolerance=round(tolerance, 6),
@@ -204,6 +177,38 @@ def verify(reference: ModelSpec, candidate: ModelSpec, relative: float) -> Verif
         greedy_identical=identical,
         passed=max_diff <= tolerance and unexplained == 0,
     )
+
+
+def _reference_outputs(reference: ModelSpec) -> tuple[list[Any], list[Any], list[list[int]], dict[str, Any]]:
+    """Base + adapter on the fixed prompts: each prompt followed by its greedy continuation, the logits over that
+    continuation, the continuation's tokens, and the greedy decoding that the candidate is run with too."""
+    import torch
+
+    from enrich.model.engines import load_hf
+    from enrich.model.prompts import build_prompts, get_template
+
+    tok, ref_model = load_hf(reference, "float32", "cpu")
+    template = get_template(reference.template)
+    prompts = build_prompts(list(CHECK_TITLES), template, getattr(tok, "apply_chat_template", None))
+    eos = [t for t in (tok.convert_tokens_to_ids(s) for s in reference.stop) if isinstance(t, int)]
+    decode: dict[str, Any] = {
+        "max_new_tokens": CHECK_TOKENS,
+        "do_sample": False,
+        "eos_token_id": eos or None,
+        "pad_token_id": tok.pad_token_id,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+    }
+    sequences, logits, greedy = [], [], []
+    with torch.inference_mode():
+        for p in prompts:
+            ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            out = ref_model.generate(ids, **decode)
+            sequences.append(out)
+            greedy.append(out[0, ids.shape[1] :].tolist())
+            logits.append(ref_model(out).logits[0, ids.shape[1] - 1 :].float())
+    return sequences, logits, greedy, decode
 
 
 def _gguf_converter() -> Path:
@@ -244,8 +249,3 @@ def _to_gguf(converter: Path, merged: Path, dtype: str, spec: ModelSpec, on_even
             p.unlink() if p.is_file() else shutil.rmtree(p)
     write_enrich_json(merged, {**info, "kind": "gguf", "file": "model.gguf"})
     return result
-
-
-def verification_dict(v: Verification) -> dict[str, Any]:
-    """The verification as a plain dict (report, JSON logs)."""
-    return asdict(v)

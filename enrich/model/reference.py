@@ -37,7 +37,7 @@ class Preset:
     sampling: dict[str, float | int] = field(default_factory=dict)
 
 
-PRESETS: dict[str, Preset] = {
+MODEL_PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset(
@@ -64,7 +64,7 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
-DEFAULT_SAMPLING: dict[str, float | int] = PRESETS["llama-3.1-8b-4bit"].sampling
+DEFAULT_SAMPLING: dict[str, float | int] = MODEL_PRESETS["llama-3.1-8b-4bit"].sampling
 
 
 @dataclass(frozen=True)
@@ -228,8 +228,8 @@ def resolve_model(ref: str | None, gpu: bool = False, on_event: Event = no_event
     """Turn a model reference (preset, HF dir, GGUF file, adapter or export dir) into a ModelSpec."""
     if ref is None:
         ref = "llama-3.1-8b-4bit" if gpu else "smollm2-135m"
-    if ref in PRESETS:
-        return _spec_from_preset(PRESETS[ref], ref, on_event)
+    if ref in MODEL_PRESETS:
+        return _spec_from_preset(MODEL_PRESETS[ref], ref, on_event)
     path = Path(ref).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
         info = read_enrich_json(path)
@@ -245,7 +245,7 @@ def resolve_model(ref: str | None, gpu: bool = False, on_event: Event = no_event
     if path.is_dir():
         return _spec_from_dir(path, ref, default_template=None, on_event=on_event)
     raise ConfigError(
-        f"model {ref!r}: not a preset ({', '.join(PRESETS)}), a .gguf file or a model directory"
+        f"model {ref!r}: not a preset ({', '.join(MODEL_PRESETS)}), a .gguf file or a model directory"
     )
 
 
@@ -335,7 +335,7 @@ def _spec_from_dir(
     if not (directory / "config.json").is_file():
         raise ConfigError(f"{directory}: not a model directory (no config.json or adapter_config.json)")
     _require_own_architecture(directory / "config.json")
-    base_preset = PRESETS.get(str(info.get("base")))
+    base_preset = MODEL_PRESETS.get(str(info.get("base")))
     template = info.get("template") or (base_preset.template if base_preset else None) or default_template
     if template is None:
         template = "chat" if _has_chat_template(directory) else "alpaca"

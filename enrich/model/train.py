@@ -10,83 +10,38 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from enrich.catalog.source import Source
 from enrich.errors import ConfigError, EngineError, Interrupted
 from enrich.events import Event, no_events
 from enrich.model.trainconfig import TrainConfig
 
-
-def pick_backend(name: str) -> str:
-    """auto takes unsloth where it is installed and a GPU is present, else peft."""
-    if name != "auto":
-        return name
-    import torch
-
-    return "unsloth" if torch.cuda.is_available() and importlib.util.find_spec("unsloth") else "peft"
+if TYPE_CHECKING:
+    from enrich.model.reference import ModelSpec
+    from enrich.model.traindata import TrainData
+    from enrich.quality.vocabulary import Vocabulary
 
 
 def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Path:
     """Fine-tune a LoRA adapter on config.data into out_dir; returns out_dir."""
-    backend = pick_backend(config.backend)
-    if backend == "unsloth":
-        # unsloth patches transformers, trl and peft at import, so it must come before them.
-        if importlib.util.find_spec("unsloth") is None:
-            raise EngineError(
-                "backend 'unsloth' needs the unsloth package: pip install 'enrich[gpu]' on a GPU machine"
-            )
-        import unsloth  # noqa: F401
-    import torch
-
-    gpu = torch.cuda.is_available()
-    if backend == "unsloth" and not gpu:
-        raise EngineError("backend 'unsloth' needs a CUDA GPU and none is present; use --backend peft")
-    if config.backend == "auto":
-        on_event("info", {"message": f"backend: {backend} ({'GPU' if gpu else 'no GPU'})"})
-    from enrich.model.reference import resolve_model
-
-    spec = resolve_model(config.base, gpu=gpu)
-    if spec.adapter:
-        raise ConfigError(f"base {config.base!r} is an adapter; give the full model it was trained on")
-    if spec.needs_gpu and not gpu:
-        raise EngineError(
-            f"base {config.base!r} needs a GPU and none is present; use --preset cpu-small on CPU"
-        )
-    checkpoints = Path(out_dir) / "checkpoints"
-    last = _last_checkpoint(checkpoints)
-    if config.resume and last is None:
-        raise ConfigError(f"{checkpoints}: no checkpoint to resume from; run without --resume")
-    if not config.resume and (last is not None or (Path(out_dir) / "adapter_config.json").is_file()):
-        raise ConfigError(
-            f"{out_dir}: holds an earlier run; pass --resume to continue it or choose another -o"
-        )
-    # Anything but the checkpoints folder of a run that saved none yet (killed early: it starts over).
-    if (
-        not config.resume
-        and Path(out_dir).is_dir()
-        and any(p.name != "checkpoints" for p in Path(out_dir).iterdir())
-    ):
-        raise ConfigError(
-            f"{out_dir}: is not empty, and the adapter's files would overwrite its own; choose a new -o"
-        )
+    from enrich.model import lora, traindata, trainreport
     from enrich.model.prompts import get_template
 
+    out_dir = Path(out_dir)
+    backend, gpu = lora.start_backend(config.backend, on_event)  # first: unsloth patches what comes after it
+    spec = _base_model(config, gpu)
+    checkpoints = out_dir / "checkpoints"
+    resume_from = _resume_point(config, out_dir, checkpoints)
     template = get_template(config.template or spec.template)
-    eos = spec.eos or ""
-    precision = _precision(config.precision, gpu)
-    from enrich.model import traindata
-
+    precision = lora.precision(config.precision, gpu)
     t0 = time.perf_counter()
-    rows = traindata.read_rows(
-        Source.of(config.data, config.format, config.separator, config.columns, format_option="--format")
-    )  # bad data fails before the model loads
-    if backend == "unsloth":
-        model, tokenizer = _load_unsloth(spec.path, config)
-    else:
-        model, tokenizer = _load_peft(spec.path, config, gpu, precision)
-    if not eos:
-        eos = tokenizer.eos_token
+    # Bad data fails before the model loads.
+    attributes = tuple((a.column, a.text_label()) for a in config.attributes)
+    source = Source.of(config.data, config.format, config.separator, config.columns, format_option="--format")
+    rows = traindata.read_titles_and_descriptions(source.with_attributes(attributes))
+    model, tokenizer = lora.load(backend, spec.path, config, gpu, precision)
+    eos = spec.eos or tokenizer.eos_token
     if tokenizer.pad_token is None or tokenizer.pad_token == eos:
         # Padding with EOS would mask the EOS labels out of the loss in some collators: the model would never stop.
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
@@ -102,15 +57,82 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
         config.min_chars,
         config.max_rows,
         config.max_response_tokens,
+        config.targets,
     )
     on_event("info", {"message": f"data: {json.dumps(data.counts)}"})
+    if data.faithful:
+        cut = data.faithful
+        on_event(
+            "info",
+            {
+                "message": f"faithful targets: {cut['rows_cut']} descriptions cut ({cut['sentences_cut']} of "
+                f"{cut['sentences_kept'] + cut['sentences_cut']} sentences), {cut['dropped']} rows left too short"
+            },
+        )
     _same_run(checkpoints, config, template.name, data.fingerprint)
     stop = _StopAfterStep(on_event)
     trainer = _trainer(model, tokenizer, data, config, checkpoints, precision, gpu, on_event, stop)
-    initial = trainer.evaluate()["eval_loss"]
+    initial, final = _fit(trainer, stop, checkpoints, resume_from)
+    wall = time.perf_counter() - t0
+    trainer.model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    _write_enrich_json(out_dir, config, spec, template.name, eos, data)
+    vocabulary = _write_claims(out_dir, config, data)
+    report = trainreport.build(trainer, data.counts, config, backend, precision, gpu, initial, final, wall)
+    report["faithful_targets"] = data.faithful
+    report["claims"] = [
+        {"term": t.term, "kind": t.kind, "stated": t.stated, "unsupported": t.unsupported}
+        for t in vocabulary.top_terms(20)
+    ]
+    (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    trainreport.plot(report, out_dir / "loss.png")
+    on_event("done", report)
+    return out_dir
+
+
+def _base_model(config: TrainConfig, gpu: bool) -> ModelSpec:
+    """The base model to train on: a full model (not an adapter) that this machine can run."""
+    from enrich.model.reference import resolve_model
+
+    spec = resolve_model(config.base, gpu=gpu)
+    if spec.adapter:
+        raise ConfigError(f"base {config.base!r} is an adapter; give the full model it was trained on")
+    if spec.needs_gpu and not gpu:
+        raise EngineError(
+            f"base {config.base!r} needs a GPU and none is present; use --preset cpu-small on CPU"
+        )
+    return spec
+
+
+def _resume_point(config: TrainConfig, out_dir: Path, checkpoints: Path) -> Path | None:
+    """The checkpoint that --resume continues from (None for a new run); refuses an out_dir that a new run would
+    mix with: an earlier run's, or a folder of other files."""
+    last = _last_checkpoint(checkpoints)
+    if config.resume:
+        if last is None:
+            raise ConfigError(f"{checkpoints}: no checkpoint to resume from; run without --resume")
+        return last
+    if last is not None or (out_dir / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"{out_dir}: holds an earlier run; pass --resume to continue it or choose another -o"
+        )
+    # Anything but the checkpoints folder of a run that saved none yet (killed early: it starts over).
+    if out_dir.is_dir() and any(p.name != "checkpoints" for p in out_dir.iterdir()):
+        raise ConfigError(
+            f"{out_dir}: is not empty, and the adapter's files would overwrite its own; choose a new -o"
+        )
+    return None
+
+
+def _fit(
+    trainer: Any, stop: _StopAfterStep, checkpoints: Path, resume_from: Path | None
+) -> tuple[float, float]:
+    """Train, from resume_from where given; the validation loss before and after. A stop (Ctrl-C, SIGTERM) raises
+    Interrupted, saying which checkpoint --resume continues from."""
+    initial = float(trainer.evaluate()["eval_loss"])
     try:
         with stop.armed():
-            trainer.train(resume_from_checkpoint=str(last) if config.resume and last else None)
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the first step ended
         kept = _last_checkpoint(checkpoints)
         raise Interrupted(
@@ -130,23 +152,23 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     # The last scheduled evaluation often falls on the last step; on CPU an evaluation costs minutes.
     if evals and evals[-1]["step"] == trainer.state.global_step:
-        final = evals[-1]["eval_loss"]
-    else:
-        final = trainer.evaluate()["eval_loss"]
-    wall = time.perf_counter() - t0
-    out_dir = Path(out_dir)
-    trainer.model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    from enrich.model import trainreport
-    from enrich.model.reference import write_enrich_json
+        return initial, float(evals[-1]["eval_loss"])
+    return initial, float(trainer.evaluate()["eval_loss"])
+
+
+def _write_enrich_json(
+    out_dir: Path, config: TrainConfig, spec: ModelSpec, template: str, eos: str, data: TrainData
+) -> None:
+    """enrich.json: the base, template, EOS and sampling that run and eval prompt the adapter with, and its data."""
+    from enrich.model.reference import CLAIMS_JSON, MODEL_PRESETS, write_enrich_json
 
     write_enrich_json(
         out_dir,
         {
             "kind": "adapter",
             "name": out_dir.name,
-            "base": config.base if config.base in _preset_names() else str(Path(spec.path).resolve()),
-            "template": template.name,
+            "base": config.base if config.base in MODEL_PRESETS else str(Path(spec.path).resolve()),
+            "template": template,
             "eos": eos,
             "stop": list(dict.fromkeys([eos, *spec.stop])),
             "sampling": {**spec.sampling, **config.sampling},
@@ -156,19 +178,26 @@ def train(config: TrainConfig, out_dir: Path, on_event: Event = no_events) -> Pa
                 **data.counts,
             },
             "training": config.model_dump(mode="json"),
+            # What run and eval prompt with, by label; a run maps other columns to them with --attr COLUMN=Label.
+            "attributes": [{"column": a.column, "label": a.text_label()} for a in config.attributes],
+            "claims": CLAIMS_JSON,
         },
     )
-    report = trainreport.build(trainer, data.counts, config, backend, precision, gpu, initial, final, wall)
-    (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    trainreport.plot(report, out_dir / "loss.png")
-    on_event("done", report)
-    return out_dir
 
 
-def _preset_names() -> set[str]:
-    from enrich.model.reference import PRESETS as MODEL_PRESETS
+def _write_claims(out_dir: Path, config: TrainConfig, data: TrainData) -> Vocabulary:
+    """claims.json beside enrich.json: the claim vocabulary learned from the training catalog (its terms,
+    brands and product types), with the changes the command gave; run and eval check generations with it."""
+    from enrich.model.reference import CLAIMS_JSON
+    from enrich.quality.vocabulary import base_vocabulary
 
-    return set(MODEL_PRESETS)
+    vocabulary = data.vocabulary or base_vocabulary()
+    if config.claims.add or config.claims.remove:
+        vocabulary = vocabulary.with_changes(
+            {str(k): v for k, v in config.claims.add.items()}, config.claims.remove
+        )
+    (out_dir / CLAIMS_JSON).write_text(vocabulary.to_json() + "\n", encoding="utf-8")
+    return vocabulary
 
 
 # What a resumed run may change: how long it trains, how often it logs, evaluates and saves; and where its data
@@ -222,98 +251,6 @@ def _weights_readable(checkpoint: Path) -> bool:
     except Exception:  # safetensors raises its own error types for a damaged header
         return False
     return bool(weights)
-
-
-def _precision(name: str, gpu: bool) -> str:
-    import torch
-
-    if name == "fp16" and not gpu:
-        raise ConfigError("precision fp16 needs a GPU; use --precision fp32 or bf16 on CPU")
-    if name != "auto":
-        return name
-    if not gpu:
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def _load_unsloth(path: str, config: TrainConfig) -> tuple[Any, Any]:
-    from unsloth import FastLanguageModel
-
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=path, max_seq_length=config.max_seq_length, dtype=None, load_in_4bit=config.load_in_4bit
-    )
-    extra: dict[str, Any] = {}
-    if config.lora_layers is not None:  # passed only when set: the reference recipe uses unsloth's defaults
-        extra["layers_to_transform"] = _top_layers(model, config.lora_layers)
-    model = FastLanguageModel.get_peft_model(
-        model,
-        r=config.r,
-        target_modules=list(config.target_modules),
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        bias="none",
-        use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
-        random_state=config.seed,
-        **extra,
-    )
-    return model, tokenizer
-
-
-def _top_layers(model: Any, n: int | None) -> list[int] | None:
-    """Indices of the top n decoder layers, or None for all."""
-    if n is None:
-        return None
-    total = int(model.config.num_hidden_layers)
-    return list(range(max(total - n, 0), total))  # n >= total: every layer
-
-
-def _load_peft(path: str, config: TrainConfig, gpu: bool, precision: str) -> tuple[Any, Any]:
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
-    quantized = gpu and config.load_in_4bit
-    if quantized:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise EngineError("4-bit loading needs bitsandbytes: pip install bitsandbytes, or pass --no-4bit")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_use_double_quant=True,
-        )
-        kwargs["device_map"] = {"": 0}
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as err:
-        raise EngineError(f"{path}: cannot load the base model: {str(err).splitlines()[0]}") from None
-    if quantized or getattr(model.config, "quantization_config", None):
-        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
-            model, use_gradient_checkpointing=config.gradient_checkpointing
-        )
-    elif config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()  # type: ignore[no-untyped-call]
-    missing = [
-        m for m in config.target_modules if not any(n.endswith("." + m) for n, _ in model.named_modules())
-    ]
-    if missing:
-        raise ConfigError(f"target_modules: {', '.join(missing)} not found in {path}; check --target-modules")
-    lora = LoraConfig(
-        r=config.r,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-        layers_to_transform=_top_layers(model, config.lora_layers),
-    )
-    return get_peft_model(model, lora), tokenizer
 
 
 class _StopAfterStep:
@@ -374,7 +311,7 @@ class _StopAfterStep:
 def _trainer(
     model: Any,
     tokenizer: Any,
-    data: Any,
+    data: TrainData,
     config: TrainConfig,
     checkpoints: Path,
     precision: str,
@@ -382,14 +319,34 @@ def _trainer(
     on_event: Event,
     stop: _StopAfterStep,
 ) -> Any:
-    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+    """trl's SFTTrainer on the tokenized data, with progress events and the stop after a step on a signal."""
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer  # type: ignore[attr-defined]
 
     from enrich.model import traindata
 
     per_epoch = max(1, -(-len(data.train) // (config.batch_size * config.grad_accum)))
     total = config.max_steps or max(1, int(per_epoch * config.epochs))
+    trainer = SFTTrainer(
+        model=model,
+        args=_sft_args(config, checkpoints, precision, gpu, total),
+        train_dataset=traindata.to_dataset(data.train),
+        eval_dataset=traindata.to_dataset(data.val),
+        processing_class=tokenizer,
+        callbacks=[_progress_callback(on_event, total), stop.callback()],
+    )
+    # Without tqdm the trainer prints every log dict on stdout; our progress events say it once, and JSON
+    # logs must stay JSON.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _sft_args(config: TrainConfig, checkpoints: Path, precision: str, gpu: bool, total: int) -> Any:
+    """The trainer's settings from the config, for a run of total optimizer steps."""
+    from trl import SFTConfig  # type: ignore[attr-defined]
+
     eval_steps = config.eval_steps or max(1, -(-total // 4))  # four evaluations a run, the last at the end
-    args = SFTConfig(
+    return SFTConfig(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size * 2,
@@ -422,20 +379,6 @@ def _trainer(
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=traindata.to_dataset(data.train),
-        eval_dataset=traindata.to_dataset(data.val),
-        processing_class=tokenizer,
-        callbacks=[_progress_callback(on_event, total), stop.callback()],
-    )
-    # Without tqdm the trainer prints every log dict on stdout; our progress events say it once, and JSON
-    # logs must stay JSON.
-    trainer.remove_callback(PrinterCallback)
-    return trainer
 
 
 def _progress_callback(on_event: Event, total: int) -> Any:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, Switch
+from enrich.config import (
+    SEPARATOR_DESCRIPTION,
+    Attribute,
+    ClaimsConfig,
+    Columns,
+    CsvSeparator,
+    Switch,
+    attribute_list,
+    build_config,
+)
 from enrich.errors import ConfigError
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -25,6 +34,19 @@ class TrainConfig(BaseModel):
         default_factory=Columns, description="Which columns hold the title and description."
     )
     separator: CsvSeparator = Field(",", description=SEPARATOR_DESCRIPTION)
+    attributes: Annotated[list[Attribute], BeforeValidator(attribute_list)] = Field(
+        default_factory=list,
+        description="Columns stated in the prompt under the title (brand, colour, price...); recorded in enrich.json, "
+        "so run and eval prompt the model with them.",
+    )
+    targets: Literal["faithful", "as-is"] = Field(
+        "faithful",
+        description="faithful: each description cut to the sentences whose claims the row's title and attributes "
+        "support (a model learns to invent from references that state what only pictures show); as-is: unchanged.",
+    )
+    claims: ClaimsConfig = Field(
+        default_factory=ClaimsConfig, description="Changes to the claim vocabulary learned from the catalog."
+    )
     preset: Literal["reference", "cpu-small"] = Field(
         "cpu-small", description="Recipe the defaults come from."
     )
@@ -106,13 +128,14 @@ class TrainConfig(BaseModel):
     )
 
 
-# The reference recipe (DEVELOPERS.md); cpu-small holds the settings measured best on 2 CPU cores (bench/RESULTS.md).
-PRESETS: dict[str, dict[str, Any]] = {
+# reference is the recipe (README, "Fine-tuning, export and evaluation"); cpu-small holds the settings measured best
+# on 2 CPU cores (bench/RESULTS.md, "Fine-tuning on CPU").
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"base": "llama-3.1-8b-4bit", "train_on_prompt": True},
     "cpu-small": {
-        # Run B of bench/RESULTS.md "Fine-tuning on CPU (issue 3)": 24.9 min on 2 cores, validation loss 3.55 to
-        # 3.34; against the base on 200 held-out rows ROUGE-L +10%, unsupported numbers 41.5% (base 67%), 84.5%
-        # ending by EOS (base 45.5%); chrF lower (21.2 against 27.0) because the base writes twice the length.
+        # Measured: 24.9 min on 2 cores, validation loss 3.55 to 3.34; against the base on 200 held-out rows
+        # ROUGE-L +10%, unsupported numbers 41.5% (base 67%), 84.5% ending by EOS (base 45.5%); chrF lower (21.2
+        # against 27.0) because the base writes twice the length.
         "base": "smollm2-135m",
         # Alpaca wording: the prompt holds no <|im_end|>, so a repetition penalty at decoding cannot suppress EOS.
         "template": "alpaca",
@@ -127,8 +150,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_ratio": 0.05,
         "max_grad_norm": 1.0,
         # Descriptions of 300+ characters (the longer half where a catalog's are shorter) that fit 352 tokens:
-        # the model learns to write a full description and stop within 256 new tokens (the pilot and run A,
-        # trained on every length, learned one-line answers).
+        # the model learns to write a full description and stop within 256 new tokens (trained on every length,
+        # it learned from the many one-line descriptions and answered in one line).
         "min_chars": "auto",
         "max_seq_length": 352,
         "gradient_checkpointing": False,
@@ -144,18 +167,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_defaults(field: str) -> dict[str, Any]:
     """A field's default under each preset: the preset's own value, else the field's default."""
     default = TrainConfig.model_fields[field].default
-    return {name: values.get(field, default) for name, values in PRESETS.items()}
+    return {name: values.get(field, default) for name, values in TRAIN_PRESETS.items()}
 
 
 def build_train_config(options: dict[str, Any]) -> TrainConfig:
-    """Preset defaults, then the options that are set; validation problems are reported together."""
+    """The preset's values (options["preset"], default cpu-small), then the options that are set (field names or
+    dotted paths: columns.title), through the one merge path; every problem is reported together."""
     preset = options.get("preset") or "cpu-small"
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    data = {**PRESETS[preset], "preset": preset, **{k: v for k, v in options.items() if v is not None}}
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(
-            "\n".join(f"finetune: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        ) from None
+    if preset not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    return build_config(TrainConfig, {**TRAIN_PRESETS[preset], "preset": preset}, options, source="finetune")

@@ -62,8 +62,8 @@ class TrainData:
     faithful: dict[str, Any] = field(default_factory=dict)  # what cutting the targets did, with examples
 
 
-def read_rows(source: Source, with_id: bool = False) -> dict[str, list[Any]]:
-    """Titles and descriptions (and ids) of a catalog in Parquet, CSV or JSON lines, by role."""
+def read_titles_and_descriptions(source: Source, with_id: bool = False) -> dict[str, list[Any]]:
+    """Titles, descriptions, stated attributes (and ids) of a catalog in Parquet, CSV or JSON lines, by role."""
     columns = source.columns
     if columns.content is None:
         raise ConfigError("this command needs a description column: pass --content-col")
@@ -276,7 +276,8 @@ def prepare(
     targets: str = "as-is",
 ) -> TrainData:
     """Clean, learn the catalog's claim vocabulary, cut the targets to what the rows support (targets
-    "faithful"), tokenize and split rows read by read_rows; counts say how many rows each step dropped."""
+    "faithful"), tokenize and split rows of read_titles_and_descriptions; counts say how many rows each step
+    dropped."""
     titles, texts = rows["title"], rows["content"]
     render = getattr(tokenizer, "apply_chat_template", None) if template.prompt is None else None
     if template.prompt is None and not getattr(tokenizer, "chat_template", None):

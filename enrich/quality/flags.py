@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import get_args
 
-from enrich.config import Flag
+from enrich.contracts import Flag
 from enrich.quality.claims import Claim, Facts, check, type_check
 from enrich.quality.vocabulary import Vocabulary
 

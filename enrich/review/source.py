@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from enrich.catalog.source import Source, format_of
-from enrich.config import is_parquet
+from enrich.contracts import is_parquet
 from enrich.errors import InputError
 
 # About 10 MB of a catalog's texts per window. Larger windows cost memory, not time: on 1M rows of 1 kB, peak

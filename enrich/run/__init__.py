@@ -14,7 +14,8 @@ from enrich.run.history import keep_failure, now
 from enrich.run.target import Target, require_problem_free
 
 if TYPE_CHECKING:
-    from enrich.config import JobConfig, RunReport
+    from enrich.config import JobConfig
+    from enrich.contracts import RunReport
     from enrich.model.engines import Engine
 
 

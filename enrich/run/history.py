@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enrich.config import COUNT_KEYS, Counts, JobConfig, RunReport, Seconds, Tokens
+from enrich.config import JobConfig
+from enrich.contracts import COUNT_KEYS, Counts, RunReport, Seconds, Tokens
 from enrich.errors import Interrupted, exit_code_of
 from enrich.files import write_json
 from enrich.model.reference import versions

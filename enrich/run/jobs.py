@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enrich.config import FORMAT_SUFFIXES, JobConfig, build_job, read_job_table
+from enrich.config import JobConfig, build_job
+from enrich.contracts import FORMAT_SUFFIXES
 from enrich.errors import ConfigError, EngineError, EnrichError, InputError
 
 
@@ -25,6 +26,35 @@ def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
             value = raw  # bare words (flag, ./out.parquet) are text, as a user means them
         out[key.strip()] = value
     return out
+
+
+def read_job_table(path: Path) -> dict[str, Any]:
+    """Read a TOML job file; relative paths in it are taken relative to the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    base = path.resolve().parent
+    for dotted in (
+        "input.path",
+        "output.path",
+        "output.errors",
+        "output.report",
+        "run.state_dir",
+        "run.history_dir",
+        "model.ref",
+    ):
+        section, _, key = dotted.partition(".")
+        table = data.get(section)
+        if not (isinstance(table, dict) and isinstance(table.get(key), str)):
+            continue
+        value = os.path.expanduser(table[key])
+        if dotted == "model.ref" and not value.startswith((".", "/", "~")) and not (base / value).exists():
+            continue  # a preset name (smollm2-135m), not a path
+        table[key] = value if Path(value).is_absolute() else os.path.normpath(base / value)  # no '..' in logs
+    return data
 
 
 def load_job(path: Path, overrides: dict[str, Any] | None = None) -> JobConfig:
@@ -60,7 +90,7 @@ class Problem:
 def check_job(job: JobConfig) -> list[Problem]:
     """Problems that a valid model can still have on this machine."""
     from enrich.model.engines import device_problem
-    from enrich.model.reference import PRESETS
+    from enrich.model.reference import MODEL_PRESETS
     from enrich.run.target import Target
 
     problems: list[Problem] = []
@@ -77,9 +107,9 @@ def check_job(job: JobConfig) -> list[Problem]:
             )
     problems += [Problem(dotted, message) for dotted, message in Target.of(job).problems()]
     ref = job.model.ref
-    if ref is not None and ref not in PRESETS and not Path(ref).expanduser().exists():
+    if ref is not None and ref not in MODEL_PRESETS and not Path(ref).expanduser().exists():
         problems.append(
-            Problem("model.ref", f"{ref!r}: not a preset ({', '.join(PRESETS)}) nor an existing path")
+            Problem("model.ref", f"{ref!r}: not a preset ({', '.join(MODEL_PRESETS)}) nor an existing path")
         )
     no_device = device_problem(job.model.device) if job.model.engine in ("auto", "transformers") else None
     if no_device:
@@ -109,25 +139,21 @@ def validation_error(problems: list[Problem]) -> EnrichError:
     return error("\n".join(f"{p.where}: {p.message}" if p.where else p.message for p in problems))
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """A resolved job as TOML; unset fields (TOML has no null) appear as comments, so every field is shown."""
+    """A resolved job as TOML; unset fields (TOML has no null) appear as comments, so every field is shown.
+
+    tomli-w writes each value (quoting, escapes, numbers); the walk over the tables stays here, for the comments,
+    which tomli-w does not write.
+    """
+    import tomli_w
+
     lines: list[str] = []
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
     for key, value in data.items():
         if isinstance(value, dict):
             continue
-        lines.append(f"# {key} = (not set)" if value is None else f"{key} = {_toml_value(value)}")
-    text = (f"[{prefix}]\n" if prefix and lines else "") + "".join(line + "\n" for line in lines)
+        lines.append(f"# {key} = (not set)\n" if value is None else tomli_w.dumps({key: value}))
+    text = (f"[{prefix}]\n" if prefix and lines else "") + "".join(lines)
     for key, value in tables.items():
         text += ("\n" if text else "") + dump_toml(value, f"{prefix}.{key}" if prefix else key)
     return text

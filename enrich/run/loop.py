@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from enrich.catalog.prepass import Prepass, prepass
-from enrich.config import COUNT_KEYS, JobConfig, RunReport, is_parquet
+from enrich.config import JobConfig
+from enrich.contracts import COUNT_KEYS, RunReport, is_parquet
 from enrich.errors import ConfigError, Interrupted, PartialFailure
 from enrich.events import Event, no_events
 from enrich.files import remove_stale_temps, write_json

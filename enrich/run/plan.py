@@ -11,10 +11,11 @@ from typing import Any
 
 from enrich.catalog.source import Source, format_of, nested_columns
 from enrich.catalog.windows import Windows
-from enrich.config import OUTPUT_COLUMNS, Attribute, ClaimsConfig, JobConfig, OutputColumns
+from enrich.config import Attribute, ClaimsConfig, JobConfig, OutputColumns
+from enrich.contracts import OUTPUT_COLUMNS
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
-from enrich.model.engines import Sampling, pick_engine
+from enrich.model.engines import Sampling, pick_engine, resolve_sampling
 from enrich.model.prompts import Template, get_template
 from enrich.model.reference import ModelSpec, resolve_model, versions
 from enrich.quality.vocabulary import Vocabulary, base_vocabulary
@@ -66,23 +67,6 @@ class Plan:
         }
 
 
-def _resolve_sampling(job: JobConfig, spec: ModelSpec) -> Sampling:
-    s = job.sampling
-    d = spec.sampling
-
-    def pick(name: str) -> Any:
-        value = getattr(s, name)
-        return value if value is not None else d[name]
-
-    return Sampling(
-        temperature=float(pick("temperature")),
-        top_p=float(pick("top_p")),
-        max_new_tokens=int(pick("max_new_tokens")),
-        repetition_penalty=float(pick("repetition_penalty")),
-        seed=s.seed,
-    )
-
-
 def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     """Read the input's columns, resolve the model, engine, template and sampling; compute the fingerprint."""
     from enrich.model.engines import cuda_available
@@ -106,7 +90,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         template = get_template(job.prompt.template or spec.template)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    sampling = _resolve_sampling(job, spec)
+    sampling = resolve_sampling(job.sampling, spec)
     source = source.with_attributes(attributes_for(job.input.attributes, spec, source, names, on_event))
     if job.output.only_missing and not source.columns.content:
         raise ConfigError(

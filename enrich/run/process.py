@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from enrich.config import COUNT_KEYS
+from enrich.contracts import COUNT_KEYS
 from enrich.errors import ConfigError
 from enrich.model.engines import Engine, Generation, Progress, PromptSide, special_tokens
 from enrich.model.prompts import PromptTokens, build_prompts, clean_output, product_block, stated_attributes
