@@ -20,7 +20,8 @@ import polars as pl
 import torch
 
 from enrich.config import ModelConfig, build_job
-from enrich.model.engines import Sampling, TransformersEngine
+from enrich.model.engines import TransformersEngine
+from enrich.model.generation import Sampling
 from enrich.model.prompts import CHAT, build_prompts
 from enrich.model.reference import resolve_model
 from enrich.run.loop import run

@@ -64,7 +64,7 @@ class CatalogEngine:
         self.texts = [t[:800] for t in texts if t]
 
     def generate(self, prompts: Sequence[str], sampling: Any, on_progress: Any = None) -> list[Any]:
-        from enrich.model.engines import Generation
+        from enrich.model.generation import Generation
 
         n = len(self.texts)
         return [Generation(self.texts[zlib.crc32(p.encode()) % n], "stop", len(p) // 4, 96) for p in prompts]

@@ -37,7 +37,8 @@ def main() -> None:
     import torch
 
     from enrich.config import ModelConfig
-    from enrich.model.engines import Sampling, VLLMEngine
+    from enrich.model.engines import VLLMEngine
+    from enrich.model.generation import Sampling
     from enrich.model.reference import resolve_model, versions
 
     if not (args.model_dir / "config.json").is_file():

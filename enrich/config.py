@@ -334,6 +334,15 @@ class RunConfig(FrozenModel):
         False, description="Generate for a sample, print it with a forecast; write nothing."
     )
     sample: int = Field(20, ge=1, description="Rows in a dry run's seeded random sample.")
+    decisions: str | None = Field(
+        None,
+        description="A decisions file saved from the review page (OUTPUT.decisions.jsonl): with incremental, "
+        "rejected rows are generated again with a new seed and approved rows are kept as they are; a decision whose "
+        "row changed since the review is reported and ignored. Default: none.",
+    )
+    review: Switch = Field(
+        True, description="Write OUTPUT.review.html at the end (enrich review OUTPUT does too)."
+    )
 
 
 class RayConfig(FrozenModel):

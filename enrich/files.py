@@ -140,3 +140,13 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # another user's live process
     return True
+
+
+def is_enrich_page(path: Path) -> bool:
+    """Whether a file is a page that enrich wrote (its generator mark, in its first lines)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2048)
+    except OSError:
+        return False
+    return b'<meta name="generator" content="enrich">' in head

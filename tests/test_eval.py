@@ -11,7 +11,8 @@ from click.testing import CliRunner, Result
 from enrich.cli import main
 from enrich.config import SamplingConfig
 from enrich.evaluation.metrics import rouge_l, score
-from enrich.model.engines import Sampling, resolve_sampling
+from enrich.model.engines import resolve_sampling
+from enrich.model.generation import Sampling
 from enrich.model.reference import ModelSpec
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"

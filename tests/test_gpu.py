@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from enrich.config import ModelConfig
-from enrich.model.engines import Sampling, TransformersEngine, VLLMEngine
+from enrich.model.engines import TransformersEngine, VLLMEngine
+from enrich.model.generation import Sampling
 from enrich.model.prompts import build_prompts, get_template
 from enrich.model.reference import resolve_model
 

@@ -14,7 +14,8 @@ from _support import REPO
 from enrich.config import ModelConfig, build_job
 from enrich.evaluation.evaluate import EvalConfig, generate_for
 from enrich.model import engines, traindata
-from enrich.model.engines import Generation, Progress, Sampling, prompt_side, special_tokens
+from enrich.model.engines import prompt_side, special_tokens
+from enrich.model.generation import Generation, Progress, Sampling
 from enrich.model.prompts import (
     TEMPLATES,
     WORD_JOINER,

@@ -55,6 +55,7 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--limit", "run.limit", {"type": int}),
     ("--state-dir", "run.state_dir", {"help": "Resume state (default OUTPUT.enrich/)."}),
     ("--history-dir", "run.history_dir", {}),
+    ("--decisions", "run.decisions", {"metavar": "FILE"}),
     ("--dtype", "model.dtype", {"type": click.Choice(["auto", "float32", "bfloat16", "float16"])}),
     ("--device", "model.device", {}),
     ("--gpu-memory-utilization", "model.gpu_memory_utilization", {"type": float}),
@@ -89,6 +90,7 @@ FLAG_OPTIONS: list[tuple[str, str, str]] = [
         "run.incremental",
         "Copy unchanged rows from the existing OUTPUT; generate only new ones.",
     ),
+    ("--no-review", "run.review", "Do not write OUTPUT.review.html at the end."),
     (
         "--only-missing",
         "output.only_missing",
@@ -142,7 +144,9 @@ def option_table(
             fn = click.option(flag, param_name(flag), default=None, **{**extra, "help": text})(fn)
         for flags, field, help_text in reversed(switches):
             on, _, off = flags.partition("/")
-            default = _default_text({k: on if v else off or "off" for k, v in describe(field)[1].items()})
+            # A --no-X switch turns off a field that is on by default: its default is the switch not given.
+            shown = {k: (not v if on.startswith("--no-") else v) for k, v in describe(field)[1].items()}
+            default = _default_text({k: on if v else off or "off" for k, v in shown.items()})
             # The parameter is named after the field where that is a name (finetune's), else after the flag.
             name = field if field.isidentifier() else param_name(on)
             fn = click.option(flags, name, is_flag=True, default=None, help=_help(help_text, default))(fn)
@@ -188,7 +192,12 @@ def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def overrides_from(params: dict[str, Any]) -> dict[str, Any]:
     """Dotted-path overrides from the options given (unset options are None and leave the job alone)."""
     out = {dotted: given_value(params.get(param_name(flag))) for flag, dotted, _ in RUN_OPTIONS}
-    out.update({dotted: True if params.get(param_name(flag)) else None for flag, dotted, _ in FLAG_OPTIONS})
+    out.update(
+        {
+            dotted: (not flag.startswith("--no-")) if params.get(param_name(flag)) else None
+            for flag, dotted, _ in FLAG_OPTIONS
+        }
+    )
     if params.get("log_format") not in (None, "auto"):
         out["run.log_format"] = params["log_format"]
     return out

@@ -29,6 +29,7 @@ from enrich.cli.common import log_options
     help="Other rows: a seeded sample.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the samples.")
+@click.option("--overwrite", is_flag=True, help="Replace a page at -o that enrich did not write.")
 @log_options
 def review(
     output: str,
@@ -36,6 +37,7 @@ def review(
     max_flagged: int,
     sample: int,
     seed: int,
+    overwrite: bool,
     log_format: str,
     quiet: bool,
     verbose: int,
@@ -66,6 +68,11 @@ def review(
         page = write_eval_page(path)
     else:
         page = write_review(
-            path, Path(html) if html else None, max_flagged=max_flagged, sample=sample, seed=seed
+            path,
+            Path(html) if html else None,
+            max_flagged=max_flagged,
+            sample=sample,
+            seed=seed,
+            overwrite=overwrite,
         )
     click.echo(str(page))

@@ -5,24 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from enrich.config import ModelConfig, SamplingConfig
 from enrich.errors import ConfigError, EngineError
+from enrich.model.generation import (
+    Engine,
+    Generation,
+    Progress,
+    Sampling,
+    cuda_available,
+    stop_token_ids,
+)
 from enrich.model.reference import ModelSpec
 from enrich.model.vllm import VLLMEngine, vllm_installed
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How to sample; temperature 0 is greedy."""
-
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    repetition_penalty: float = 1.0
-    seed: int = 0
-    ignore_eos: bool = False  # benchmarks: every prompt generates exactly max_new_tokens
 
 
 def resolve_sampling(config: SamplingConfig, spec: ModelSpec) -> Sampling:
@@ -41,47 +37,6 @@ def resolve_sampling(config: SamplingConfig, spec: ModelSpec) -> Sampling:
         repetition_penalty=float(pick("repetition_penalty")),
         seed=config.seed,
     )
-
-
-@dataclass(slots=True)
-class Generation:
-    """One prompt's result (slots, not frozen: one is made per row, and a frozen init costs 3x)."""
-
-    text: str
-    finish_reason: str  # "stop" (EOS or a stop token) or "length" (the token limit)
-    prompt_tokens: int
-    output_tokens: int
-
-
-# Called with the number of prompts done so far, where an engine works through them in several batches.
-Progress = Callable[[int], None]
-
-
-class Engine(Protocol):
-    """What the run needs of an inference engine."""
-
-    name: str
-    tokenizer: Any
-    max_model_len: int
-
-    def generate(
-        self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None = None
-    ) -> list[Generation]: ...
-
-    def close(self) -> None: ...
-
-
-def stop_token_ids(tokenizer: Any, stop: Sequence[str], extra: Any = None) -> list[int]:
-    """The token ids that end a generation: each stop string that is one token, then extra (the model's EOS ids)."""
-    ids: list[int] = []
-    for token in stop:
-        tid = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
-            ids.append(tid)
-    for tid in extra if isinstance(extra, list) else [extra]:
-        if isinstance(tid, int) and tid not in ids:
-            ids.append(tid)
-    return ids
 
 
 def _torch_dtype(name: str, device: str) -> Any:
@@ -351,13 +306,6 @@ ENGINES: dict[str, Callable[[ModelSpec, ModelConfig, int], Engine]] = {
     "vllm": VLLMEngine,
     "echo": EchoEngine,
 }
-
-
-def cuda_available() -> bool:
-    """True where torch sees a CUDA GPU."""
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def pick_engine(name: str) -> str:

@@ -1,5 +1,5 @@
 """The vLLM engine (the production GPU engine) and the arguments it gives vllm.LLM. It imports vllm only when an
-engine starts, and engines.py only inside functions: engines.py imports this module to register the engine."""
+engine starts."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from enrich.config import ModelConfig
 from enrich.errors import EngineError
+from enrich.model.generation import Generation, Progress, Sampling, cuda_available, stop_token_ids
 from enrich.model.reference import ModelSpec
-
-if TYPE_CHECKING:
-    from enrich.model.engines import Generation, Progress, Sampling
 
 
 def vllm_installed() -> bool:
@@ -32,7 +30,6 @@ class VLLMEngine:
     def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int, **engine_args: Any) -> None:
         """engine_args go to vllm.LLM as they are (benchmarks: load_format="dummy", enforce_eager=True)."""
         del batch_size  # vLLM batches by itself: max_num_seqs and max_num_batched_tokens bound a step
-        from enrich.model.engines import stop_token_ids
 
         _require_vllm()
         if importlib.util.find_spec("flashinfer") is None:
@@ -76,8 +73,6 @@ class VLLMEngine:
         del on_progress  # one call for the whole window: its scheduler batches inside it
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-
-        from enrich.model.engines import Generation
 
         # Tokenized here, once, in one batch call: the prompt's tokens are exactly what the transformers engine
         # and fine-tuning see (no BOS added on top of the template), and too-long prompts never reach vLLM,
@@ -140,7 +135,6 @@ class VLLMEngine:
 
 
 def _require_vllm() -> None:
-    from enrich.model.engines import cuda_available
 
     if not vllm_installed():
         raise EngineError("engine 'vllm' needs the vllm package: pip install 'enrich[gpu]' on a GPU machine")

@@ -28,6 +28,7 @@ def write_review(
     max_flagged: int = MAX_FLAGGED,
     sample: int = SAMPLE,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write the review page of a run's OUTPUT (default OUTPUT.review.html) and return its path."""
     if max_flagged < 0 or sample < 0:
@@ -47,7 +48,7 @@ def write_review(
     }
     dest = dest or Path(f"{output}.review.html")
     context = _glance(output, report, summary, errors)
-    return write_page("review.html.j2", dest, data, note=_note(summary, seed), **context)
+    return write_page("review.html.j2", dest, data, overwrite, note=_note(summary, seed), **context)
 
 
 def _page_row(r: dict[str, Any], shape: Layout, errors: ErrorSummary) -> dict[str, Any]:

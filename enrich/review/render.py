@@ -13,7 +13,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from enrich.files import atomic_file
+from enrich.errors import ConfigError
+from enrich.files import atomic_file, is_enrich_page
 
 MAX_TEXT_CHARS = 4000  # a text longer than this is cut on the page (catalog descriptions run to 10k+)
 
@@ -31,8 +32,15 @@ def _environment() -> Environment:
     return env
 
 
-def write_page(template: str, dest: Path, data: dict[str, Any], **context: Any) -> Path:
-    """Render template with the page's CSS and JS inline and data embedded as JSON; write it atomically."""
+def write_page(
+    template: str, dest: Path, data: dict[str, Any], overwrite: bool = False, **context: Any
+) -> Path:
+    """Render template with the page's CSS and JS inline and data embedded as JSON; write it atomically. A file at
+    dest that enrich did not write is replaced only with overwrite."""
+    if dest.exists() and not overwrite and not (dest.is_file() and is_enrich_page(dest)):
+        raise ConfigError(
+            f"{dest}: exists and enrich did not write it; pass --overwrite to replace it, or choose another -o"
+        )
     assets = resources.files("enrich.review") / "assets"
     html = (
         _environment()

@@ -16,7 +16,7 @@ from enrich.run.target import Target, require_problem_free
 if TYPE_CHECKING:
     from enrich.config import JobConfig
     from enrich.contracts import RunReport
-    from enrich.model.engines import Engine
+    from enrich.model.generation import Engine
 
 
 def run(job: JobConfig, on_event: Event = no_events, engine: Engine | None = None) -> RunReport:

@@ -11,7 +11,8 @@ from enrich.catalog.source import Source
 from enrich.config import JobConfig
 from enrich.errors import InputError
 from enrich.events import Event, no_events
-from enrich.model.engines import Engine, make_engine
+from enrich.model.engines import make_engine
+from enrich.model.generation import Engine
 from enrich.run.plan import plan_run
 from enrich.run.process import Processor
 

@@ -44,6 +44,7 @@ def read_job_table(path: Path) -> dict[str, Any]:
         "output.report",
         "run.state_dir",
         "run.history_dir",
+        "run.decisions",
         "model.ref",
     ):
         section, _, key = dotted.partition(".")

@@ -19,10 +19,11 @@ from typing import Any
 from enrich.catalog.prepass import Prepass, prepass
 from enrich.config import JobConfig
 from enrich.contracts import COUNT_KEYS, RunReport, is_parquet
-from enrich.errors import ConfigError, Interrupted, PartialFailure
+from enrich.errors import ConfigError, EnrichError, Interrupted, PartialFailure
 from enrich.events import Event, no_events
 from enrich.files import remove_stale_temps, write_json
-from enrich.model.engines import Engine, make_engine, prompt_side
+from enrich.model.engines import make_engine, prompt_side
+from enrich.model.generation import Engine
 from enrich.quality.flags import FLAGS
 from enrich.run.errorfile import assemble_errors, copy_errors
 from enrich.run.history import keep, keep_failure, now
@@ -64,6 +65,9 @@ def run_held(
         report = _run(plan, started, t0, on_event, engine)
         held.keep()
         target.record_written(plan.out.path, plan.errors_path, plan.report_path)
+        if target.review is not None:
+            _write_review(plan, target.review, on_event)
+            target.record_written(target.review)
     except BaseException as err:
         keep_failure(planned, started, t0, err)
         raise
@@ -73,9 +77,22 @@ def run_held(
     return report
 
 
+def _write_review(plan: Plan, page: Path, on_event: Event) -> None:
+    """OUTPUT.review.html from the finished output; a page that cannot be written is a warning, never a failed
+    run (the output is complete, and `enrich review OUTPUT` writes the page again)."""
+    from enrich.review import write_review
+
+    try:
+        write_review(plan.out.path, page, overwrite=True)  # the target checked it is enrich's, or --overwrite
+    except (EnrichError, OSError) as err:
+        on_event("warning", {"message": f"{page}: the review page was not written ({err})"})
+        return
+    on_event("info", {"message": f"review page: {page}"})
+
+
 def _remove_stale_temps(target: Target) -> None:
     """Temporary files of this output's files that a killed run left behind (their writer is gone)."""
-    paths = [target.output, target.errors, target.report]
+    paths = [target.output, target.errors, target.report, *([target.review] if target.review else [])]
     for folder in target.state_dirs:
         paths += [folder / MANIFEST, folder / MARKER]
     for path in paths:

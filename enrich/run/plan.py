@@ -15,7 +15,8 @@ from enrich.config import Attribute, ClaimsConfig, JobConfig, OutputColumns
 from enrich.contracts import OUTPUT_COLUMNS
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
-from enrich.model.engines import Sampling, pick_engine, resolve_sampling
+from enrich.model.engines import pick_engine, resolve_sampling
+from enrich.model.generation import Sampling
 from enrich.model.prompts import Template, get_template
 from enrich.model.reference import ModelSpec, resolve_model, versions
 from enrich.quality.vocabulary import Vocabulary, base_vocabulary
@@ -69,7 +70,7 @@ class Plan:
 
 def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     """Read the input's columns, resolve the model, engine, template and sampling; compute the fingerprint."""
-    from enrich.model.engines import cuda_available
+    from enrich.model.generation import cuda_available
 
     source, names = settle_columns(job, on_event)
     job = job.model_copy(update={"input": job.input.model_copy(update={"columns": source.columns})})

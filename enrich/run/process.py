@@ -14,7 +14,8 @@ from typing import Any
 
 from enrich.contracts import COUNT_KEYS
 from enrich.errors import ConfigError
-from enrich.model.engines import Engine, Generation, Progress, PromptSide, special_tokens
+from enrich.model.engines import PromptSide, special_tokens
+from enrich.model.generation import Engine, Generation, Progress
 from enrich.model.prompts import PromptTokens, build_prompts, clean_output, product_block, stated_attributes
 from enrich.quality.claims import facts
 from enrich.quality.flags import Inspection, inspect

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enrich.errors import ConfigError, RunLocked
-from enrich.files import input_files, remove_stale_temps, write_json
+from enrich.files import input_files, is_enrich_page, remove_stale_temps, write_json
 
 if TYPE_CHECKING:
     from enrich.config import JobConfig
@@ -48,6 +48,7 @@ class Target:
     inputs: frozenset[Path]
     history_dir: Path | None
     overwrite: bool
+    review: Path | None  # OUTPUT.review.html, where the run writes its review page
 
     @classmethod
     def of(cls, job: JobConfig) -> Target:
@@ -62,6 +63,7 @@ class Target:
             inputs=frozenset(inputs),
             history_dir=Path(job.run.history_dir) if job.run.history_dir else None,
             overwrite=job.output.overwrite,
+            review=Path(f"{out.path}.review.html") if job.run.review else None,
         )
 
     @property
@@ -94,11 +96,14 @@ class Target:
         return list(dict.fromkeys(problems))  # a folder shared by two files is named once
 
     def _files(self) -> list[tuple[str, str, str, Path]]:
-        return [
+        files = [
             ("output.path", "the output", "-o", self.output),
             ("output.errors", "the error file", "--errors", self.errors),
             ("output.report", "the report", "--report", self.report),
         ]
+        if self.review is not None:
+            files.append(("run.review", "the review page", "--no-review", self.review))
+        return files
 
     def _overlaps(self) -> list[tuple[str, str]]:
         """Files that would overwrite the input, each other or the run state, or are folders."""
@@ -148,7 +153,7 @@ class Target:
         """Whether an existing error file or report is an earlier one of this output: the state's marker lists
         it, or it is a report of this output, or such a report names it as its error file."""
         real = path.resolve()
-        if real in self.written():
+        if real in self.written() or (path == self.review and is_enrich_page(path)):
             return True
         report = _read_json(self.report)
         if not (report and _same_path(report.get("output"), self.output)):
