@@ -148,6 +148,11 @@ class RunReport(FrozenModel):
     workers: list[dict[str, Any]] | None = Field(
         None, description="Ray runs: per worker (actor process) its windows, rows, busy seconds and rows/s."
     )
+    decisions: dict[str, Any] | None = Field(
+        None,
+        description="A reviewer's decisions applied (run.decisions): the file, the seed its rejected rows were "
+        "generated again with, and how many rows were approved, rejected, and stale (their row changed since).",
+    )
     advice: list[str] = Field(
         default_factory=list,
         description="What to change where a quality flag marks most of the generated rows (the cause, the remedy).",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -69,3 +71,37 @@ def _problem(err: ValidationError) -> str:
     if problem["type"] == "extra_forbidden":
         return f"unknown field {field!r} (fields: id, row, key, decision, note)"
     return f"{field}: {problem['msg']}"
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """A decisions file as a run applies it: each decision by the content key of the row it was made on."""
+
+    path: str
+    by_key: dict[str, Decision]
+    seed: (
+        int  # from the file's content: the next review's file regenerates its rejected rows with other seeds
+    )
+
+    @classmethod
+    def load(cls, path: Path) -> Decisions:
+        data = path.read_bytes() if path.is_file() else b""
+        decisions = read_decisions(path)
+        return cls(
+            str(path),
+            {d.key: d for d in decisions if d.key},
+            int.from_bytes(hashlib.sha256(data).digest()[:4], "big"),
+        )
+
+    def digest(self) -> str:
+        """What a run's fingerprint holds of the file: its decisions and the seed they lead to."""
+        text = json.dumps(sorted([k, d.decision] for k, d in self.by_key.items()))
+        return hashlib.sha256(f"{text}{self.seed}".encode()).hexdigest()[:16]
+
+    def on(self, key: str, row_id: str | None, row: int) -> Decision | None:
+        """The decision made on this row (same content key, and same id, or same position without ids)."""
+        found = self.by_key.get(key)
+        if found is None:
+            return None
+        same_row = found.id == row_id if found.id is not None else found.row == row
+        return found if same_row else None

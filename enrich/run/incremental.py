@@ -188,7 +188,9 @@ def take_unchanged(window: Window, old: dict[str, list[Any]] | None, context_key
     if old is None:
         return
     for off in list(window.prompts):
-        if not old["__hit"][off]:
+        if (
+            not old["__hit"][off] or window.decided.get(off) == "rejected"
+        ):  # a reviewer asked for another text
             continue
         # The key is recomputed from the normalized row: a copy is never made on a mismatched key.
         if row_key(context_key, window.ids[off], window.block(off)) != old["enrich_key"][off]:

@@ -143,7 +143,7 @@ def _run(plan: Plan, started: str, t0: float, on_event: Event, engine: Engine | 
         ) from None
     clear(scratch)
     tally.seconds["total"] = time.perf_counter() - t0
-    report = _report(plan, state, started, tally, n_errors, workers)
+    report = _report(plan, state, started, tally, n_errors, workers, on_event)
     write_json(plan.report_path, report.model_dump())
     state.mark_complete(report.model_dump())
     state.clear_parts()
@@ -308,6 +308,37 @@ def advice(flags: Counter[str] | dict[str, int], rows: int, limit: int) -> list[
     ]
 
 
+def _decisions_applied(plan: Plan, state: RunState, on_event: Event) -> dict[str, Any] | None:
+    """What came of the decisions file: rows approved and rejected, and decisions on rows that changed since the
+    review (their content key is no row's now), which are ignored and named."""
+    if plan.decisions is None:
+        return None
+    applied: dict[str, set[str]] = {"approved": set(), "rejected": set()}
+    for part in state.parts.values():
+        for verdict, keys in part.get("decided", {}).items():
+            applied[verdict].update(keys)
+    stale = [
+        d for key, d in plan.decisions.by_key.items() if key not in applied["approved"] | applied["rejected"]
+    ]
+    if stale:
+        rows = ", ".join(str(d.id if d.id is not None else d.row) for d in stale[:5])
+        more = ", ..." if len(stale) > 5 else ""
+        on_event(
+            "warning",
+            {
+                "message": f"{plan.decisions.path}: {len(stale)} decisions are on rows that changed since the "
+                f"review ({rows}{more}); they were ignored"
+            },
+        )
+    return {
+        "file": plan.decisions.path,
+        "seed": plan.decisions.seed,
+        "approved": len(applied["approved"]),
+        "rejected": len(applied["rejected"]),
+        "stale": len(stale),
+    }
+
+
 def _report(
     plan: Plan,
     state: RunState,
@@ -315,6 +346,7 @@ def _report(
     tally: Tally,
     n_errors: int,
     workers: list[dict[str, Any]] | None,
+    on_event: Event = no_events,
 ) -> RunReport:
     counts: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
@@ -344,4 +376,5 @@ def _report(
         rows_per_s=round(tally.fresh / elapsed, 3),
         output_tokens_per_s=round(tally.tokens / elapsed, 3),
         workers=workers,
+        decisions=_decisions_applied(plan, state, on_event),
     )

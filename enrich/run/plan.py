@@ -20,6 +20,7 @@ from enrich.model.generation import Sampling
 from enrich.model.prompts import Template, get_template
 from enrich.model.reference import ModelSpec, resolve_model, versions
 from enrich.quality.vocabulary import Vocabulary, base_vocabulary
+from enrich.review.decisions import Decisions
 from enrich.run.output import PART_TYPES, OutputFile
 
 CPU_FIRST_WINDOW = 4  # rows: on 2 shared cores the embedded model writes them in well under a minute
@@ -42,6 +43,7 @@ class Plan:
     sampling: Sampling
     windows: Windows
     vocabulary: Vocabulary  # what counts as a claim: packaged, learned by the model, changed by the job
+    decisions: Decisions | None  # a reviewer's decisions on the previous output's rows (run.decisions)
     batch_size: int
     fingerprint: str
     details: dict[str, Any]
@@ -99,6 +101,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
             "map one with --content-col"
         )
     vocabulary = vocabulary_for(spec, job.claims)
+    decisions = _decisions(job)
     on_gpu = engine_name == "vllm"
     batch_size = job.batch.batch_size or (256 if on_gpu else 16)
     window_rows = job.batch.window_rows or (8192 if on_gpu else 4 * batch_size)
@@ -112,6 +115,8 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         "engine": engine_name,
     }
     details = _details(job, source, context, window_rows, first, batch_size)
+    if decisions is not None:
+        details["decisions"] = decisions.digest()
     if vocabulary != base_vocabulary():
         details["claims"] = _digest({"vocabulary": vocabulary.to_json()})
     return Plan(
@@ -128,6 +133,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         sampling=sampling,
         windows=Windows(window_rows, first),
         vocabulary=vocabulary,
+        decisions=decisions,
         batch_size=batch_size,
         fingerprint=_digest(details),
         details=details,
@@ -197,6 +203,17 @@ def attributes_for(
                 f"--attr COLUMN={label}"
             )
     return tuple(chosen)
+
+
+def _decisions(job: JobConfig) -> Decisions | None:
+    """The decisions file of run.decisions, read and checked (a bad line is exit 3 naming it)."""
+    if job.run.decisions is None:
+        return None
+    if not job.run.incremental:
+        raise ConfigError(
+            f"--decisions {job.run.decisions}: decisions are on the rows of the previous output; pass --incremental"
+        )
+    return Decisions.load(Path(job.run.decisions))
 
 
 def vocabulary_for(spec: ModelSpec, changes: ClaimsConfig) -> Vocabulary:

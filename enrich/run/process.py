@@ -22,6 +22,8 @@ from enrich.quality.flags import Inspection, inspect
 from enrich.run.plan import Plan
 
 VALUE_CHARS = 200  # an error record's offending value is cut to this
+# How rows a reviewer rejected are sampled where the run decodes greedily: the recipe's sampling.
+REVIEW_TEMPERATURE, REVIEW_TOP_P = 0.7, 0.9
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Window:
     attributes: list[list[tuple[str, str]]] = field(default_factory=list)  # per row: (label, value) stated
     contents: list[str | None] = field(default_factory=list)  # per row: the existing description
     kept: dict[int, str] = field(default_factory=dict)  # offset -> the existing description it keeps
+    decided: dict[int, str] = field(default_factory=dict)  # offset -> approved/rejected by a reviewer
     seconds_read: float = 0.0
     seconds_prompt: float = 0.0
     reused: dict[int, dict[str, Any]] = field(default_factory=dict)  # offset -> old result (incremental)
@@ -119,6 +122,7 @@ class Processor:
         content = self.plan.source.columns.content
         window.contents = [_text(v) for v in columns[content]] if content else [None] * n
         self._keep_existing(window)
+        self._apply_decisions(window)
         todo = [off for off in range(n) if off not in window.status]
         prompts = build_prompts(
             [window.block(off) for off in todo],
@@ -144,6 +148,18 @@ class Processor:
                     continue
             window.prompts[off] = prompt
         return window
+
+    def _apply_decisions(self, window: Window) -> None:
+        """Which rows a reviewer approved or rejected (run.decisions), by their content key and id."""
+        decisions = self.plan.decisions
+        if decisions is None:
+            return
+        for off, rid in enumerate(window.ids):
+            found = decisions.on(
+                row_key(self.plan.context_key, rid, window.block(off)), rid, window.rows[off]
+            )
+            if found is not None and off not in window.status:
+                window.decided[off] = found.decision
 
     def _keep_existing(self, window: Window) -> None:
         """With output.only_missing, a row whose existing description is long enough keeps it: status kept."""
@@ -199,12 +215,22 @@ class Processor:
     ) -> dict[int, Generation]:
         """The engine's results for the window's prompts, seeded by the window: a row's text does not depend
         on which process or worker ran its window, nor on whether earlier windows ran."""
-        offs = list(window.prompts)
-        if not offs:
-            return {}
+        rejected = [o for o in window.prompts if window.decided.get(o) == "rejected"]
+        offs = [o for o in window.prompts if window.decided.get(o) != "rejected"]
         sampling = replace(self.plan.sampling, seed=self.plan.sampling.seed + window.index)
-        gens = engine.generate([window.prompts[o] for o in offs], sampling, on_progress)
-        return dict(zip(offs, gens, strict=True))
+        results: dict[int, Generation] = {}
+        if offs:
+            gens = engine.generate([window.prompts[o] for o in offs], sampling, on_progress)
+            results.update(zip(offs, gens, strict=True))
+        if rejected and self.plan.decisions is not None:
+            # A reviewer rejected these texts: another seed (the decisions file's), and sampling where the run
+            # decodes greedily, which would write the same text again.
+            again = replace(sampling, seed=sampling.seed + self.plan.decisions.seed)
+            if again.temperature == 0:
+                again = replace(again, temperature=REVIEW_TEMPERATURE, top_p=REVIEW_TOP_P)
+            gens = engine.generate([window.prompts[o] for o in rejected], again)
+            results.update(zip(rejected, gens, strict=True))
+        return results
 
     def finish(
         self, window: Window, results: dict[int, Generation]
@@ -254,6 +280,10 @@ class Processor:
             ],
         }
         stats = {
+            "decided": {
+                verdict: [part["enrich_key"][o] for o, v in window.decided.items() if v == verdict]
+                for verdict in ("approved", "rejected")
+            },
             "counts": {k: counts.get(k, 0) for k in COUNT_KEYS},
             "tokens": {"input": tokens_in, "output": tokens_out},
             "flags": dict(flag_counts),
