@@ -388,12 +388,14 @@ def test_review_page_in_chromium(greedy_model: Path, tmp_path: Path) -> None:
     catalog.with_columns(pl.Series("title", titles)).write_parquet(src)
     out = tmp_path / "out.parquet"
     # Truncation kept (status ok, flag kept): the tiny model never stops within 8 tokens.
-    run = call(
-        *greedy_run_args(src, out, greedy_model, 8, "--set", "policies.truncated=keep", max_new_tokens=8)
+    args = greedy_run_args(
+        src, out, greedy_model, 8, "--incremental", "--set", "policies.truncated=keep", max_new_tokens=8
     )
+    run = call(*args)
     assert run.returncode == 6, run.stderr[-2000:]  # one row in the error file
     output = pl.read_parquet(out)
-    page = write_review(out)
+    page = Path(f"{out}.review.html")  # the run wrote it
+    assert page.is_file() and write_review(out) == page  # and enrich review writes it again
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -460,6 +462,21 @@ def test_review_page_in_chromium(greedy_model: Path, tmp_path: Path) -> None:
     ]
     assert all(d["key"] == keys[d["row"]] and d["id"] == ids[d["row"]] for d in lines)
     assert [d.row for d in read_decisions(saved)] == [2, 3, 4]
+
+    # The decisions go back to the run: the rejected row is written again, the approved one kept.
+    again = call(*args, "--decisions", saved)
+    assert again.returncode == 6, again.stderr[-2000:]
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert (
+        report["decisions"]["approved"],
+        report["decisions"]["rejected"],
+        report["decisions"]["stale"],
+    ) == (1, 2, 0)
+    texts, before = (
+        pl.read_parquet(out)["generated_description"].to_list(),
+        output["generated_description"].to_list(),
+    )
+    assert texts[3] != before[3] and texts[4] == before[4]
 
     from PIL import Image
 

@@ -158,7 +158,7 @@ class Processor:
             found = decisions.on(
                 row_key(self.plan.context_key, rid, window.block(off)), rid, window.rows[off]
             )
-            if found is not None and off not in window.status:
+            if found is not None:  # a row that cannot be prompted (no title) stays in the error file
                 window.decided[off] = found.decision
 
     def _keep_existing(self, window: Window) -> None:
