@@ -24,6 +24,8 @@ from enrich.contracts import ERROR_FILE_SUFFIXES, FrozenModel, is_parquet
 from enrich.errors import ConfigError
 
 FlagPolicy = Literal["keep", "flag", "error"]
+# A claim flag can also be answered by generating the row again (policies.candidates candidates).
+ClaimPolicy = Literal["keep", "flag", "error", "regenerate"]
 
 
 # A switch takes true or false only: pydantic's lax mode reads "yes", "off", 1 and 0 as booleans too, so a job file's
@@ -270,17 +272,26 @@ class PolicyConfig(FrozenModel):
     empty: FlagPolicy = Field("error", description="Nothing generated.")
     repetition: FlagPolicy = Field("flag", description="Repeated n-grams above the threshold.")
     template_leak: FlagPolicy = Field("flag", description="Prompt markers in the output.")
-    unsupported_claims: FlagPolicy = Field(
+    unsupported_claims: ClaimPolicy = Field(
         "flag",
         description="A number (with its unit), colour, material, gender or age group, brand or detail that the "
-        "product's title, attributes and existing description do not support; the words are in enrich_unsupported.",
+        "product's title, attributes and existing description do not support; the words are in enrich_unsupported. "
+        "regenerate: generate the row again (policies.candidates) and write the first candidate that passes.",
     )
-    wrong_type: FlagPolicy = Field(
+    wrong_type: ClaimPolicy = Field(
         "flag", description="The text names another product type than the facts do."
     )
-    off_topic: FlagPolicy = Field(
+    off_topic: ClaimPolicy = Field(
         "flag",
         description="The text names neither the product's type, nor its brand, nor a word of its title.",
+    )
+    candidates: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="With a regenerate policy: candidates generated for a flagged row, in the same window, seeded "
+        "per row; the first that passes every check is written (status regenerated), else the one with the "
+        "fewest unsupported words, flagged.",
     )
     max_title_chars: int = Field(2000, ge=1, description="Longest title accepted.")
     long_title: Literal["truncate", "error"] = Field(

@@ -61,9 +61,10 @@ class OutputRow(BaseModel):
         description="The generated text (named by output.generated_column); null where the row failed or "
         "was skipped (the error file says why)."
     )
-    enrich_status: Literal["ok", "flagged", "error", "skipped", "kept"] = Field(
+    enrich_status: Literal["ok", "flagged", "error", "skipped", "kept", "regenerated"] = Field(
         description="ok; flagged (a quality flag whose policy is flag); error (in the error file); skipped (by "
-        "policy); kept (the existing description, left as it was: output.only_missing)."
+        "policy); kept (the existing description, left as it was: output.only_missing); regenerated (flagged, "
+        "generated again, and a candidate passed every check)."
     )
     enrich_finish_reason: Literal["stop", "length"] | None = Field(
         description="stop: ended by EOS or a stop string; length: cut at max_new_tokens; null: not generated."
@@ -86,6 +87,9 @@ class Counts(FrozenModel):
     error: int = 0
     skipped: int = 0
     kept: int = Field(0, description="Rows whose existing description was kept (output.only_missing).")
+    regenerated: int = Field(
+        0, description="Flagged rows generated again whose candidate passed every check."
+    )
     generated: int = 0
     copied: int = 0
 
@@ -147,6 +151,11 @@ class RunReport(FrozenModel):
     output_tokens_per_s: float
     workers: list[dict[str, Any]] | None = Field(
         None, description="Ray runs: per worker (actor process) its windows, rows, busy seconds and rows/s."
+    )
+    regeneration: dict[str, int] | None = Field(
+        None,
+        description="With a regenerate policy: rows generated again, rescued (a candidate passed), still flagged, "
+        "and the candidates' output tokens.",
     )
     decisions: dict[str, Any] | None = Field(
         None,

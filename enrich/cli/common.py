@@ -52,6 +52,7 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--long-title", "policies.long_title", {"type": click.Choice(["truncate", "error"])}),
     ("--invalid-row", "policies.invalid_row", {"type": click.Choice(["error", "skip"])}),
     ("--duplicate-id", "policies.duplicate_id", {"type": click.Choice(["error", "skip", "keep"])}),
+    ("--candidates", "policies.candidates", {"type": int}),
     ("--limit", "run.limit", {"type": int}),
     ("--state-dir", "run.state_dir", {"help": "Resume state (default OUTPUT.enrich/)."}),
     ("--history-dir", "run.history_dir", {}),

@@ -157,7 +157,8 @@ def _join(keys: Path, previous: OutputFile, dest: Path) -> int:
                 pl.col("enrich_output_tokens").cast(pl.Int32, strict=False),
             )
         prev = prev.filter(
-            pl.col("enrich_status").is_in(["ok", "flagged"]) & pl.col("enrich_key").is_not_null()
+            pl.col("enrich_status").is_in(["ok", "flagged", "regenerated"])
+            & pl.col("enrich_key").is_not_null()
         )
         prev = prev.unique(
             "enrich_key", keep="any"

@@ -308,6 +308,16 @@ def advice(flags: Counter[str] | dict[str, int], rows: int, limit: int) -> list[
     ]
 
 
+def _regeneration(state: RunState) -> dict[str, int] | None:
+    """What generating flagged rows again did, summed over the windows; None where no window did it."""
+    total: Counter[str] = Counter()
+    for part in state.parts.values():
+        total.update(part.get("regeneration") or {})
+    if not total:
+        return None
+    return {k: total.get(k, 0) for k in ("rows", "rescued", "still_flagged", "output_tokens")}
+
+
 def _decisions_applied(plan: Plan, state: RunState, on_event: Event) -> dict[str, Any] | None:
     """What came of the decisions file: rows approved and rejected, and decisions on rows that changed since the
     review (their content key is no row's now), which are ignored and named."""
@@ -376,5 +386,6 @@ def _report(
         rows_per_s=round(tally.fresh / elapsed, 3),
         output_tokens_per_s=round(tally.tokens / elapsed, 3),
         workers=workers,
+        regeneration=_regeneration(state),
         decisions=_decisions_applied(plan, state, on_event),
     )

@@ -15,15 +15,18 @@ from typing import Any
 from enrich.contracts import COUNT_KEYS
 from enrich.errors import ConfigError
 from enrich.model.engines import PromptSide, special_tokens
-from enrich.model.generation import Engine, Generation, Progress
+from enrich.model.generation import Engine, Generation, Progress, Sampling
 from enrich.model.prompts import PromptTokens, build_prompts, clean_output, product_block, stated_attributes
 from enrich.quality.claims import facts
 from enrich.quality.flags import Inspection, inspect
 from enrich.run.plan import Plan
 
 VALUE_CHARS = 200  # an error record's offending value is cut to this
-# How rows a reviewer rejected are sampled where the run decodes greedily: the recipe's sampling.
+# How rows a reviewer rejected, or a check flagged for regeneration, are sampled where the run decodes greedily:
+# the recipe's sampling.
 REVIEW_TEMPERATURE, REVIEW_TOP_P = 0.7, 0.9
+REGENERATION_SEED = 7919  # candidates' seeds differ from the first generation's of the same window
+REGENERABLE = ("unsupported_claims", "wrong_type", "off_topic")  # the checks whose policy may be regenerate
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Window:
     contents: list[str | None] = field(default_factory=list)  # per row: the existing description
     kept: dict[int, str] = field(default_factory=dict)  # offset -> the existing description it keeps
     decided: dict[int, str] = field(default_factory=dict)  # offset -> approved/rejected by a reviewer
+    inspected: dict[int, tuple[str, Inspection]] = field(default_factory=dict)  # offset -> its text, checked
+    regenerated: dict[str, int] = field(default_factory=dict)  # rows, rescued, still_flagged, output_tokens
     seconds_read: float = 0.0
     seconds_prompt: float = 0.0
     reused: dict[int, dict[str, Any]] = field(default_factory=dict)  # offset -> old result (incremental)
@@ -230,7 +235,48 @@ class Processor:
                 again = replace(again, temperature=REVIEW_TEMPERATURE, top_p=REVIEW_TOP_P)
             gens = engine.generate([window.prompts[o] for o in rejected], again)
             results.update(zip(rejected, gens, strict=True))
+        if any(getattr(self.plan.job.policies, f) == "regenerate" for f in REGENERABLE):
+            self._regenerate(window, results, engine, sampling)
         return results
+
+    def _regenerate(
+        self, window: Window, results: dict[int, Generation], engine: Engine, sampling: Sampling
+    ) -> None:
+        """Rows flagged by a check whose policy is regenerate, generated again in one request of
+        policies.candidates candidates each (sampled, seeded by the window); a row takes the first candidate
+        that passes every check (status regenerated), else the text with the fewest unsupported words."""
+        policies = self.plan.job.policies
+        flagged = []
+        for off, gen in results.items():
+            window.inspected[off] = self._inspect(window, off, gen)
+            if any(getattr(policies, f, None) == "regenerate" for f in window.inspected[off][1].flags):
+                flagged.append(off)
+        if not flagged:
+            return
+        n = policies.candidates
+        again = replace(sampling, seed=sampling.seed + REGENERATION_SEED)
+        if again.temperature == 0:  # greedy decoding would write the same text n times
+            again = replace(again, temperature=REVIEW_TEMPERATURE, top_p=REVIEW_TOP_P)
+        gens = engine.generate([window.prompts[o] for o in flagged for _ in range(n)], again)
+        tally = Counter({"rows": len(flagged), "output_tokens": sum(g.output_tokens for g in gens)})
+        for k, off in enumerate(flagged):
+            best = (results[off], *window.inspected[off])
+            for gen in gens[k * n : (k + 1) * n]:
+                text, found = self._inspect(window, off, gen)
+                if self._passes(found):
+                    best = (gen, text, found)
+                    window.status[off] = "regenerated"
+                    break
+                if len(found.claims) < len(best[2].claims):
+                    best = (gen, text, found)
+            tally["rescued" if window.status.get(off) == "regenerated" else "still_flagged"] += 1
+            results[off] = best[0]
+            window.inspected[off] = (best[1], best[2])
+        window.regenerated = dict(tally)
+
+    def _passes(self, found: Inspection) -> bool:
+        """No flag of the text asks for anything: every one it has is kept by its policy."""
+        return all(getattr(self.plan.job.policies, f) == "keep" for f in found.flags)
 
     def finish(
         self, window: Window, results: dict[int, Generation]
@@ -255,7 +301,7 @@ class Processor:
             tokens_in += gen.prompt_tokens
             tokens_out += gen.output_tokens
             n_outs[off], finishes[off] = gen.output_tokens, gen.finish_reason
-            text, found = self._inspect(window, off, gen)
+            text, found = window.inspected.get(off) or self._inspect(window, off, gen)
             all_flags[off], unsupported[off] = found.flags, [c.surface for c in found.claims]
             flag_counts.update(found.flags)
             claim_counts.update({c.kind for c in found.claims})
@@ -288,6 +334,7 @@ class Processor:
             "tokens": {"input": tokens_in, "output": tokens_out},
             "flags": dict(flag_counts),
             "claims": dict(claim_counts),
+            "regeneration": window.regenerated,
         }
         return part, stats
 
@@ -310,7 +357,10 @@ class Processor:
             reason = f"{self.plan.source.path} row {row}: quality flag {', '.join(failing)} (policy: error)"
             window.errors.append(error_record(row, window.ids[off], "postprocess", reason, text))
             return "error"
-        return "flagged" if any(getattr(policies, f) == "flag" for f in flags) else "ok"
+        if window.status.get(off) == "regenerated":  # a candidate passed every check
+            return "regenerated"
+        # A flag that regeneration could not clear leaves the row flagged.
+        return "flagged" if any(getattr(policies, f) in ("flag", "regenerate") for f in flags) else "ok"
 
 
 def _text(value: Any) -> str | None:
