@@ -289,9 +289,9 @@ class PolicyConfig(FrozenModel):
         4,
         ge=1,
         le=64,
-        description="With a regenerate policy: candidates generated for a flagged row, in the same window, seeded "
-        "per row; the first that passes every check is written (status regenerated), else the one with the "
-        "fewest unsupported words, flagged.",
+        description="With a regenerate policy: the most candidates a flagged row gets, in its window, one a round, "
+        "seeded by the window; the first that passes every check is written (status regenerated), else the text "
+        "with the fewest unsupported words, flagged.",
     )
     max_title_chars: int = Field(2000, ge=1, description="Longest title accepted.")
     long_title: Literal["truncate", "error"] = Field(

@@ -242,37 +242,48 @@ class Processor:
     def _regenerate(
         self, window: Window, results: dict[int, Generation], engine: Engine, sampling: Sampling
     ) -> None:
-        """Rows flagged by a check whose policy is regenerate, generated again in one request of
-        policies.candidates candidates each (sampled, seeded by the window); a row takes the first candidate
-        that passes every check (status regenerated), else the text with the fewest unsupported words."""
-        policies = self.plan.job.policies
-        flagged = []
-        for off, gen in results.items():
-            window.inspected[off] = self._inspect(window, off, gen)
-            if any(getattr(policies, f, None) == "regenerate" for f in window.inspected[off][1].flags):
-                flagged.append(off)
-        if not flagged:
-            return
-        n = policies.candidates
+        """Rows flagged by a check whose policy is regenerate, generated again in this window: up to
+        policies.candidates rounds, each one request of one sampled candidate for every row still flagged
+        (seeded by the window and the round); a row takes the first candidate that passes every check (status
+        regenerated), else, after the last round, its text with the fewest unsupported words.
+
+        Rounds, not N candidates at once for every flagged row: most rows pass with their first candidate, so
+        the rounds cost about one candidate a flagged row where N at once would cost N."""
+        flagged = [off for off, gen in results.items() if self._asks_regeneration(window, off, gen)]
+        tally = Counter({"rows": len(flagged)})
+        best = {off: (results[off], *window.inspected[off]) for off in flagged}
         again = replace(sampling, seed=sampling.seed + REGENERATION_SEED)
-        if again.temperature == 0:  # greedy decoding would write the same text n times
+        if again.temperature == 0:  # greedy decoding would write the same text again
             again = replace(again, temperature=REVIEW_TEMPERATURE, top_p=REVIEW_TOP_P)
-        gens = engine.generate([window.prompts[o] for o in flagged for _ in range(n)], again)
-        tally = Counter({"rows": len(flagged), "output_tokens": sum(g.output_tokens for g in gens)})
-        for k, off in enumerate(flagged):
-            best = (results[off], *window.inspected[off])
-            for gen in gens[k * n : (k + 1) * n]:
+        for attempt in range(self.plan.job.policies.candidates):
+            if not flagged:
+                break
+            round_sampling = replace(again, seed=again.seed + attempt * REGENERATION_SEED)
+            gens = engine.generate([window.prompts[o] for o in flagged], round_sampling)
+            tally["output_tokens"] += sum(g.output_tokens for g in gens)
+            still = []
+            for off, gen in zip(flagged, gens, strict=True):
                 text, found = self._inspect(window, off, gen)
                 if self._passes(found):
-                    best = (gen, text, found)
+                    best[off] = (gen, text, found)
                     window.status[off] = "regenerated"
-                    break
-                if len(found.claims) < len(best[2].claims):
-                    best = (gen, text, found)
-            tally["rescued" if window.status.get(off) == "regenerated" else "still_flagged"] += 1
-            results[off] = best[0]
-            window.inspected[off] = (best[1], best[2])
-        window.regenerated = dict(tally)
+                    continue
+                if len(found.claims) < len(best[off][2].claims):
+                    best[off] = (gen, text, found)
+                still.append(off)
+            flagged = still
+        for off, (gen, text, found) in best.items():
+            results[off] = gen
+            window.inspected[off] = (text, found)
+        tally["rescued"] = sum(window.status.get(off) == "regenerated" for off in best)
+        tally["still_flagged"] = len(best) - tally["rescued"]
+        window.regenerated = dict(tally) if best else {}
+
+    def _asks_regeneration(self, window: Window, off: int, gen: Generation) -> bool:
+        """Inspect a generation (kept for finish) and say whether a flag of it asks to generate it again."""
+        window.inspected[off] = self._inspect(window, off, gen)
+        policies = self.plan.job.policies
+        return any(getattr(policies, f, None) == "regenerate" for f in window.inspected[off][1].flags)
 
     def _passes(self, found: Inspection) -> bool:
         """No flag of the text asks for anything: every one it has is kept by its policy."""
