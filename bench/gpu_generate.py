@@ -81,11 +81,29 @@ def titles(n: int) -> tuple[list[str], list[str]]:
     return table["id"].to_pylist(), [t.strip() for t in table["title"].to_pylist()]
 
 
-def prompts_for(tokenizer: Any, n: int) -> list[str]:
-    """The prompts `enrich run` builds for these titles (chat template of the model's tokenizer)."""
+ATTRIBUTES = (("brand", "Brand"), ("category", "Category"))
+
+
+def products(n: int, attributes: bool) -> list[str]:
+    """What the prompts state of the first n products: the title, and with attributes the Brand and Category
+    lines that `enrich run --attr brand=Brand --attr category=Category` adds (enrich's own product block)."""
+    import pyarrow.parquet as pq
+
+    from enrich.model.prompts import product_block, stated_attributes
+
+    tls = titles(n)[1]
+    if not attributes:
+        return tls
+    columns = pq.read_table(DATA, columns=[c for c, _ in ATTRIBUTES]).slice(0, n).to_pydict()
+    stated = stated_attributes(ATTRIBUTES, columns, n)
+    return [product_block(t, a) for t, a in zip(tls, stated, strict=True)]
+
+
+def prompts_for(tokenizer: Any, n: int, attributes: bool = False) -> list[str]:
+    """The prompts `enrich run` builds for these products (chat template of the model's tokenizer)."""
     from enrich.model.prompts import build_prompts, get_template
 
-    return build_prompts(titles(n)[1], get_template("chat"), tokenizer.apply_chat_template)
+    return build_prompts(products(n, attributes), get_template("chat"), tokenizer.apply_chat_template)
 
 
 class GpuSampler:
@@ -293,6 +311,7 @@ def bench_vllm(
     windows: list[int],
     bare: bool,
     cudagraph_max: int | None = None,
+    attributes: bool = False,
 ) -> None:
     """(d) bare vllm.LLM.generate on the prompt list; (e) enrich.run.loop.run, Parquet in and out, same engine."""
     import pyarrow as pa
@@ -315,8 +334,11 @@ def bench_vllm(
     startup = time.perf_counter() - t
     print(f"{label}: vLLM started in {startup:.1f}s with {settings}", flush=True)
     llm = engine.llm
-    prompts = prompts_for(engine.tokenizer, n)
+    prompts = prompts_for(engine.tokenizer, n, attributes)
+    prompt_tokens = sum(len(ids) for ids in engine.tokenizer(prompts, add_special_tokens=False)["input_ids"])
     common = {
+        "attributes": [label for _, label in ATTRIBUTES] if attributes else [],
+        "mean_prompt_tokens": round(prompt_tokens / len(prompts), 1),
         "device": torch.cuda.get_device_name(),
         "new_tokens": NEW_TOKENS,
         "settings": settings,
@@ -456,6 +478,7 @@ def main() -> None:
     )
     v.add_argument("--no-bare", action="store_true")
     v.add_argument("--cudagraph-max", type=int, help="capture CUDA graphs up to this many sequences")
+    v.add_argument("--attrs", action="store_true", help="prompts with the Brand and Category lines")
     r = sub.add_parser("report")
     r.add_argument("parts", type=Path)
     r.add_argument("--json", type=Path, default=HERE / "results" / "gpu_generate.json")
@@ -473,7 +496,9 @@ def main() -> None:
             if getattr(a, key) is not None:
                 settings[key] = getattr(a, key)
         windows = [int(w) for w in a.enrich_windows.split(",") if w]
-        bench_vllm(a.dir, a.parts, a.label, a.prompts, settings, windows, not a.no_bare, a.cudagraph_max)
+        bench_vllm(
+            a.dir, a.parts, a.label, a.prompts, settings, windows, not a.no_bare, a.cudagraph_max, a.attrs
+        )
     else:
         report(a.parts, a.json)
 

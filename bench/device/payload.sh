@@ -3,7 +3,8 @@
 # each call carries at most 64 MiB with the working tree. Items, in the order the stages need them:
 #   gguf.xz       the embedded model (98 MB GGUF, xz: 90 MB): GPU tests and the quality run convert it there
 #   polars        polars 2.1.0 (wheel + the runtime's files, xz: 32 MB): enrich itself
-#   amazon_*      the seeded train / held-out split of ../shared/data (bench/amazon_split.py): the quality run
+#   splits.tar    the seeded train / held-out splits of ../shared/data (bench/split.py, the README's catalog kept
+#                 out of training): the quality and grounded runs
 #   evaldeps      rouge-score 0.1.2 (an sdist, built here) and nltk: `enrich eval`'s metrics
 #   ray.tar.xz    ray 2.60.0 with jsonschema and its deps, Java jars, RLlib and the dashboard's web client left
 #                 out (xz: 26 MB): the Ray stages
@@ -19,15 +20,15 @@ W=${PAYLOAD_WORK:-/tmp/enrich-payload}; mkdir -p "$W"
 dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$W/dl" "$@"; }
 
-GGUF=$(python3 -c "from enrich.models import embedded_gguf; print(embedded_gguf())")
+GGUF=$(python3 -c "from enrich.model.reference import embedded_gguf; print(embedded_gguf())")
 [ -f "$W/gguf.xz" ] || xz -6 -T0 -c "$GGUF" > "$W/gguf.xz"
 if [ ! -f "$W/polars.tar" ]; then
   dl polars==2.1.0 polars-runtime-32==2.1.0
   rm -rf "$W/rt" && mkdir "$W/rt" && (cd "$W/rt" && unzip -q "$W"/dl/polars_runtime_32-*.whl && tar cf - . | xz -9 -T0 > ../polars-rt.tar.xz)
   tar -C "$W" -cf "$W/polars.tar" polars-rt.tar.xz -C dl polars-2.1.0-py3-none-any.whl
 fi
-if [ ! -f "$W/amazon.tar" ]; then
-  python3 bench/amazon_split.py "$W/amazon" && tar -C "$W/amazon" -cf "$W/amazon.tar" .
+if [ ! -f "$W/splits.tar" ]; then
+  python3 bench/split.py "$W/splits" --exclude examples/catalog.parquet && tar -C "$W/splits" -cf "$W/splits.tar" .
 fi
 if [ ! -f "$W/evaldeps.tar.xz" ]; then
   dl nltk==3.10.4 && python3 -m pip download -q --no-deps --no-binary=:all: -d "$W/dl" rouge-score==0.1.2
@@ -35,7 +36,7 @@ if [ ! -f "$W/evaldeps.tar.xz" ]; then
     "$W"/dl/nltk-3.10.4-py3-none-any.whl "$W"/dl/rouge_score-0.1.2.tar.gz
   tar -C "$W/evaldeps" -cf - nltk rouge_score | xz -9 > "$W/evaldeps.tar.xz"
 fi
-if [ ! -f "$W/ray.tar.xz" ]; then
+if [[ " ${ITEMS:-} " == *" ray.tar.xz "* ]] && [ ! -f "$W/ray.tar.xz" ]; then
   dl ray==2.60.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
   rm -rf "$W/ray" && mkdir "$W/ray"
   for w in "$W"/dl/ray-*.whl "$W"/dl/jsonschema*.whl "$W"/dl/referencing-*.whl "$W"/dl/rpds_py-*.whl; do
@@ -50,7 +51,7 @@ tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %
 room=$((67108864 - tree - 300000))
 stack=$(du -cb .stack/*.tar.xz | tail -1 | cut -f1)
 rm -rf .xfer && mkdir -p .xfer/1
-python3 - "$W" "$room" "$stack" ${ITEMS:-gguf.xz polars.tar amazon.tar evaldeps.tar.xz ray.tar.xz} <<'EOF'
+python3 - "$W" "$room" "$stack" ${ITEMS:-splits.tar evaldeps.tar.xz polars.tar gguf.xz} <<'EOF'
 import hashlib, sys
 from pathlib import Path
 work, room, stack = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

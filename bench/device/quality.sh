@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${SITE:?}" "${WORK:?}" "${RUN:?}"
-Q=$RUN/quality; D=$WORK/quality; A=$WORK/amazon
+Q=$RUN/quality; D=$WORK/quality; A=$WORK/splits
 mkdir -p "$Q" "$D"
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 # unsloth must not see vLLM (it patches it whenever it can import it); eval's vLLM engine needs it.

