@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import polars as pl
+import pytest
 from click.testing import CliRunner, Result
 
 from enrich.cli import main
-from enrich.config import SamplingConfig
+from enrich.config import ModelConfig, SamplingConfig
 from enrich.evaluation.metrics import rouge_l, score
-from enrich.model.engines import Sampling, resolve_sampling
+from enrich.model import engines
+from enrich.model.engines import Generation, Progress, Sampling, prompt_side, resolve_sampling
+from enrich.model.prompts import product_block
 from enrich.model.reference import ModelSpec
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
+CLAIMS_ROWS = Path(__file__).resolve().parent / "data" / "claims_rows.parquet"
+TRAINED_WITH = [
+    {"column": "brand", "label": "Brand"},
+    {"column": "fabric", "label": "Fabric"},
+    {"column": "neck", "label": "Neck"},
+    {"column": "retail_price", "label": "Price"},
+]
 
 
 def enrich(*args: str | Path) -> Result:
@@ -116,3 +129,107 @@ def test_eval_bad_input(tiny_model: Path, tmp_path: Path) -> None:
     )
     assert r.exit_code == 2 and "baseline:" in r.output and "--no-baseline" in r.output, r.output
     assert "generating" not in r.output and not (tmp_path / "e").exists()
+
+
+@pytest.fixture()
+def holdout(tmp_path: Path) -> Path:
+    """The 25 Flipkart and 16 Amazon rows of tests/data with their brand, fabric, neck and price (a float
+    column, as Parquet catalogs hold prices); Amazon rows have a brand only."""
+    frame = pl.read_parquet(CLAIMS_ROWS).select(
+        "id", "title", "content", "brand", "fabric", "neck", "retail_price"
+    )
+    path = tmp_path / "holdout.parquet"
+    frame.with_columns(pl.col("retail_price").cast(pl.Float64)).write_parquet(path)
+    return path
+
+
+@pytest.fixture()
+def trained(tiny_model: Path, tmp_path: Path) -> Path:
+    """The tiny model as if fine-tuned with --attr brand --attr fabric --attr neck --attr retail_price=Price."""
+    model = tmp_path / "trained"
+    shutil.copytree(tiny_model, model)
+    info = json.loads((model / "enrich.json").read_text())
+    (model / "enrich.json").write_text(json.dumps({**info, "attributes": TRAINED_WITH}))
+    return model
+
+
+class Recorder:
+    """Stands in for the transformers engine at eval's edge: the real tokenizer, each model's prompts kept and
+    answered as the test says (by default with a fixed sentence)."""
+
+    name = "recorder"
+    prompts: ClassVar[dict[str, list[str]]] = {}
+    answers: ClassVar[dict[str, Callable[[str], str]]] = {}
+
+    def __init__(self, spec: ModelSpec, config: ModelConfig, batch_size: int) -> None:
+        self.ref = spec.ref
+        self.tokenizer = prompt_side("transformers", spec, config).tokenizer
+        self.max_model_len = 2048
+
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, on_progress: Progress | None = None
+    ) -> list[Generation]:
+        self.prompts[self.ref] = list(prompts)
+        answer = self.answers.get(self.ref, lambda prompt: "A product for everyday use.")
+        return [Generation(answer(p), "stop", 1, 1) for p in prompts]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture()
+def recorder(monkeypatch: pytest.MonkeyPatch) -> type[Recorder]:
+    monkeypatch.setitem(engines.ENGINES, "transformers", Recorder)
+    monkeypatch.setattr(Recorder, "prompts", {})
+    monkeypatch.setattr(Recorder, "answers", {})
+    return Recorder
+
+
+def eval_args(model: Path, data: Path, out: Path, *extra: str | Path) -> list[str | Path]:
+    return [
+        "eval", model, data, "-o", out, "--engine", "transformers", "--sample", "100", "--max-new-tokens", "6",
+        "--temperature", "0", "--log-format", "json", *extra,
+    ]  # fmt: skip
+
+
+def generations(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+
+
+def test_both_models_are_prompted_with_the_trained_attributes(
+    recorder: type[Recorder], trained: Path, tiny_model: Path, holdout: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    r = enrich(*eval_args(trained, holdout, out, "--baseline", tiny_model))
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "eval_report.json").read_text())
+    assert report["attributes"] == TRAINED_WITH and report["rows"] == 41
+    rows = generations(out)
+    first = rows[0]
+    assert first["title"] == "Alisha Solid Women's Cycling Shorts"
+    # Stated as runs state them: the price column's 999.0 as 999, the null neck left out.
+    assert first["attributes"] == [["Brand", "Alisha"], ["Fabric", "Cotton Lycra"], ["Price", "999"]]
+    assert rows[-1]["attributes"] == [["Brand", "Brause"]]  # an Amazon row: its brand alone
+    for ref in (str(trained), str(tiny_model)):
+        prompts = recorder.prompts[ref]
+        assert len(prompts) == 41
+        for row, prompt in zip(rows, prompts, strict=True):
+            block = product_block(row["title"], [(label, value) for label, value in row["attributes"]])
+            assert f"Describe the following product in detail.\n\n{block}<|im_end|>" in prompt
+
+
+def test_an_input_without_a_trained_attribute_is_refused(
+    recorder: type[Recorder], trained: Path, holdout: Path, tmp_path: Path
+) -> None:
+    frame = pl.read_parquet(holdout).rename({"fabric": "material"})
+    frame.write_parquet(holdout)
+    r = enrich(*eval_args(trained, holdout, tmp_path / "e", "--no-baseline"))
+    assert r.exit_code == 2, r.output
+    assert "no column 'fabric' for the attribute 'Fabric' that the model was trained with" in r.output
+    assert "--attr COLUMN=Fabric" in r.output and not recorder.prompts
+    r = enrich(*eval_args(trained, holdout, tmp_path / "e", "--no-baseline", "--attr", "colour=Colour"))
+    assert r.exit_code == 2 and "was trained with the attributes Brand, Fabric, Neck, Price" in r.output
+    # Mapped to another column, both of the model's attributes are stated.
+    r = enrich(*eval_args(trained, holdout, tmp_path / "e", "--no-baseline", "--attr", "material=Fabric"))
+    assert r.exit_code == 0, r.output
+    assert generations(tmp_path / "e")[0]["attributes"][1] == ["Fabric", "Cotton Lycra"]

@@ -285,6 +285,7 @@ EVAL_FIELDS = {
     "id_col": "columns.id",
     "title_col": "columns.title",
     "content_col": "columns.content",
+    "attr": "attributes",
     "template": "template",
     "sample": "sample",
     "seed": "seed",
@@ -334,6 +335,13 @@ BOTH_MODELS = (
 @click.option("--title-col", help="Title column (default: title).")
 @click.option("--content-col", help="Real description column (default: content).")
 @click.option("--separator", help=SEPARATOR_HELP)
+@click.option(
+    "--attr",
+    multiple=True,
+    metavar="COLUMN[=Label]",
+    help="An attribute stated under the title in both models' prompts, as in run (repeat it); COLUMN=Label maps "
+    "a column to a label MODEL was trained with. Default: MODEL's own (its enrich.json), else none.",
+)
 @click.option("--temperature", type=float, help=f"0 is greedy. {BOTH_MODELS}")
 @click.option("--top-p", type=float, help=f"Nucleus sampling. {BOTH_MODELS}")
 @click.option("--max-new-tokens", type=int, help=f"Tokens generated at most. {BOTH_MODELS}")
@@ -381,7 +389,7 @@ def eval_cmd(
         baseline = None
     elif baseline is None:
         baseline = base_of(model)  # an adapter or export against the model it was trained on
-    options = {dotted: params[name] for name, dotted in EVAL_FIELDS.items()}
+    options = {dotted: given_value(params[name]) for name, dotted in EVAL_FIELDS.items()}
     options["baseline"] = baseline
     options["sampling.seed"] = params["seed"]  # one seed: the sample's and the sampling's
     config = build_config(EvalConfig, {"model": {"ref": model}, "data": data}, options, source="eval")

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from enrich.catalog.source import Source
-from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, ModelConfig, SamplingConfig
+from enrich.config import (
+    SEPARATOR_DESCRIPTION,
+    Attribute,
+    Columns,
+    CsvSeparator,
+    ModelConfig,
+    SamplingConfig,
+    attribute_list,
+)
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
-from enrich.quality.claims import facts
+from enrich.quality.claims import Attributes, facts
 from enrich.quality.flags import inspect
 from enrich.quality.vocabulary import base_vocabulary
 
@@ -37,6 +46,11 @@ class EvalConfig(BaseModel):
         default_factory=Columns, description="Which columns hold id, title and description."
     )
     separator: CsvSeparator = Field(",", description=SEPARATOR_DESCRIPTION)
+    attributes: Annotated[list[Attribute], BeforeValidator(attribute_list)] = Field(
+        default_factory=list,
+        description="Columns stated in both models' prompts under the title, as in `run`. Default: the ones the "
+        "model was trained with (its enrich.json); COLUMN=Label maps another column to one of them.",
+    )
     template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
         None, description="Prompt template for both models; default each model's own (enrich.json or preset)."
     )
@@ -61,11 +75,48 @@ def _resolve(role: str, ref: str) -> ModelSpec:
         raise ConfigError(f"baseline: {err} (pass --baseline REF, or --no-baseline)") from None
 
 
-def _rows(config: EvalConfig) -> dict[str, list[Any]]:
+def model_attributes(
+    given: list[Attribute], spec: ModelSpec, source: Source, names: list[str], on_event: Event = no_events
+) -> tuple[tuple[str, str], ...]:
+    """The (column, label) pairs both models are prompted with: those the model was trained with (its
+    enrich.json), each from its column or from the column --attr COLUMN=Label maps to its label; else those
+    given. The rule and messages of `run` (run.plan.attributes_for), which evaluation may not import."""
+    trained = [(str(a["column"]), str(a["label"])) for a in spec.info.get("attributes") or []]
+    chosen = [(a.column, a.text_label()) for a in given]
+    if trained:
+        labels = [label for _, label in trained]
+        other = [label for _, label in chosen if label not in labels]
+        if other:
+            raise ConfigError(
+                f"--attr: model {spec.ref!r} was trained with the attributes {', '.join(labels)}, not {other[0]!r}; "
+                "map your columns to those labels (--attr COLUMN=Label)"
+            )
+        by_label = {label: column for column, label in chosen}
+        chosen = [(by_label.get(label, column), label) for column, label in trained]
+    elif chosen and "attributes" in spec.info:
+        on_event(
+            "warning", {"message": f"model {spec.ref!r} was trained without attributes; --attr adds them"}
+        )
+    for column, label in chosen:
+        if column not in names:
+            how = "that the model was trained with" if trained else "given"
+            raise ConfigError(
+                f"{source.path}: no column {column!r} for the attribute {label!r} {how}; map one with "
+                f"--attr COLUMN={label}"
+            )
+    return tuple(chosen)
+
+
+def _rows(
+    config: EvalConfig, spec: ModelSpec, on_event: Event
+) -> tuple[dict[str, list[Any]], tuple[tuple[str, str], ...]]:
+    """The sampled rows' ids, titles, descriptions and stated attributes ([(label, value)] per row), and the
+    (column, label) pairs of the attributes."""
     from enrich.model.traindata import read_titles_and_descriptions
 
     source = Source.of(config.data, config.format, config.separator, config.columns, format_option="--format")
-    data = read_titles_and_descriptions(source, with_id=True)
+    attributes = model_attributes(config.attributes, spec, source, source.names(), on_event)
+    data = read_titles_and_descriptions(source.with_attributes(attributes), with_id=True)
     keep = [
         i
         for i, (t, c) in enumerate(zip(data["title"], data["content"], strict=True))
@@ -77,15 +128,20 @@ def _rows(config: EvalConfig) -> dict[str, list[Any]]:
     out = {role: [values[i] for i in chosen] for role, values in data.items()}
     out["row"] = chosen
     out.setdefault("id", [str(r) for r in chosen])  # no id column: row positions, as in `run`
-    return out
+    return out, attributes
 
 
 def generate_for(
-    config: EvalConfig, ref: str, titles: list[str], on_event: Event = no_events
+    config: EvalConfig,
+    ref: str,
+    titles: list[str],
+    on_event: Event = no_events,
+    attributes: Sequence[Attributes] = (),
 ) -> dict[str, Any]:
-    """One model's cleaned generations, finish reasons, flags and token counts for the titles."""
+    """One model's cleaned generations, finish reasons, flags and token counts for the titles, each prompted
+    with its row's (label, value) attributes where given, as runs prompt (model.prompts.product_block)."""
     from enrich.model.engines import make_engine, pick_engine, resolve_sampling, special_tokens
-    from enrich.model.prompts import build_prompts, clean_output, get_template
+    from enrich.model.prompts import build_prompts, clean_output, get_template, product_block
     from enrich.model.reference import resolve_model
 
     spec = resolve_model(ref)
@@ -100,8 +156,11 @@ def generate_for(
         tok = engine.tokenizer
         if template.prompt is None and not getattr(tok, "chat_template", None):
             raise ConfigError(f"model {ref!r} has no chat template; use --template alpaca")
+        blocks = (
+            [product_block(t, a) for t, a in zip(titles, attributes, strict=True)] if attributes else titles
+        )
         prompts = build_prompts(
-            titles, template, getattr(tok, "apply_chat_template", None), special_tokens(tok)
+            blocks, template, getattr(tok, "apply_chat_template", None), special_tokens(tok)
         )
         on_event("info", {"message": f"generating {len(prompts)} rows with {spec.name} ({engine.name})"})
         t0 = time.perf_counter()
@@ -120,8 +179,8 @@ def generate_for(
         "texts": texts,
         "finish": [g.finish_reason for g in gens],
         "flags": [
-            inspect(t, g.finish_reason, facts(title), template.markers, base_vocabulary()).flags
-            for t, g, title in zip(texts, gens, titles, strict=True)
+            inspect(t, g.finish_reason, facts(title, a), template.markers, base_vocabulary()).flags
+            for t, g, title, a in zip(texts, gens, titles, attributes or [()] * len(titles), strict=True)
         ],
         "output_tokens": [g.output_tokens for g in gens],
         "seconds": round(seconds, 1),
@@ -134,11 +193,11 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     from enrich.evaluation.report import write_outputs
     from enrich.model.engines import resolve_sampling
 
-    rows = _rows(config)
-    refs = [c.strip() for c in rows["content"]]
-    titles = [t.strip() for t in rows["title"]]
     refs_by_role = {"model": config.model.ref, "baseline": config.baseline}
     specs = {role: _resolve(role, ref) for role, ref in refs_by_role.items() if ref is not None}
+    rows, attributes = _rows(config, specs["model"], on_event)
+    refs = [c.strip() for c in rows["content"]]
+    titles = [t.strip() for t in rows["title"]]
     # The baseline decodes as the model does (the model's own settings fill what the command left unset): a
     # comparison of two models, not of two presets' token limits and penalties.
     s = resolve_sampling(config.sampling, specs["model"])
@@ -150,7 +209,9 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     for role, ref in refs_by_role.items():
         if ref is None:
             continue
-        gen = generate_for(config.model_copy(update={"sampling": alike}), ref, titles, on_event)
+        # The baseline is prompted with the model's attributes: both are given the same facts of each product.
+        stated = rows["attributes"] if attributes else ()
+        gen = generate_for(config.model_copy(update={"sampling": alike}), ref, titles, on_event, stated)
         scores = metrics.score(gen["texts"], refs, gen["finish"], gen["flags"], gen["output_tokens"])
         results[role] = {
             **{k: gen[k] for k in ("ref", "name", "template", "sampling", "engine", "seconds")},
@@ -161,6 +222,7 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
         "data": str(Path(config.data).resolve()),
         "rows": len(titles),
         "seed": config.seed,
+        "attributes": [{"column": column, "label": label} for column, label in attributes],
         "models": {role: {k: v for k, v in r.items() if k != "_gen"} for role, r in results.items()},
     }
     write_outputs(Path(out_dir), report, rows, refs, {role: r["_gen"] for role, r in results.items()})

@@ -54,6 +54,7 @@ def write_outputs(
                 "id": rows["id"][i],
                 "title": rows["title"][i],
                 "reference": ref,
+                "attributes": [list(a) for a in rows["attributes"][i]],  # [label, value]: as prompted
             }
             for role, gen in gens.items():
                 line[role] = {"text": gen["texts"][i], "finish": gen["finish"][i], "flags": gen["flags"][i]}
