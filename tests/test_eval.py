@@ -14,11 +14,13 @@ from click.testing import CliRunner, Result
 
 from enrich.cli import main
 from enrich.config import ModelConfig, SamplingConfig
+from enrich.evaluation.faithfulness import attribute_coverage, states
 from enrich.evaluation.metrics import rouge_l, score
 from enrich.model import engines
 from enrich.model.engines import Generation, Progress, Sampling, prompt_side, resolve_sampling
-from enrich.model.prompts import product_block
+from enrich.model.prompts import attribute_text, product_block
 from enrich.model.reference import ModelSpec
+from enrich.quality.claims import facts
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 CLAIMS_ROWS = Path(__file__).resolve().parent / "data" / "claims_rows.parquet"
@@ -102,6 +104,9 @@ def test_eval_writes_report_plot_and_summary(tiny_model: Path, tmp_path: Path) -
         "off_topic",
     }
     assert m["sampling"]["temperature"] == 0.0 and m["sampling"]["max_new_tokens"] == 6
+    # Faithfulness without attributes: claims against the title alone, nothing to cover.
+    assert isinstance(m["unsupported_claim_rate"], float) and len(m["claim_rates"]) == 6
+    assert m["attribute_coverage"] is None and m["attribute_coverage_by_label"] == {}
     lines = (out / "generations.jsonl").read_text().splitlines()
     assert len(lines) == 5 and json.loads(lines[0])["id"].startswith("amz18-")
     assert (out / "eval.png").read_bytes()[:4] == b"\x89PNG"
@@ -233,3 +238,54 @@ def test_an_input_without_a_trained_attribute_is_refused(
     r = enrich(*eval_args(trained, holdout, tmp_path / "e", "--no-baseline", "--attr", "material=Fabric"))
     assert r.exit_code == 0, r.output
     assert generations(tmp_path / "e")[0]["attributes"][1] == ["Fabric", "Cotton Lycra"]
+
+
+def test_coverage_states_values_as_numbers_and_normalised_words() -> None:
+    said = facts("Soft cotton-lycra shorts with a round neck, priced at Rs. 1,499 for a pack of three")
+    assert states("Cotton Lycra", said) and states("Round Neck", said)
+    assert states(attribute_text(1499.0) or "", said) and states("1499.0", said)  # a float column, as text
+    assert states("Pack of 3", said) and states("Women's", facts("for women"))
+    assert states("Round Neck", facts("a crew neck tee"))  # a synonym
+    assert not states("Cotton Lycra", facts("pure cotton shorts")) and not states("1499", facts("Rs. 14,990"))
+    assert states("No", said) is None  # nothing to state: the row does not count for the attribute
+    texts = ["Cotton lycra shorts, Rs. 1,499.", "Round-neck cotton tee.", "A tee."]
+    rows: list[list[tuple[str, str]]] = [
+        [("Fabric", "Cotton Lycra"), ("Price", "1499")],
+        [("Fabric", "Cotton Lycra"), ("Neck", "Round Neck")],
+        [("Neck", "Round Neck")],
+    ]
+    coverage = attribute_coverage(texts, rows, ["Fabric", "Neck", "Price", "Brand"])
+    assert coverage == {"Fabric": 0.5, "Neck": 0.5, "Price": 1.0, "Brand": None}
+
+
+def echo(prompt: str) -> str:
+    """A faithful stand-in model: the product block of the prompt (title and attribute lines) as sentences."""
+    block = prompt.split("Describe the following product in detail.\n\n", 1)[1].split("<|im_end|>", 1)[0]
+    return block.replace("\n", ". ") + "."
+
+
+def test_faithfulness_of_model_and_baseline(
+    recorder: type[Recorder], trained: Path, tiny_model: Path, holdout: Path, tmp_path: Path
+) -> None:
+    recorder.answers[str(trained)] = echo
+    recorder.answers[str(tiny_model)] = lambda prompt: "A lovely dress in purple silk, a set of 47."
+    out = tmp_path / "eval"
+    r = enrich(*eval_args(trained, holdout, out, "--baseline", tiny_model))
+    assert r.exit_code == 0, r.output
+    models = json.loads((out / "eval_report.json").read_text())["models"]
+    model, baseline = models["model"], models["baseline"]
+    for m in (model, baseline):
+        assert set(m["claim_rates"]) == {"number", "colour", "material", "group", "brand", "detail"}
+        assert set(m["attribute_coverage_by_label"]) == {"Brand", "Fabric", "Neck", "Price"}
+        assert isinstance(m["wrong_type_rate"], float) and isinstance(m["off_topic_rate"], float)
+    # The echo states every value it was given and claims nothing beyond them.
+    assert model["attribute_coverage"] == 1.0 and set(model["attribute_coverage_by_label"].values()) == {1.0}
+    assert model["unsupported_claim_rate"] == 0.0 and model["off_topic_rate"] == 0.0
+    assert baseline["attribute_coverage"] == 0.0
+    assert baseline["unsupported_claim_rate"] == 1.0 and baseline["claim_rates"]["colour"] == 1.0
+    assert baseline["claim_rates"]["material"] == 1.0 and baseline["claim_rates"]["number"] == 1.0
+    assert baseline["off_topic_rate"] > 0.5  # a dress for tape, shorts and watches
+    rows = generations(out)
+    assert all(row["model"]["unsupported"] == [] for row in rows)
+    assert rows[0]["baseline"]["unsupported"] == ["purple", "silk", "47"]
+    assert rows[0]["baseline"]["claims"] == [["colour", "purple"], ["material", "silk"], ["number", "47"]]

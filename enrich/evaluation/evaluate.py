@@ -25,7 +25,7 @@ from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
 from enrich.quality.claims import Attributes, facts
 from enrich.quality.flags import inspect
-from enrich.quality.vocabulary import base_vocabulary
+from enrich.quality.vocabulary import Vocabulary, base_vocabulary
 
 if TYPE_CHECKING:
     from enrich.model.reference import ModelSpec
@@ -137,9 +137,12 @@ def generate_for(
     titles: list[str],
     on_event: Event = no_events,
     attributes: Sequence[Attributes] = (),
+    vocabulary: Vocabulary | None = None,
 ) -> dict[str, Any]:
-    """One model's cleaned generations, finish reasons, flags and token counts for the titles, each prompted
-    with its row's (label, value) attributes where given, as runs prompt (model.prompts.product_block)."""
+    """One model's cleaned generations, finish reasons, flags, unsupported claims and token counts for the
+    titles, each prompted with its row's (label, value) attributes where given, as runs prompt
+    (model.prompts.product_block). The checks take the title and attributes as the facts, never the real
+    description: that is what the model is asked to predict."""
     from enrich.model.engines import make_engine, pick_engine, resolve_sampling, special_tokens
     from enrich.model.prompts import build_prompts, clean_output, get_template, product_block
     from enrich.model.reference import resolve_model
@@ -170,6 +173,11 @@ def generate_for(
         engine.close()
     stop = spec.stop_strings()
     texts = [clean_output(g.text, stop) for g in gens]
+    vocabulary = vocabulary or base_vocabulary()
+    found = [
+        inspect(t, g.finish_reason, facts(title, a), template.markers, vocabulary)
+        for t, g, title, a in zip(texts, gens, titles, attributes or [()] * len(titles), strict=True)
+    ]
     return {
         "ref": ref,
         "name": spec.name,
@@ -178,18 +186,36 @@ def generate_for(
         "engine": engine.name,
         "texts": texts,
         "finish": [g.finish_reason for g in gens],
-        "flags": [
-            inspect(t, g.finish_reason, facts(title, a), template.markers, base_vocabulary()).flags
-            for t, g, title, a in zip(texts, gens, titles, attributes or [()] * len(titles), strict=True)
-        ],
+        "flags": [i.flags for i in found],
+        "claims": [i.claims for i in found],
         "output_tokens": [g.output_tokens for g in gens],
         "seconds": round(seconds, 1),
     }
 
 
+def _vocabulary(spec: ModelSpec) -> Vocabulary:
+    """What counts as a claim, for the model and the baseline alike: the packaged word lists with the terms the
+    model learned from its catalog (claims.json beside its enrich.json), else the packaged lists."""
+    learned = spec.claims_vocabulary()
+    return Vocabulary.from_json(learned) if learned else base_vocabulary()
+
+
+def _scores(
+    gen: dict[str, Any], refs: list[str], attributes: list[Attributes], labels: list[str]
+) -> dict[str, Any]:
+    """One model's text metrics against the real descriptions and its faithfulness to the rows' facts."""
+    from enrich.evaluation import metrics
+    from enrich.evaluation.faithfulness import faithfulness
+
+    texts = gen["texts"]
+    return {
+        **metrics.score(texts, refs, gen["finish"], gen["flags"], gen["output_tokens"]),
+        **faithfulness(texts, gen["claims"], gen["flags"], attributes, labels),
+    }
+
+
 def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> dict[str, Any]:
     """Generate for held-out rows with the model (and baseline), score both, write report, plot and summary."""
-    from enrich.evaluation import metrics
     from enrich.evaluation.report import write_outputs
     from enrich.model.engines import resolve_sampling
 
@@ -198,6 +224,8 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     rows, attributes = _rows(config, specs["model"], on_event)
     refs = [c.strip() for c in rows["content"]]
     titles = [t.strip() for t in rows["title"]]
+    labels = [label for _, label in attributes]
+    vocabulary = _vocabulary(specs["model"])
     # The baseline decodes as the model does (the model's own settings fill what the command left unset): a
     # comparison of two models, not of two presets' token limits and penalties.
     s = resolve_sampling(config.sampling, specs["model"])
@@ -211,11 +239,12 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
             continue
         # The baseline is prompted with the model's attributes: both are given the same facts of each product.
         stated = rows["attributes"] if attributes else ()
-        gen = generate_for(config.model_copy(update={"sampling": alike}), ref, titles, on_event, stated)
-        scores = metrics.score(gen["texts"], refs, gen["finish"], gen["flags"], gen["output_tokens"])
+        gen = generate_for(
+            config.model_copy(update={"sampling": alike}), ref, titles, on_event, stated, vocabulary
+        )
         results[role] = {
             **{k: gen[k] for k in ("ref", "name", "template", "sampling", "engine", "seconds")},
-            **scores,
+            **_scores(gen, refs, rows["attributes"], labels),
         }
         results[role]["_gen"] = gen
     report = {

@@ -57,7 +57,14 @@ def write_outputs(
                 "attributes": [list(a) for a in rows["attributes"][i]],  # [label, value]: as prompted
             }
             for role, gen in gens.items():
-                line[role] = {"text": gen["texts"][i], "finish": gen["finish"][i], "flags": gen["flags"][i]}
+                claims = gen["claims"][i]
+                line[role] = {
+                    "text": gen["texts"][i],
+                    "finish": gen["finish"][i],
+                    "flags": gen["flags"][i],
+                    "unsupported": [c.surface for c in claims],  # as the text writes them: marked on the page
+                    "claims": [[c.kind, c.surface] for c in claims],
+                }
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     _plot(report, out_dir / "eval.png")
     _summary(report, out_dir / "summary.md", rows, refs, gens)
