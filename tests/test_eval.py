@@ -21,6 +21,7 @@ from enrich.model.engines import Generation, Progress, Sampling, prompt_side, re
 from enrich.model.prompts import attribute_text, product_block
 from enrich.model.reference import ModelSpec
 from enrich.quality.claims import facts
+from enrich.quality.vocabulary import base_vocabulary
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 CLAIMS_ROWS = Path(__file__).resolve().parent / "data" / "claims_rows.parquet"
@@ -267,8 +268,13 @@ def echo(prompt: str) -> str:
 def test_faithfulness_of_model_and_baseline(
     recorder: type[Recorder], trained: Path, tiny_model: Path, holdout: Path, tmp_path: Path
 ) -> None:
+    # A term the model learned from its catalog (claims.json) counts as a claim for both models.
+    learned = base_vocabulary().with_changes({"detail": ["zigzag yoke"]})
+    (trained / "claims.json").write_text(learned.to_json())
     recorder.answers[str(trained)] = echo
-    recorder.answers[str(tiny_model)] = lambda prompt: "A lovely dress in purple silk, a set of 47."
+    recorder.answers[str(tiny_model)] = lambda prompt: (
+        "A lovely dress in purple silk with a zigzag yoke, a set of 47."
+    )
     out = tmp_path / "eval"
     r = enrich(*eval_args(trained, holdout, out, "--baseline", tiny_model))
     assert r.exit_code == 0, r.output
@@ -284,8 +290,14 @@ def test_faithfulness_of_model_and_baseline(
     assert baseline["attribute_coverage"] == 0.0
     assert baseline["unsupported_claim_rate"] == 1.0 and baseline["claim_rates"]["colour"] == 1.0
     assert baseline["claim_rates"]["material"] == 1.0 and baseline["claim_rates"]["number"] == 1.0
+    assert baseline["claim_rates"]["detail"] == 1.0
     assert baseline["off_topic_rate"] > 0.5  # a dress for tape, shorts and watches
     rows = generations(out)
     assert all(row["model"]["unsupported"] == [] for row in rows)
-    assert rows[0]["baseline"]["unsupported"] == ["purple", "silk", "47"]
-    assert rows[0]["baseline"]["claims"] == [["colour", "purple"], ["material", "silk"], ["number", "47"]]
+    assert rows[0]["baseline"]["unsupported"] == ["purple", "silk", "zigzag yoke", "47"]
+    assert rows[0]["baseline"]["claims"] == [
+        ["colour", "purple"],
+        ["material", "silk"],
+        ["detail", "zigzag yoke"],
+        ["number", "47"],
+    ]
