@@ -20,7 +20,7 @@ from enrich.model import engines
 from enrich.model.engines import Generation, Progress, Sampling, prompt_side, resolve_sampling
 from enrich.model.prompts import attribute_text, product_block
 from enrich.model.reference import ModelSpec
-from enrich.quality.claims import facts
+from enrich.quality.claims import facts, faithful
 from enrich.quality.vocabulary import base_vocabulary
 
 CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
@@ -301,3 +301,41 @@ def test_faithfulness_of_model_and_baseline(
         ["detail", "zigzag yoke"],
         ["number", "47"],
     ]
+
+
+def test_faithful_references_are_cut_to_what_the_facts_support(
+    recorder: type[Recorder], trained: Path, holdout: Path, tmp_path: Path
+) -> None:
+    recorder.answers[str(trained)] = echo
+    out = tmp_path / "both"
+    r = enrich(*eval_args(trained, holdout, out, "--no-baseline", "--references", "both"))
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "eval_report.json").read_text())
+    model = report["models"]["model"]
+    assert report["references"] == "both"
+    for key in ("rouge_l", "chrf", "bleu"):
+        assert isinstance(model[key], float) and isinstance(model[f"faithful_{key}"], float)
+    rows = generations(out)
+    vocabulary = base_vocabulary()
+    for row in rows:
+        known = facts(row["title"], [(label, value) for label, value in row["attributes"]])
+        assert row["faithful_reference"] == faithful(row["reference"], known, vocabulary).text.strip()
+    cut = [row for row in rows if row["faithful_reference"] != row["reference"]]
+    assert report["faithful_references"] == {
+        "cut": len(cut),
+        "empty": sum(1 for row in rows if not row["faithful_reference"]),
+    }
+    # The first row's reference is one run-on sentence of specifications naming colours (Navy, Red) that neither
+    # its title nor its attributes state: nothing is left, and the row is not scored against it.
+    assert "Navy, Red" in rows[0]["reference"] and rows[0]["faithful_reference"] == ""
+    # The second keeps the clause its facts support: the one without "30 days", "Synthetic", "Wedge"...
+    kept = rows[1]["faithful_reference"]
+    assert kept and kept in rows[1]["reference"] and "Synthetic" not in kept
+    assert len(cut) > 20
+    # faithful alone: the text metrics are the faithful ones, named so.
+    r = enrich(*eval_args(trained, holdout, tmp_path / "f", "--no-baseline", "--references", "faithful"))
+    assert r.exit_code == 0, r.output
+    model = json.loads((tmp_path / "f" / "eval_report.json").read_text())["models"]["model"]
+    assert "rouge_l" not in model and model["faithful_rouge_l"] > 0
+    summary = (tmp_path / "f" / "summary.md").read_text()
+    assert "| ROUGE-L F1, faithful references |" in summary and "| ROUGE-L F1 |" not in summary

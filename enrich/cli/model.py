@@ -290,6 +290,7 @@ EVAL_FIELDS = {
     "sample": "sample",
     "seed": "seed",
     "batch_size": "batch_size",
+    "references": "references",
     "temperature": "sampling.temperature",
     "top_p": "sampling.top_p",
     "max_new_tokens": "sampling.max_new_tokens",
@@ -347,6 +348,14 @@ BOTH_MODELS = (
 @click.option("--max-new-tokens", type=int, help=f"Tokens generated at most. {BOTH_MODELS}")
 @click.option("--repetition-penalty", type=float, help=f"1 is none. {BOTH_MODELS}")
 @click.option("--batch-size", type=int, help="Prompts per generate call (transformers; default: 16).")
+@click.option(
+    "--references",
+    type=click.Choice(["as-is", "faithful", "both"]),
+    default="as-is",
+    show_default=True,
+    help="What ROUGE-L, chrF and BLEU score against: the real descriptions, the same cut to the sentences their "
+    "title and attributes support (faithful_rouge_l etc.), or both.",
+)
 @click.option(
     "--dtype",
     type=click.Choice(["auto", "float32", "bfloat16", "float16"]),

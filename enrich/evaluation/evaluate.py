@@ -61,6 +61,11 @@ class EvalConfig(BaseModel):
     sample: int = Field(200, ge=1, description="Rows scored (a seeded random sample; all rows when fewer).")
     seed: int = Field(0, ge=0, description="Seed of the sample.")
     batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
+    references: Literal["as-is", "faithful", "both"] = Field(
+        "as-is",
+        description="What ROUGE-L, chrF and BLEU score against: the real descriptions as they are, the same cut to "
+        "the sentences their title and attributes support (reported as faithful_rouge_l etc.), or both.",
+    )
 
 
 def _resolve(role: str, ref: str) -> ModelSpec:
@@ -201,17 +206,46 @@ def _vocabulary(spec: ModelSpec) -> Vocabulary:
 
 
 def _scores(
-    gen: dict[str, Any], refs: list[str], attributes: list[Attributes], labels: list[str]
+    gen: dict[str, Any],
+    refs: list[str],
+    cut: list[str] | None,
+    mode: str,
+    attributes: list[Attributes],
+    labels: list[str],
 ) -> dict[str, Any]:
-    """One model's text metrics against the real descriptions and its faithfulness to the rows' facts."""
+    """One model's text metrics against the real descriptions (as they are, cut to what their facts support
+    as faithful_*, or both: mode) and its faithfulness to the rows' facts."""
     from enrich.evaluation import metrics
     from enrich.evaluation.faithfulness import faithfulness
 
     texts = gen["texts"]
-    return {
-        **metrics.score(texts, refs, gen["finish"], gen["flags"], gen["output_tokens"]),
-        **faithfulness(texts, gen["claims"], gen["flags"], attributes, labels),
-    }
+    scores = metrics.score(texts, refs, gen["finish"], gen["flags"], gen["output_tokens"], mode != "faithful")
+    if cut is not None:
+        # A reference cut to nothing is left out: any text scores 0 against it, so it says nothing of the model.
+        kept = [i for i, ref in enumerate(cut) if ref]
+        if kept:
+            against = metrics.text_metrics([texts[i] for i in kept], [cut[i] for i in kept])
+            scores |= {f"faithful_{k}": v for k, v in against.items()}
+    return {**scores, **faithfulness(texts, gen["claims"], gen["flags"], attributes, labels)}
+
+
+def _faithful_references(
+    config: EvalConfig,
+    refs: list[str],
+    titles: list[str],
+    attributes: list[Attributes],
+    vocabulary: Vocabulary,
+) -> tuple[list[str] | None, dict[str, Any]]:
+    """The real descriptions cut to what each row's title and attributes support (None with --references
+    as-is), and the report's account of the cut."""
+    from enrich.evaluation.faithfulness import faithful_references
+
+    if config.references == "as-is":
+        return None, {"references": "as-is"}
+    cut = faithful_references(refs, titles, attributes, vocabulary)
+    rows_cut = sum(1 for c, r in zip(cut, refs, strict=True) if c != r)
+    empty = sum(1 for c in cut if not c)
+    return cut, {"references": config.references, "faithful_references": {"cut": rows_cut, "empty": empty}}
 
 
 def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> dict[str, Any]:
@@ -226,6 +260,9 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     titles = [t.strip() for t in rows["title"]]
     labels = [label for _, label in attributes]
     vocabulary = _vocabulary(specs["model"])
+    cut, about_refs = _faithful_references(config, refs, titles, rows["attributes"], vocabulary)
+    if cut is not None:
+        rows["faithful_reference"] = cut
     # The baseline decodes as the model does (the model's own settings fill what the command left unset): a
     # comparison of two models, not of two presets' token limits and penalties.
     s = resolve_sampling(config.sampling, specs["model"])
@@ -244,7 +281,7 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
         )
         results[role] = {
             **{k: gen[k] for k in ("ref", "name", "template", "sampling", "engine", "seconds")},
-            **_scores(gen, refs, rows["attributes"], labels),
+            **_scores(gen, refs, cut, config.references, rows["attributes"], labels),
         }
         results[role]["_gen"] = gen
     report = {
@@ -252,6 +289,7 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
         "rows": len(titles),
         "seed": config.seed,
         "attributes": [{"column": column, "label": label} for column, label in attributes],
+        **about_refs,
         "models": {role: {k: v for k, v in r.items() if k != "_gen"} for role, r in results.items()},
     }
     write_outputs(Path(out_dir), report, rows, refs, {role: r["_gen"] for role, r in results.items()})

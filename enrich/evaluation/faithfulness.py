@@ -1,5 +1,6 @@
 """Faithfulness of `enrich eval`: the rows whose text makes claims the product's facts do not support (per
-kind), names another product or none, and how often the text states each attribute it was given."""
+kind), names another product or none, how often the text states each attribute it was given; and the real
+descriptions cut to what those facts support, to score against."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, get_args
 
-from enrich.quality.claims import Attributes, Claim, Facts, facts
+from enrich.quality.claims import Attributes, Claim, Facts, facts, faithful
 from enrich.quality.normalize import has_digit, phrase, quantities
-from enrich.quality.vocabulary import STOPWORDS, Kind
+from enrich.quality.vocabulary import STOPWORDS, Kind, Vocabulary
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
@@ -83,3 +84,14 @@ def faithfulness(
         "attribute_coverage": round(sum(known) / len(known), 4) if known else None,
         "attribute_coverage_by_label": coverage,
     }
+
+
+def faithful_references(
+    refs: Sequence[str], titles: Sequence[str], attributes: Sequence[Attributes], vocabulary: Vocabulary
+) -> list[str]:
+    """Each real description cut to the sentences and clauses that its title and attributes support, as
+    fine-tuning cuts its targets (--targets faithful): what a faithful model can be expected to write."""
+    return [
+        faithful(ref, facts(title, pairs), vocabulary).text.strip()
+        for ref, title, pairs in zip(refs, titles, attributes, strict=True)
+    ]

@@ -12,6 +12,9 @@ ROWS = (
     ("rouge_l", "ROUGE-L F1", "{:.4f}"),
     ("chrf", "chrF", "{:.2f}"),
     ("bleu", "BLEU", "{:.2f}"),
+    ("faithful_rouge_l", "ROUGE-L F1, faithful references", "{:.4f}"),
+    ("faithful_chrf", "chrF, faithful references", "{:.2f}"),
+    ("faithful_bleu", "BLEU, faithful references", "{:.2f}"),
     ("length_ratio", "length ratio (generated / real chars)", "{:.3f}"),
     ("mean_output_tokens", "mean output tokens", "{:.1f}"),
     ("eos_rate", "ends by EOS", "{:.1%}"),
@@ -23,11 +26,16 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     models = report["models"]
     out = [("model", [m["name"] for m in models.values()])]
     for key, label, fmt in ROWS:
-        out.append((label, [fmt.format(m[key]) for m in models.values()]))
+        if any(key in m for m in models.values()):  # faithful_* only with --references faithful or both
+            out.append((label, [_cell(fmt, m.get(key)) for m in models.values()]))
     for flag in FLAGS:
         out.append((f"flag rate: {flag}", [f"{m['flag_rates'][flag]:.1%}" for m in models.values()]))
     out.append(("decoding", [_decoding(m["sampling"]) for m in models.values()]))
     return out
+
+
+def _cell(fmt: str, value: float | None) -> str:
+    return "–" if value is None else fmt.format(value)
 
 
 def _decoding(s: dict[str, Any]) -> str:
@@ -56,6 +64,8 @@ def write_outputs(
                 "reference": ref,
                 "attributes": [list(a) for a in rows["attributes"][i]],  # [label, value]: as prompted
             }
+            if "faithful_reference" in rows:
+                line["faithful_reference"] = rows["faithful_reference"][i]
             for role, gen in gens.items():
                 claims = gen["claims"][i]
                 line[role] = {
@@ -70,22 +80,31 @@ def write_outputs(
     _summary(report, out_dir / "summary.md", rows, refs, gens)
 
 
+# The text metrics' bars, each on a 0-1 scale (chrF and BLEU are percentages); faithful_* where scored.
+TEXT_BARS = (
+    ("rouge_l", "ROUGE-L", 1),
+    ("chrf", "chrF/100", 100),
+    ("bleu", "BLEU/100", 100),
+    ("faithful_rouge_l", "ROUGE-L, faithful refs", 1),
+    ("faithful_chrf", "chrF/100, faithful refs", 100),
+    ("faithful_bleu", "BLEU/100, faithful refs", 100),
+)
+
+
 def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers
     import matplotlib.pyplot as plt
 
-    # Every bar on a 0-1 scale: chrF and BLEU are percentages.
-    labels = ["ROUGE-L", "chrF/100", "BLEU/100", "ends by EOS", *[f"{f}" for f in FLAGS]]
-    fig, ax = plt.subplots(figsize=(10, 4))
     models = list(report["models"].items())
+    text = [(key, label, scale) for key, label, scale in TEXT_BARS if any(key in m for _, m in models)]
+    labels = [label for _, label, _ in text] + ["ends by EOS", *FLAGS]
+    fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / max(len(models), 1)
     for k, (role, m) in enumerate(models):
         values = [
-            m["rouge_l"],
-            m["chrf"] / 100,
-            m["bleu"] / 100,
+            *[m.get(key, 0.0) / scale for key, _, scale in text],
             m["eos_rate"],
             *[m["flag_rates"][f] for f in FLAGS],
         ]
@@ -118,7 +137,7 @@ def _summary(
         lines += [
             "",
             "Relative to the baseline: "
-            + ", ".join(f"{k} {(m[k] - b[k]) / b[k]:+.1%}" for k in ("rouge_l", "chrf", "bleu") if b[k])
+            + ", ".join(f"{k} {(m[k] - b[k]) / b[k]:+.1%}" for k, _, _ in TEXT_BARS if b.get(k) and k in m)
             + ".",
         ]
     lines += ["", "## Examples", ""]
