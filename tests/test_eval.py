@@ -301,6 +301,13 @@ def test_faithfulness_of_model_and_baseline(
         ["detail", "zigzag yoke"],
         ["number", "47"],
     ]
+    summary = (out / "summary.md").read_text()
+    assert "| rows with an unsupported claim | 0.0% | 100.0% |" in summary
+    assert "| unsupported claim: colour | 0.0% | 100.0% |" in summary
+    assert "| attribute coverage (mean) | 100.0% | 0.0% |" in summary
+    assert "| attribute coverage: Fabric | 100.0% | 0.0% |" in summary
+    assert "(unsupported: purple, silk, zigzag yoke, 47)" in summary
+    assert (out / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_faithful_references_are_cut_to_what_the_facts_support(

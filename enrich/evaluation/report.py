@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from enrich.evaluation.faithfulness import KINDS
 from enrich.quality.flags import FLAGS
+
+# Flags that the faithfulness rows report as rates of their own (unsupported_claim_rate, wrong_type_rate...).
+FAITHFULNESS_FLAGS = ("unsupported_claims", "wrong_type", "off_topic")
 
 ROWS = (
     ("rouge_l", "ROUGE-L F1", "{:.4f}"),
@@ -29,9 +33,28 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
         if any(key in m for m in models.values()):  # faithful_* only with --references faithful or both
             out.append((label, [_cell(fmt, m.get(key)) for m in models.values()]))
     for flag in FLAGS:
-        out.append((f"flag rate: {flag}", [f"{m['flag_rates'][flag]:.1%}" for m in models.values()]))
+        if flag not in FAITHFULNESS_FLAGS:
+            out.append((f"flag rate: {flag}", [f"{m['flag_rates'][flag]:.1%}" for m in models.values()]))
+    columns = [faithfulness_rows(m) for m in models.values()]
+    for k, (label, _) in enumerate(columns[0]):
+        out.append((label, [_cell("{:.1%}", rows[k][1]) for rows in columns]))
     out.append(("decoding", [_decoding(m["sampling"]) for m in models.values()]))
     return out
+
+
+def faithfulness_rows(m: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """One model's faithfulness as (label, share): the claim rates (lower is better), then the attribute
+    coverage (higher is better), its mean and per label."""
+    rows: list[tuple[str, float | None]] = [
+        ("rows with an unsupported claim", m.get("unsupported_claim_rate"))
+    ]
+    rows += [(f"unsupported claim: {kind}", m.get("claim_rates", {}).get(kind)) for kind in KINDS]
+    rows += [("wrong type", m.get("wrong_type_rate")), ("off topic", m.get("off_topic_rate"))]
+    by_label = m.get("attribute_coverage_by_label") or {}
+    if by_label:
+        rows.append(("attribute coverage (mean)", m.get("attribute_coverage")))
+        rows += [(f"attribute coverage: {label}", share) for label, share in by_label.items()]
+    return rows
 
 
 def _cell(fmt: str, value: float | None) -> str:
@@ -99,25 +122,46 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
     models = list(report["models"].items())
     text = [(key, label, scale) for key, label, scale in TEXT_BARS if any(key in m for _, m in models)]
-    labels = [label for _, label, _ in text] + ["ends by EOS", *FLAGS]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    flags = [f for f in FLAGS if f not in FAITHFULNESS_FLAGS]
+    panels = [
+        (
+            [label for _, label, _ in text] + ["ends by EOS", *flags],
+            [
+                [*[m.get(key, 0.0) / scale for key, _, scale in text], m["eos_rate"]]
+                + [m["flag_rates"][f] for f in flags]
+                for _, m in models
+            ],
+            f"enrich eval on {report['rows']} held-out rows (flags: lower is better)",
+        ),
+        (
+            [label for label, _ in faithfulness_rows(models[0][1])],
+            [[share or 0.0 for _, share in faithfulness_rows(m)] for _, m in models],
+            "faithfulness to title and attributes (claims: lower is better; coverage: higher is better)",
+        ),
+    ]
+    fig, axes = plt.subplots(2, 1, figsize=(11, 8))
     width = 0.8 / max(len(models), 1)
-    for k, (role, m) in enumerate(models):
-        values = [
-            *[m.get(key, 0.0) / scale for key, _, scale in text],
-            m["eos_rate"],
-            *[m["flag_rates"][f] for f in FLAGS],
-        ]
-        ax.bar([i + k * width for i in range(len(labels))], values, width, label=f"{role}: {m['name']}")
-    ax.set_xticks(
-        [i + width * (len(models) - 1) / 2 for i in range(len(labels))], labels, rotation=30, ha="right"
-    )
-    ax.set_ylim(0, 1)
-    ax.set_title(f"enrich eval on {report['rows']} held-out rows (flags: lower is better)")
-    ax.legend()
+    for ax, (labels, values, title) in zip(axes, panels, strict=True):
+        for k, (role, m) in enumerate(models):
+            ax.bar(
+                [i + k * width for i in range(len(labels))], values[k], width, label=f"{role}: {m['name']}"
+            )
+        ax.set_xticks(
+            [i + width * (len(models) - 1) / 2 for i in range(len(labels))], labels, rotation=30, ha="right"
+        )
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+_AGAINST = {
+    "as-is": "as they are",
+    "faithful": "cut to what their title and attributes support (faithful_*)",
+    "both": "as they are and cut to what their title and attributes support (faithful_*)",
+}
 
 
 def _summary(
@@ -140,10 +184,25 @@ def _summary(
             + ", ".join(f"{k} {(m[k] - b[k]) / b[k]:+.1%}" for k, _, _ in TEXT_BARS if b.get(k) and k in m)
             + ".",
         ]
-    lines += ["", "## Examples", ""]
+    labels = ", ".join(a["label"] for a in report.get("attributes", [])) or "none"
+    lines += [
+        "",
+        f"Claims are checked against each row's title and attributes ({labels}), never its real description; "
+        f"ROUGE-L, chrF and BLEU score against the real descriptions {_AGAINST[report.get('references', 'as-is')]}.",
+        "",
+        "## Examples",
+        "",
+    ]
     for i in range(min(3, len(refs))):
-        lines += [f"**{rows['title'][i]}**", "", f"- real: {_short(refs[i])}"]
-        lines += [f"- {role}: {_short(g['texts'][i])}" for role, g in gens.items()]
+        stated = "; ".join(f"{label}: {value}" for label, value in rows["attributes"][i])
+        lines += [
+            f"**{rows['title'][i]}**" + (f" ({stated})" if stated else ""),
+            "",
+            f"- real: {_short(refs[i])}",
+        ]
+        for role, g in gens.items():
+            words = ", ".join(c.surface for c in g["claims"][i])
+            lines.append(f"- {role}: {_short(g['texts'][i])}" + (f" (unsupported: {words})" if words else ""))
         lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
