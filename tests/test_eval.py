@@ -304,9 +304,13 @@ def test_faithfulness_of_model_and_baseline(
     summary = (out / "summary.md").read_text()
     assert "| rows with an unsupported claim | 0.0% | 100.0% |" in summary
     assert "| unsupported claim: colour | 0.0% | 100.0% |" in summary
-    assert "| attribute coverage (mean) | 100.0% | 0.0% |" in summary
+    assert "| attribute coverage | 100.0% | 0.0% |" in summary
     assert "| attribute coverage: Fabric | 100.0% | 0.0% |" in summary
     assert "(unsupported: purple, silk, zigzag yoke, 47)" in summary
+    # The page marks the baseline's unsupported words beside the model's faithful text.
+    shown = page_data((out / "eval.html").read_text())["rows"]
+    assert all(row["roles"]["baseline"]["unsupported"][:2] == ["purple", "silk"] for row in shown)
+    assert all(row["roles"]["model"]["unsupported"] == [] for row in shown)
     assert (out / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -346,3 +350,45 @@ def test_faithful_references_are_cut_to_what_the_facts_support(
     assert "rouge_l" not in model and model["faithful_rouge_l"] > 0
     summary = (tmp_path / "f" / "summary.md").read_text()
     assert "| ROUGE-L F1, faithful references |" in summary and "| ROUGE-L F1 |" not in summary
+
+
+def page_data(html: str) -> dict[str, Any]:
+    """The rows embedded in an eval page (its JSON script)."""
+    tag = '<script type="application/json" id="data">'
+    start = html.index(tag) + len(tag)
+    data: dict[str, Any] = json.loads(html[start : html.index("</script>", start)])
+    return data
+
+
+def test_eval_on_real_rows_writes_its_review_page(
+    greedy_model: Path, tiny_model: Path, holdout: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    attrs = ("--attr", "brand", "--attr", "fabric", "--attr", "retail_price=Price")
+    r = enrich(*eval_args(greedy_model, holdout, out, "--baseline", tiny_model, "--sample", "12", *attrs))
+    assert r.exit_code == 0, r.output
+    assert f"review page: {out / 'eval.html'}" in r.output
+    report = json.loads((out / "eval_report.json").read_text())
+    assert [a["label"] for a in report["attributes"]] == ["Brand", "Fabric", "Price"]
+    for m in report["models"].values():
+        assert 0.0 <= m["unsupported_claim_rate"] <= 1.0 and len(m["claim_rates"]) == 6
+        assert set(m["attribute_coverage_by_label"]) == {"Brand", "Fabric", "Price"}
+    html = (out / "eval.html").read_text()
+    for label in ("ROUGE-L F1", "rows with an unsupported claim", "unsupported claim: colour", "off topic"):
+        assert f"<td>{label}</td>" in html, label
+    assert "<td>attribute coverage: Price</td>" in html and "Price (retail_price)" in html
+    data = page_data(html)
+    assert [role for role, _ in data["roles"]] == ["model", "baseline"] and len(data["rows"]) == 12
+    rows = {row["id"]: row for row in generations(out)}
+    for shown in data["rows"]:
+        row = rows[shown["id"]]
+        assert shown["attrs"] == row["attributes"]
+        for role in ("model", "baseline"):
+            assert shown["roles"][role]["unsupported"] == row[role]["unsupported"]
+    r = enrich(
+        *eval_args(greedy_model, holdout, tmp_path / "quiet", "--no-baseline", "--sample", "3", "--no-review")
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "quiet" / "eval_report.json").is_file() and not (
+        tmp_path / "quiet" / "eval.html"
+    ).exists()

@@ -310,6 +310,7 @@ BOTH_MODELS = (
     help="Model scored beside MODEL on the same rows (default: the base MODEL was trained on, if known).",
 )
 @click.option("--no-baseline", is_flag=True, help="Score MODEL alone.")
+@click.option("--no-review", is_flag=True, help="Do not write OUT/eval.html, the page of every row.")
 @click.option(
     "--sample", type=int, default=200, show_default=True, help="Rows scored (seeded random sample)."
 )
@@ -370,6 +371,7 @@ def eval_cmd(
     output: str,
     baseline: str | None,
     no_baseline: bool,
+    no_review: bool,
     log_format: str,
     quiet: bool,
     verbose: int,
@@ -377,18 +379,23 @@ def eval_cmd(
 ) -> None:
     """Score MODEL's generations on held-out rows of DATA against their real descriptions (and a baseline).
 
-    Writes OUT/eval_report.json (per model: rouge_l, chrf, bleu, length_ratio, eos_rate, flag rates),
-    OUT/generations.jsonl, OUT/eval.png and OUT/summary.md. Use rows the model was not trained on.
+    Both models are prompted with the attributes MODEL was trained with (its enrich.json; --attr maps
+    columns), and their texts are checked against each row's title and attributes, never its description.
+    Writes OUT/eval_report.json (per model: rouge_l, chrf, bleu, length_ratio, eos_rate, flag rates,
+    unsupported_claim_rate, claim_rates per kind, wrong_type_rate, off_topic_rate, attribute_coverage),
+    OUT/generations.jsonl, OUT/eval.png, OUT/summary.md and OUT/eval.html (each row, both models' texts
+    side by side, unsupported words marked). Use rows the model was not trained on.
 
     \b
     Examples:
       enrich eval adapters/shop holdout.parquet -o eval/shop          # against its base model
       enrich eval adapters/shop holdout.parquet -o eval/shop --baseline smollm2-135m
+      enrich eval adapters/shop holdout.parquet -o eval/shop --attr colour=Color --references both
       enrich eval models/shop holdout.csv -o eval/shop --title-col name --content-col body --sample 100
 
-    Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option or model; 3 unreadable data, or no row with
-    a title and a description; 5 the engine failed (no GPU, out of memory); 7 no room to write (disk full); 130
-    interrupted.
+    Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option or model, or no column for an attribute the
+    model was trained with; 3 unreadable data, or no row with a title and a description; 5 the engine failed
+    (no GPU, out of memory); 7 no room to write (disk full); 130 interrupted.
     """
     from enrich.config import build_config
     from enrich.evaluation.evaluate import EvalConfig, evaluate
@@ -404,6 +411,10 @@ def eval_cmd(
     config = build_config(EvalConfig, {"model": {"ref": model}, "data": data}, options, source="eval")
     report = evaluate(config, Path(output), event_printer(log_format, quiet, verbose))
     _print_scores(report, output)
+    if not no_review:
+        from enrich.review import write_eval_page
+
+        click.echo(f"review page: {write_eval_page(Path(output))}")
 
 
 def _print_scores(report: dict[str, Any], output: str) -> None:

@@ -52,7 +52,7 @@ def faithfulness_rows(m: dict[str, Any]) -> list[tuple[str, float | None]]:
     rows += [("wrong type", m.get("wrong_type_rate")), ("off topic", m.get("off_topic_rate"))]
     by_label = m.get("attribute_coverage_by_label") or {}
     if by_label:
-        rows.append(("attribute coverage (mean)", m.get("attribute_coverage")))
+        rows.append(("attribute coverage", m.get("attribute_coverage")))  # the mean over labels
         rows += [(f"attribute coverage: {label}", share) for label, share in by_label.items()]
     return rows
 
