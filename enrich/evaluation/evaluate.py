@@ -158,15 +158,12 @@ def generate_for(
     except ValueError as err:
         raise ConfigError(str(err)) from None
     sampling = resolve_sampling(config.sampling, spec)
-    engine_name = pick_engine(config.model.engine)
-    engine = make_engine(engine_name, spec, config.model, config.batch_size or 16)
+    blocks = [product_block(t, a) for t, a in zip(titles, attributes, strict=True)] if attributes else titles
+    engine = make_engine(pick_engine(config.model.engine), spec, config.model, config.batch_size or 16)
     try:
         tok = engine.tokenizer
         if template.prompt is None and not getattr(tok, "chat_template", None):
             raise ConfigError(f"model {ref!r} has no chat template; use --template alpaca")
-        blocks = (
-            [product_block(t, a) for t, a in zip(titles, attributes, strict=True)] if attributes else titles
-        )
         prompts = build_prompts(
             blocks, template, getattr(tok, "apply_chat_template", None), special_tokens(tok)
         )
@@ -178,10 +175,10 @@ def generate_for(
         engine.close()
     stop = spec.stop_strings()
     texts = [clean_output(g.text, stop) for g in gens]
-    vocabulary = vocabulary or base_vocabulary()
+    stated, vocabulary = attributes or [()] * len(titles), vocabulary or base_vocabulary()
     found = [
         inspect(t, g.finish_reason, facts(title, a), template.markers, vocabulary)
-        for t, g, title, a in zip(texts, gens, titles, attributes or [()] * len(titles), strict=True)
+        for t, g, title, a in zip(texts, gens, titles, stated, strict=True)
     ]
     return {
         "ref": ref,
