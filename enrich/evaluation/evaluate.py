@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from enrich.catalog.source import Source
-from enrich.config import SEPARATOR_DESCRIPTION, Columns, CsvSeparator, ModelConfig, SamplingConfig
+from enrich.config import (
+    SEPARATOR_DESCRIPTION,
+    Attribute,
+    Columns,
+    CsvSeparator,
+    ModelConfig,
+    SamplingConfig,
+    attribute_list,
+)
 from enrich.errors import ConfigError, InputError
 from enrich.events import Event, no_events
-from enrich.quality.claims import facts
+from enrich.quality.claims import Attributes, facts
 from enrich.quality.flags import inspect
-from enrich.quality.vocabulary import base_vocabulary
+from enrich.quality.vocabulary import Vocabulary, base_vocabulary
 
 if TYPE_CHECKING:
     from enrich.model.reference import ModelSpec
@@ -37,6 +46,11 @@ class EvalConfig(BaseModel):
         default_factory=Columns, description="Which columns hold id, title and description."
     )
     separator: CsvSeparator = Field(",", description=SEPARATOR_DESCRIPTION)
+    attributes: Annotated[list[Attribute], BeforeValidator(attribute_list)] = Field(
+        default_factory=list,
+        description="Columns stated in both models' prompts under the title, as in `run`. Default: the ones the "
+        "model was trained with (its enrich.json); COLUMN=Label maps another column to one of them.",
+    )
     template: Literal["alpaca", "alpaca-pt", "chat"] | None = Field(
         None, description="Prompt template for both models; default each model's own (enrich.json or preset)."
     )
@@ -47,6 +61,11 @@ class EvalConfig(BaseModel):
     sample: int = Field(200, ge=1, description="Rows scored (a seeded random sample; all rows when fewer).")
     seed: int = Field(0, ge=0, description="Seed of the sample.")
     batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
+    references: Literal["as-is", "faithful", "both"] = Field(
+        "as-is",
+        description="What ROUGE-L, chrF and BLEU score against: the real descriptions as they are, the same cut to "
+        "the sentences their title and attributes support (reported as faithful_rouge_l etc.), or both.",
+    )
 
 
 def _resolve(role: str, ref: str) -> ModelSpec:
@@ -61,11 +80,48 @@ def _resolve(role: str, ref: str) -> ModelSpec:
         raise ConfigError(f"baseline: {err} (pass --baseline REF, or --no-baseline)") from None
 
 
-def _rows(config: EvalConfig) -> dict[str, list[Any]]:
+def model_attributes(
+    given: list[Attribute], spec: ModelSpec, source: Source, names: list[str], on_event: Event = no_events
+) -> tuple[tuple[str, str], ...]:
+    """The (column, label) pairs both models are prompted with: those the model was trained with (its
+    enrich.json), each from its column or from the column --attr COLUMN=Label maps to its label; else those
+    given. The rule and messages of `run` (run.plan.attributes_for), which evaluation may not import."""
+    trained = [(str(a["column"]), str(a["label"])) for a in spec.info.get("attributes") or []]
+    chosen = [(a.column, a.text_label()) for a in given]
+    if trained:
+        labels = [label for _, label in trained]
+        other = [label for _, label in chosen if label not in labels]
+        if other:
+            raise ConfigError(
+                f"--attr: model {spec.ref!r} was trained with the attributes {', '.join(labels)}, not {other[0]!r}; "
+                "map your columns to those labels (--attr COLUMN=Label)"
+            )
+        by_label = {label: column for column, label in chosen}
+        chosen = [(by_label.get(label, column), label) for column, label in trained]
+    elif chosen and "attributes" in spec.info:
+        on_event(
+            "warning", {"message": f"model {spec.ref!r} was trained without attributes; --attr adds them"}
+        )
+    for column, label in chosen:
+        if column not in names:
+            how = "that the model was trained with" if trained else "given"
+            raise ConfigError(
+                f"{source.path}: no column {column!r} for the attribute {label!r} {how}; map one with "
+                f"--attr COLUMN={label}"
+            )
+    return tuple(chosen)
+
+
+def _rows(
+    config: EvalConfig, spec: ModelSpec, on_event: Event
+) -> tuple[dict[str, list[Any]], tuple[tuple[str, str], ...]]:
+    """The sampled rows' ids, titles, descriptions and stated attributes ([(label, value)] per row), and the
+    (column, label) pairs of the attributes."""
     from enrich.model.traindata import read_titles_and_descriptions
 
     source = Source.of(config.data, config.format, config.separator, config.columns, format_option="--format")
-    data = read_titles_and_descriptions(source, with_id=True)
+    attributes = model_attributes(config.attributes, spec, source, source.names(), on_event)
+    data = read_titles_and_descriptions(source.with_attributes(attributes), with_id=True)
     keep = [
         i
         for i, (t, c) in enumerate(zip(data["title"], data["content"], strict=True))
@@ -77,15 +133,23 @@ def _rows(config: EvalConfig) -> dict[str, list[Any]]:
     out = {role: [values[i] for i in chosen] for role, values in data.items()}
     out["row"] = chosen
     out.setdefault("id", [str(r) for r in chosen])  # no id column: row positions, as in `run`
-    return out
+    return out, attributes
 
 
 def generate_for(
-    config: EvalConfig, ref: str, titles: list[str], on_event: Event = no_events
+    config: EvalConfig,
+    ref: str,
+    titles: list[str],
+    on_event: Event = no_events,
+    attributes: Sequence[Attributes] = (),
+    vocabulary: Vocabulary | None = None,
 ) -> dict[str, Any]:
-    """One model's cleaned generations, finish reasons, flags and token counts for the titles."""
+    """One model's cleaned generations, finish reasons, flags, unsupported claims and token counts for the
+    titles, each prompted with its row's (label, value) attributes where given, as runs prompt
+    (model.prompts.product_block). The checks take the title and attributes as the facts, never the real
+    description: that is what the model is asked to predict."""
     from enrich.model.engines import make_engine, pick_engine, resolve_sampling, special_tokens
-    from enrich.model.prompts import build_prompts, clean_output, get_template
+    from enrich.model.prompts import build_prompts, clean_output, get_template, product_block
     from enrich.model.reference import resolve_model
 
     spec = resolve_model(ref)
@@ -94,14 +158,14 @@ def generate_for(
     except ValueError as err:
         raise ConfigError(str(err)) from None
     sampling = resolve_sampling(config.sampling, spec)
-    engine_name = pick_engine(config.model.engine)
-    engine = make_engine(engine_name, spec, config.model, config.batch_size or 16)
+    blocks = [product_block(t, a) for t, a in zip(titles, attributes, strict=True)] if attributes else titles
+    engine = make_engine(pick_engine(config.model.engine), spec, config.model, config.batch_size or 16)
     try:
         tok = engine.tokenizer
         if template.prompt is None and not getattr(tok, "chat_template", None):
             raise ConfigError(f"model {ref!r} has no chat template; use --template alpaca")
         prompts = build_prompts(
-            titles, template, getattr(tok, "apply_chat_template", None), special_tokens(tok)
+            blocks, template, getattr(tok, "apply_chat_template", None), special_tokens(tok)
         )
         on_event("info", {"message": f"generating {len(prompts)} rows with {spec.name} ({engine.name})"})
         t0 = time.perf_counter()
@@ -111,6 +175,11 @@ def generate_for(
         engine.close()
     stop = spec.stop_strings()
     texts = [clean_output(g.text, stop) for g in gens]
+    stated, vocabulary = attributes or [()] * len(titles), vocabulary or base_vocabulary()
+    found = [
+        inspect(t, g.finish_reason, facts(title, a), template.markers, vocabulary)
+        for t, g, title, a in zip(texts, gens, titles, stated, strict=True)
+    ]
     return {
         "ref": ref,
         "name": spec.name,
@@ -119,26 +188,78 @@ def generate_for(
         "engine": engine.name,
         "texts": texts,
         "finish": [g.finish_reason for g in gens],
-        "flags": [
-            inspect(t, g.finish_reason, facts(title), template.markers, base_vocabulary()).flags
-            for t, g, title in zip(texts, gens, titles, strict=True)
-        ],
+        "flags": [i.flags for i in found],
+        "claims": [i.claims for i in found],
         "output_tokens": [g.output_tokens for g in gens],
         "seconds": round(seconds, 1),
     }
 
 
+def _vocabulary(spec: ModelSpec) -> Vocabulary:
+    """What counts as a claim, for the model and the baseline alike: the packaged word lists with the terms the
+    model learned from its catalog (claims.json beside its enrich.json), else the packaged lists."""
+    learned = spec.claims_vocabulary()
+    return Vocabulary.from_json(learned) if learned else base_vocabulary()
+
+
+def _scores(
+    gen: dict[str, Any],
+    refs: list[str],
+    cut: list[str] | None,
+    mode: str,
+    attributes: list[Attributes],
+    labels: list[str],
+) -> dict[str, Any]:
+    """One model's text metrics against the real descriptions (as they are, cut to what their facts support
+    as faithful_*, or both: mode) and its faithfulness to the rows' facts."""
+    from enrich.evaluation import metrics
+    from enrich.evaluation.faithfulness import faithfulness
+
+    texts = gen["texts"]
+    scores = metrics.score(texts, refs, gen["finish"], gen["flags"], gen["output_tokens"], mode != "faithful")
+    if cut is not None:
+        # A reference cut to nothing is left out: any text scores 0 against it, so it says nothing of the model.
+        kept = [i for i, ref in enumerate(cut) if ref]
+        if kept:
+            against = metrics.text_metrics([texts[i] for i in kept], [cut[i] for i in kept])
+            scores |= {f"faithful_{k}": v for k, v in against.items()}
+    return {**scores, **faithfulness(texts, gen["claims"], gen["flags"], attributes, labels)}
+
+
+def _faithful_references(
+    config: EvalConfig,
+    refs: list[str],
+    titles: list[str],
+    attributes: list[Attributes],
+    vocabulary: Vocabulary,
+) -> tuple[list[str] | None, dict[str, Any]]:
+    """The real descriptions cut to what each row's title and attributes support (None with --references
+    as-is), and the report's account of the cut."""
+    from enrich.evaluation.faithfulness import faithful_references
+
+    if config.references == "as-is":
+        return None, {"references": "as-is"}
+    cut = faithful_references(refs, titles, attributes, vocabulary)
+    rows_cut = sum(1 for c, r in zip(cut, refs, strict=True) if c != r)
+    empty = sum(1 for c in cut if not c)
+    return cut, {"references": config.references, "faithful_references": {"cut": rows_cut, "empty": empty}}
+
+
 def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> dict[str, Any]:
     """Generate for held-out rows with the model (and baseline), score both, write report, plot and summary."""
-    from enrich.evaluation import metrics
     from enrich.evaluation.report import write_outputs
     from enrich.model.engines import resolve_sampling
 
-    rows = _rows(config)
-    refs = [c.strip() for c in rows["content"]]
-    titles = [t.strip() for t in rows["title"]]
     refs_by_role = {"model": config.model.ref, "baseline": config.baseline}
     specs = {role: _resolve(role, ref) for role, ref in refs_by_role.items() if ref is not None}
+    rows, attributes = _rows(config, specs["model"], on_event)
+    refs = [c.strip() for c in rows["content"]]
+    titles = [t.strip() for t in rows["title"]]
+    labels = [label for _, label in attributes]
+    vocabulary = _vocabulary(specs["model"])
+    cut, about_refs = _faithful_references(config, refs, titles, rows["attributes"], vocabulary)
+    if cut is not None:
+        rows["faithful_reference"] = cut
     # The baseline decodes as the model does (the model's own settings fill what the command left unset): a
     # comparison of two models, not of two presets' token limits and penalties.
     s = resolve_sampling(config.sampling, specs["model"])
@@ -150,17 +271,22 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     for role, ref in refs_by_role.items():
         if ref is None:
             continue
-        gen = generate_for(config.model_copy(update={"sampling": alike}), ref, titles, on_event)
-        scores = metrics.score(gen["texts"], refs, gen["finish"], gen["flags"], gen["output_tokens"])
+        # The baseline is prompted with the model's attributes: both are given the same facts of each product.
+        stated = rows["attributes"] if attributes else ()
+        gen = generate_for(
+            config.model_copy(update={"sampling": alike}), ref, titles, on_event, stated, vocabulary
+        )
         results[role] = {
             **{k: gen[k] for k in ("ref", "name", "template", "sampling", "engine", "seconds")},
-            **scores,
+            **_scores(gen, refs, cut, config.references, rows["attributes"], labels),
         }
         results[role]["_gen"] = gen
     report = {
         "data": str(Path(config.data).resolve()),
         "rows": len(titles),
         "seed": config.seed,
+        "attributes": [{"column": column, "label": label} for column, label in attributes],
+        **about_refs,
         "models": {role: {k: v for k, v in r.items() if k != "_gen"} for role, r in results.items()},
     }
     write_outputs(Path(out_dir), report, rows, refs, {role: r["_gen"] for role, r in results.items()})

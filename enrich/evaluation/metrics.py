@@ -26,24 +26,33 @@ def rouge_l(hyps: Sequence[str], refs: Sequence[str]) -> float:
     return sum(scores) / len(scores) if scores else 0.0
 
 
+def text_metrics(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
+    """ROUGE-L, chrF and BLEU of the texts against the references."""
+    _, sacrebleu = _libraries()
+    return {
+        "rouge_l": round(rouge_l(hyps, refs), 4),
+        "chrf": round(float(sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score), 2),
+        "bleu": round(float(sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score), 2),
+    }
+
+
 def score(
     hyps: Sequence[str],
     refs: Sequence[str],
     finish_reasons: Sequence[str],
     flags: Sequence[Sequence[str]],
     output_tokens: Sequence[int],
+    text: bool = True,
 ) -> dict[str, Any]:
-    """Every metric of one model's generations against the reference descriptions."""
-    _, sacrebleu = _libraries()
+    """Every metric of one model's generations against the reference descriptions; text=False leaves out
+    ROUGE-L, chrF and BLEU (scored against other references)."""
     n = len(hyps)
     if n == 0:
         return {}
     ref_chars = sum(len(r) for r in refs)
     return {
         "rows": n,
-        "rouge_l": round(rouge_l(hyps, refs), 4),
-        "chrf": round(float(sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score), 2),
-        "bleu": round(float(sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score), 2),
+        **(text_metrics(hyps, refs) if text else {}),
         # Total generated characters over total reference characters: 1 is the catalog's own length.
         "length_ratio": round(sum(len(h) for h in hyps) / max(ref_chars, 1), 3),
         "mean_chars": round(sum(len(h) for h in hyps) / n, 1),

@@ -6,12 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from enrich.evaluation.faithfulness import KINDS
 from enrich.quality.flags import FLAGS
+
+# Flags that the faithfulness rows report as rates of their own (unsupported_claim_rate, wrong_type_rate...).
+FAITHFULNESS_FLAGS = ("unsupported_claims", "wrong_type", "off_topic")
 
 ROWS = (
     ("rouge_l", "ROUGE-L F1", "{:.4f}"),
     ("chrf", "chrF", "{:.2f}"),
     ("bleu", "BLEU", "{:.2f}"),
+    ("faithful_rouge_l", "ROUGE-L F1, faithful references", "{:.4f}"),
+    ("faithful_chrf", "chrF, faithful references", "{:.2f}"),
+    ("faithful_bleu", "BLEU, faithful references", "{:.2f}"),
     ("length_ratio", "length ratio (generated / real chars)", "{:.3f}"),
     ("mean_output_tokens", "mean output tokens", "{:.1f}"),
     ("eos_rate", "ends by EOS", "{:.1%}"),
@@ -23,11 +30,35 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     models = report["models"]
     out = [("model", [m["name"] for m in models.values()])]
     for key, label, fmt in ROWS:
-        out.append((label, [fmt.format(m[key]) for m in models.values()]))
+        if any(key in m for m in models.values()):  # faithful_* only with --references faithful or both
+            out.append((label, [_cell(fmt, m.get(key)) for m in models.values()]))
     for flag in FLAGS:
-        out.append((f"flag rate: {flag}", [f"{m['flag_rates'][flag]:.1%}" for m in models.values()]))
+        if flag not in FAITHFULNESS_FLAGS:
+            out.append((f"flag rate: {flag}", [f"{m['flag_rates'][flag]:.1%}" for m in models.values()]))
+    columns = [faithfulness_rows(m) for m in models.values()]
+    for k, (label, _) in enumerate(columns[0]):
+        out.append((label, [_cell("{:.1%}", rows[k][1]) for rows in columns]))
     out.append(("decoding", [_decoding(m["sampling"]) for m in models.values()]))
     return out
+
+
+def faithfulness_rows(m: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """One model's faithfulness as (label, share): the claim rates (lower is better), then the attribute
+    coverage (higher is better), its mean and per label."""
+    rows: list[tuple[str, float | None]] = [
+        ("rows with an unsupported claim", m.get("unsupported_claim_rate"))
+    ]
+    rows += [(f"unsupported claim: {kind}", m.get("claim_rates", {}).get(kind)) for kind in KINDS]
+    rows += [("wrong type", m.get("wrong_type_rate")), ("off topic", m.get("off_topic_rate"))]
+    by_label = m.get("attribute_coverage_by_label") or {}
+    if by_label:
+        rows.append(("attribute coverage", m.get("attribute_coverage")))  # the mean over labels
+        rows += [(f"attribute coverage: {label}", share) for label, share in by_label.items()]
+    return rows
+
+
+def _cell(fmt: str, value: float | None) -> str:
+    return "–" if value is None else fmt.format(value)
 
 
 def _decoding(s: dict[str, Any]) -> str:
@@ -54,12 +85,33 @@ def write_outputs(
                 "id": rows["id"][i],
                 "title": rows["title"][i],
                 "reference": ref,
+                "attributes": [list(a) for a in rows["attributes"][i]],  # [label, value]: as prompted
             }
+            if "faithful_reference" in rows:
+                line["faithful_reference"] = rows["faithful_reference"][i]
             for role, gen in gens.items():
-                line[role] = {"text": gen["texts"][i], "finish": gen["finish"][i], "flags": gen["flags"][i]}
+                claims = gen["claims"][i]
+                line[role] = {
+                    "text": gen["texts"][i],
+                    "finish": gen["finish"][i],
+                    "flags": gen["flags"][i],
+                    "unsupported": [c.surface for c in claims],  # as the text writes them: marked on the page
+                    "claims": [[c.kind, c.surface] for c in claims],
+                }
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     _plot(report, out_dir / "eval.png")
     _summary(report, out_dir / "summary.md", rows, refs, gens)
+
+
+# The text metrics' bars, each on a 0-1 scale (chrF and BLEU are percentages); faithful_* where scored.
+TEXT_BARS = (
+    ("rouge_l", "ROUGE-L", 1),
+    ("chrf", "chrF/100", 100),
+    ("bleu", "BLEU/100", 100),
+    ("faithful_rouge_l", "ROUGE-L, faithful refs", 1),
+    ("faithful_chrf", "chrF/100, faithful refs", 100),
+    ("faithful_bleu", "BLEU/100, faithful refs", 100),
+)
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -68,29 +120,48 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")  # no display on servers
     import matplotlib.pyplot as plt
 
-    # Every bar on a 0-1 scale: chrF and BLEU are percentages.
-    labels = ["ROUGE-L", "chrF/100", "BLEU/100", "ends by EOS", *[f"{f}" for f in FLAGS]]
-    fig, ax = plt.subplots(figsize=(10, 4))
     models = list(report["models"].items())
+    text = [(key, label, scale) for key, label, scale in TEXT_BARS if any(key in m for _, m in models)]
+    flags = [f for f in FLAGS if f not in FAITHFULNESS_FLAGS]
+    panels = [
+        (
+            [label for _, label, _ in text] + ["ends by EOS", *flags],
+            [
+                [*[m.get(key, 0.0) / scale for key, _, scale in text], m["eos_rate"]]
+                + [m["flag_rates"][f] for f in flags]
+                for _, m in models
+            ],
+            f"enrich eval on {report['rows']} held-out rows (flags: lower is better)",
+        ),
+        (
+            [label for label, _ in faithfulness_rows(models[0][1])],
+            [[share or 0.0 for _, share in faithfulness_rows(m)] for _, m in models],
+            "faithfulness to title and attributes (claims: lower is better; coverage: higher is better)",
+        ),
+    ]
+    fig, axes = plt.subplots(2, 1, figsize=(11, 8))
     width = 0.8 / max(len(models), 1)
-    for k, (role, m) in enumerate(models):
-        values = [
-            m["rouge_l"],
-            m["chrf"] / 100,
-            m["bleu"] / 100,
-            m["eos_rate"],
-            *[m["flag_rates"][f] for f in FLAGS],
-        ]
-        ax.bar([i + k * width for i in range(len(labels))], values, width, label=f"{role}: {m['name']}")
-    ax.set_xticks(
-        [i + width * (len(models) - 1) / 2 for i in range(len(labels))], labels, rotation=30, ha="right"
-    )
-    ax.set_ylim(0, 1)
-    ax.set_title(f"enrich eval on {report['rows']} held-out rows (flags: lower is better)")
-    ax.legend()
+    for ax, (labels, values, title) in zip(axes, panels, strict=True):
+        for k, (role, m) in enumerate(models):
+            ax.bar(
+                [i + k * width for i in range(len(labels))], values[k], width, label=f"{role}: {m['name']}"
+            )
+        ax.set_xticks(
+            [i + width * (len(models) - 1) / 2 for i in range(len(labels))], labels, rotation=30, ha="right"
+        )
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+_AGAINST = {
+    "as-is": "as they are",
+    "faithful": "cut to what their title and attributes support (faithful_*)",
+    "both": "as they are and cut to what their title and attributes support (faithful_*)",
+}
 
 
 def _summary(
@@ -110,13 +181,28 @@ def _summary(
         lines += [
             "",
             "Relative to the baseline: "
-            + ", ".join(f"{k} {(m[k] - b[k]) / b[k]:+.1%}" for k in ("rouge_l", "chrf", "bleu") if b[k])
+            + ", ".join(f"{k} {(m[k] - b[k]) / b[k]:+.1%}" for k, _, _ in TEXT_BARS if b.get(k) and k in m)
             + ".",
         ]
-    lines += ["", "## Examples", ""]
+    labels = ", ".join(a["label"] for a in report.get("attributes", [])) or "none"
+    lines += [
+        "",
+        f"Claims are checked against each row's title and attributes ({labels}), never its real description; "
+        f"ROUGE-L, chrF and BLEU score against the real descriptions {_AGAINST[report.get('references', 'as-is')]}.",
+        "",
+        "## Examples",
+        "",
+    ]
     for i in range(min(3, len(refs))):
-        lines += [f"**{rows['title'][i]}**", "", f"- real: {_short(refs[i])}"]
-        lines += [f"- {role}: {_short(g['texts'][i])}" for role, g in gens.items()]
+        stated = "; ".join(f"{label}: {value}" for label, value in rows["attributes"][i])
+        lines += [
+            f"**{rows['title'][i]}**" + (f" ({stated})" if stated else ""),
+            "",
+            f"- real: {_short(refs[i])}",
+        ]
+        for role, g in gens.items():
+            words = ", ".join(c.surface for c in g["claims"][i])
+            lines.append(f"- {role}: {_short(g['texts'][i])}" + (f" (unsupported: {words})" if words else ""))
         lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

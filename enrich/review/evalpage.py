@@ -18,11 +18,20 @@ KNOWN_METRICS = {
     "rouge_l": "ROUGE-L F1",
     "chrf": "chrF",
     "bleu": "BLEU",
+    "faithful_rouge_l": "ROUGE-L F1, faithful references",
+    "faithful_chrf": "chrF, faithful references",
+    "faithful_bleu": "BLEU, faithful references",
     "length_ratio": "length ratio (generated / real chars)",
     "mean_chars": "mean characters",
     "mean_output_tokens": "mean output tokens",
     "eos_rate": "ends by EOS",
     "flag_rates": "flag rate",
+    "unsupported_claim_rate": "rows with an unsupported claim",
+    "claim_rates": "unsupported claim",
+    "wrong_type_rate": "wrong type",
+    "off_topic_rate": "off topic",
+    "attribute_coverage": "attribute coverage",
+    "attribute_coverage_by_label": "attribute coverage",
 }
 _SKIP = {"rows", "seconds", "seed"}  # numbers of a model that are not metrics of its text
 _WORD = re.compile(r"\w+")
@@ -53,7 +62,18 @@ def write_eval_page(eval_dir: Path) -> Path:
         report=report,
         roles=[(role, models[role]) for role in roles],
         metrics=metric_rows(models),
+        attributes=_attribute_names(report.get("attributes")),
     )
+
+
+def _attribute_names(value: Any) -> str:
+    """The report's attributes as the page names them: each label, with its column where the two differ."""
+    names = []
+    for a in value if isinstance(value, list) else []:
+        if isinstance(a, dict) and a.get("label"):
+            label, column = str(a["label"]), str(a.get("column") or a["label"])
+            names.append(label if column == label else f"{label} ({column})")
+    return ", ".join(names)
 
 
 def metric_rows(models: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
