@@ -139,6 +139,12 @@ def results(path: Path) -> pl.DataFrame:
     return frame.select("id", *RESULT_COLUMNS)
 
 
+def seeded_run_args(src: Path, out: Path, model: Path, *extra: str | Path) -> list[str | Path]:
+    """`enrich run` in windows of 8 rows, sampling at temperature 0.8 with a fixed seed (each window's seed is
+    the run's plus its index): a run killed, resumed or repeated must give exactly an uninterrupted run's rows."""
+    return greedy_run_args(src, out, model, 8, "--temperature", "0.8", *extra)
+
+
 def greedy_run_args(
     src: Path, out: Path, model: Path, window: int, *extra: str, max_new_tokens: int = 16
 ) -> list[str | Path]:
@@ -188,14 +194,30 @@ def holds_lock(out: Path, proc: subprocess.Popen[str]) -> bool:
         return False
 
 
-def wait_for(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, poll_s: float = 0.005) -> None:
+def until(ready: Callable[[], bool], what: str, poll_s: float = 0.005) -> None:
+    """Poll until ready() holds; fail (never skip) when it does not within GUARD_S."""
+    deadline = time.monotonic() + GUARD_S
+    while not ready():
+        assert time.monotonic() < deadline, f"{what}: not reached in {GUARD_S} s"
+        time.sleep(poll_s)
+
+
+class RunEnded(AssertionError):
+    """The run ended before the state a test waited for: a failure, unless the test tries again."""
+
+
+def wait_for(
+    proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, poll_s: float = 0.005
+) -> None:
     """Poll until ready() holds while proc is still running. Fails (never skips) when proc ends first or the
     state does not come within GUARD_S; the sleep is the poll interval, no assumption about the run's speed."""
     deadline = time.monotonic() + GUARD_S
     while not ready():
         if proc.poll() is not None:
             _, err = proc.communicate()
-            raise AssertionError(f"the run ended (exit {proc.returncode}) before {what}:\n{(err or '')[-3000:]}")
+            raise RunEnded(
+                f"the run ended (exit {proc.returncode}) before {what}:\n{(err or '')[-3000:]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             proc.communicate()
@@ -212,17 +234,21 @@ def _process_state(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[0]
 
 
-def freeze_when(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str) -> None:
+def freeze_when(
+    proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, poll_s: float = 0.005
+) -> None:
     """Wait until ready(), then stop proc with SIGSTOP and wait until it is stopped: while the test looks at its
     state and signals it, the run cannot move on (or end). Fails when the run ends before it is stopped."""
-    wait_for(proc, ready, what)
+    wait_for(proc, ready, what, poll_s)
     proc.send_signal(signal.SIGSTOP)
     deadline = time.monotonic() + GUARD_S
     while (state := _process_state(proc.pid)) not in ("T", "t"):
         if state in (None, "Z", "X") or time.monotonic() > deadline:
             proc.kill()
             _, err = proc.communicate()
-            raise AssertionError(f"the run ended before it could be stopped at {what}:\n{(err or '')[-3000:]}")
+            raise RunEnded(
+                f"the run ended before it could be stopped at {what}:\n{(err or '')[-3000:]}"
+            )
         time.sleep(0.001)
 
 

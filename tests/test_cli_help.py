@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import pytest
+from _support import enrich
 
 from enrich import errors
 from enrich.cli import main
@@ -91,12 +92,17 @@ def test_every_command_lists_its_exit_codes(name: str) -> None:
         assert any(word in meaning for word in MEANING[code]), f"{name}: exit {code} described as {meaning!r}"
 
 
-def test_help_is_rendered_for_every_command() -> None:
-    from click.testing import CliRunner
+def test_every_command_and_group_has_help_with_examples() -> None:
+    def walk(group: click.Group, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
+        for name, command in group.commands.items():
+            yield [*path, name], command
+            if isinstance(command, click.Group):
+                yield from walk(command, [*path, name])
 
-    for name in COMMANDS:
-        r = CliRunner().invoke(main, [*name.split()[1:], "--help"])
-        assert r.exit_code == 0 and "Usage:" in r.output, (name, r.output)
+    for path, command in walk(main, []):
+        r = enrich(*path, "--help")
+        assert r.exit_code == 0 and "Usage:" in r.output, (path, r.output)
+        assert command.help and "Example" in command.help, f"{' '.join(path)} needs help with examples"
 
 
 # --option-name in text; `--set policies.x=...` yields --set.
@@ -151,22 +157,25 @@ def reachable(path: Path, entries: set[str]) -> list[ast.AST]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="io.py (the lead's) names run's --input-format in the reader that finetune and eval share, and "
-    "finetune's --format in the one that run shares; remove this mark once the messages name each command's own",
+    raises=AssertionError,  # the messages, not a file moved: that fails
+    reason="catalog/source.py names run's --input-format and --output-format, and finetune's --format, in the "
+    "reader all four commands share; remove this mark once its messages name each command's own option",
 )
 def test_the_shared_catalog_reader_names_only_options_that_every_reading_command_has() -> None:
-    """finetune and eval read catalogs with run's reader (io.scan and what it calls): its messages reach users of
-    all four commands, so an option they name must be one of each."""
-    traindata = ast.parse((PACKAGE / "traindata.py").read_text(encoding="utf-8"))
+    """finetune and eval read catalogs with run's reader (source.scan and what it calls): its messages reach
+    users of all four commands, so an option they name must be one of each."""
+    traindata = ast.parse((PACKAGE / "model" / "traindata.py").read_text(encoding="utf-8"))
     used = {
         n.attr
         for n in ast.walk(traindata)
-        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "io"
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "source"
     }
     readers = ("enrich run", "enrich jobs run", "enrich finetune", "enrich eval")
+    reader = PACKAGE / "catalog" / "source.py"
     wrong = [
-        f"io.py:{line}: {option} (not an option of {', '.join(r for r in readers if option not in options_of(r))})"
-        for line, option in mentions(reachable(PACKAGE / "io.py", used))
+        f"catalog/source.py:{line}: {option} (not an option of "
+        f"{', '.join(r for r in readers if option not in options_of(r))})"
+        for line, option in mentions(reachable(reader, used))
         if not all(option in options_of(r) for r in readers)
     ]
     assert used >= {"scan", "iter_window_lists"} and not wrong, "\n".join(wrong)
