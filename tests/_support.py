@@ -215,9 +215,7 @@ def wait_for(
     while not ready():
         if proc.poll() is not None:
             _, err = proc.communicate()
-            raise RunEnded(
-                f"the run ended (exit {proc.returncode}) before {what}:\n{(err or '')[-3000:]}"
-            )
+            raise RunEnded(f"the run ended (exit {proc.returncode}) before {what}:\n{(err or '')[-3000:]}")
         if time.monotonic() > deadline:
             proc.kill()
             proc.communicate()
@@ -246,9 +244,7 @@ def freeze_when(
         if state in (None, "Z", "X") or time.monotonic() > deadline:
             proc.kill()
             _, err = proc.communicate()
-            raise RunEnded(
-                f"the run ended before it could be stopped at {what}:\n{(err or '')[-3000:]}"
-            )
+            raise RunEnded(f"the run ended before it could be stopped at {what}:\n{(err or '')[-3000:]}")
         time.sleep(0.001)
 
 

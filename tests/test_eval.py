@@ -6,16 +6,9 @@ import json
 from pathlib import Path
 
 import polars as pl
-from click.testing import CliRunner, Result
+from _support import CATALOG, enrich
 
-from enrich.cli import main
 from enrich.evaluation.metrics import rouge_l, score
-
-CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
-
-
-def enrich(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def real_descriptions(n: int) -> list[str]:

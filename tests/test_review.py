@@ -13,10 +13,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _support import call, greedy_run_args
-from click.testing import CliRunner
+from _support import CATALOG, call, enrich, greedy_run_args
 
-from enrich.cli import main
 from enrich.errors import InputError
 from enrich.review import read_decisions, write_eval_page, write_review
 from enrich.review.source import reason_group
@@ -288,18 +286,15 @@ def test_read_decisions(tmp_path: Path) -> None:
 
 def test_review_command(tmp_path: Path) -> None:
     out = write_output(tmp_path / "out.parquet", [output_row(0), output_row(1, "flagged", ["truncated"])])
-    runner = CliRunner()
-    r = runner.invoke(main, ["review", str(out)])
+    r = enrich("review", out)
     assert r.exit_code == 0, r.output
     assert r.output.strip() == f"{out}.review.html" and Path(f"{out}.review.html").is_file()
-    r = runner.invoke(
-        main, ["review", str(out), "-o", str(tmp_path / "p.html"), "--sample", "0", "--seed", "3"]
-    )
+    r = enrich("review", out, "-o", tmp_path / "p.html", "--sample", "0", "--seed", "3")
     assert r.exit_code == 0 and len(embedded((tmp_path / "p.html").read_text())["rows"]) == 1
-    assert "Examples:" in runner.invoke(main, ["review", "--help"]).output
-    assert runner.invoke(main, ["review", str(out), "--sample", "-1"]).exit_code == 2
+    assert "Examples:" in enrich("review", "--help").output
+    assert enrich("review", out, "--sample", "-1").exit_code == 2
     plain = write_output(tmp_path / "plain.parquet", [{"title": "Lamp"}])
-    r = runner.invoke(main, ["review", str(plain), "--log-format", "text"])
+    r = enrich("review", plain, "--log-format", "text")
     assert r.exit_code == 3 and "error: " in r.output and "enrich_status" in r.output
 
 
@@ -382,7 +377,7 @@ def _require_chromium() -> Any:
 def test_review_page_in_chromium(greedy_model: Path, tmp_path: Path) -> None:
     sync_playwright = _require_chromium()
     src = tmp_path / "catalog.parquet"
-    catalog = pl.read_parquet(Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet").head(24)
+    catalog = pl.read_parquet(CATALOG).head(24)
     titles = catalog["title"].to_list()
     titles[1], titles[2] = EVIL, ""  # markup as text; an empty title goes to the error file
     catalog.with_columns(pl.Series("title", titles)).write_parquet(src)
