@@ -33,6 +33,8 @@ def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "24",
         "--val-size",
         "4",
+        "--batch-size",
+        "2",
         "--lr",
         "0.05",
         "--log-format",

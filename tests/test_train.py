@@ -32,6 +32,8 @@ def tiny_finetune(model: Path, data: Path, out: Path, *extra: str) -> Result:
         "24",
         "--val-size",
         "4",
+        "--batch-size",  # steps of 2 sequences: the tiny model's 49k-word logits make a step of 8 take seconds
+        "2",
         "--logging-steps",
         "1",
         "--log-format",
@@ -230,7 +232,7 @@ def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
     out = tmp_path / "adapter"
     args = [
         "finetune", DATA / "shop_messy.csv", "-o", out, "--title-col", "name", "--content-col", "body",
-        "--base", tiny_model, "--template", "chat", "--max-rows", "24", "--val-size", "4", "--logging-steps", "1",
+        "--base", tiny_model, "--template", "chat", "--max-rows", "24", "--val-size", "4", "--batch-size", "2", "--logging-steps", "1",
         "--save-steps", "1000", "--eval-steps", "1000", "--log-format", "json",
     ]  # fmt: skip
     proc = start(*args, "--max-steps", "400")
