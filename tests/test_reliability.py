@@ -370,13 +370,13 @@ def test_edited_manifest_is_refused_until_restart(
     original = manifest.read_text()
     args = run_args(source, out, greedy_model)
     manifest.write_text(original[:40])
-    refused = call(*args)
-    assert refused.returncode == 2
-    assert "the resume manifest is damaged; re-run with --restart" in refused.stderr
+    refused = enrich(*args)  # refusals need no process of their own
+    assert refused.exit_code == 2
+    assert "the resume manifest is damaged; re-run with --restart" in refused.output
     manifest.write_text(original.replace('"fingerprint": "', '"fingerprint": "0'))
-    refused = call(*args)
-    assert refused.returncode == 2
-    assert "other settings (changed since: unknown: the manifest was edited)" in refused.stderr
+    refused = enrich(*args)
+    assert refused.exit_code == 2
+    assert "other settings (changed since: unknown: the manifest was edited)" in refused.output
     assert parts_done(out) >= 6  # refusing touched nothing
     finish([*args, "--restart"])
     assert_same_as_reference(out, reference)
@@ -393,11 +393,12 @@ def test_input_changed_between_runs_is_refused(source: Path, greedy_model: Path,
     kill_9(proc)
     frame = pl.read_parquet(src)
     frame.with_columns(pl.col("title").str.replace("^", "New: ")).write_parquet(src)
-    refused = call(*args)
-    assert refused.returncode == 2
-    assert "changed since: the input file's content" in refused.stderr
-    assert "re-run with --restart to discard them" in refused.stderr
-    finish([*args, "--restart"])
+    refused = enrich(*args)
+    assert refused.exit_code == 2
+    assert "changed since: the input file's content" in refused.output
+    assert "re-run with --restart to discard them" in refused.output
+    restarted = enrich(*args, "--restart")  # compared with no other run: this process will do
+    assert restarted.exit_code == 0, restarted.output
     got = pl.read_parquet(out)
     assert got.height == ROWS and got["title"].str.starts_with("New: ").all()
 
@@ -419,19 +420,19 @@ def test_two_runs_of_one_job_at_once(
     )
     first = start("jobs", "run", job)
     freeze_when(first, lambda: holds_lock(out, first), "the lock taken")  # the overlap is certain, not a race
-    try:
-        second = call("jobs", "run", job)
-        other_output = call(*run_args(source, out, greedy_model, "--max-new-tokens", "3"))
-        other_state = call(*run_args(source, out, greedy_model, "--state-dir", tmp_path / "elsewhere"))
+    try:  # the other runs in this process: the lock is the frozen process's, not this one's
+        second = enrich("jobs", "run", job)
+        other_output = enrich(*run_args(source, out, greedy_model, "--max-new-tokens", "3"))
+        other_state = enrich(*run_args(source, out, greedy_model, "--state-dir", tmp_path / "elsewhere"))
     finally:
         first.send_signal(signal.SIGCONT)
-    assert second.returncode == 4, second.stderr
+    assert second.exit_code == 4, second.output
     assert re.search(
         rf"locked by another run \(pid {first.pid} on {re.escape(socket.gethostname())}, started 20",
-        second.stderr,
+        second.output,
     )
-    assert other_output.returncode == 4  # another command writing the same output is refused as well,
-    assert other_state.returncode == 4, other_state.stderr  # even with a state folder of its own
+    assert other_output.exit_code == 4  # another command writing the same output is refused as well,
+    assert other_state.exit_code == 4, other_state.output  # even with a state folder of its own
     _, err = first.communicate(timeout=GUARD_S)
     assert first.returncode == 0, err
     assert_same_as_reference(out, reference)
