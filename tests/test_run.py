@@ -291,12 +291,6 @@ def test_pickle_weights_are_refused_before_anything_loads(
     assert f"error: {pickled}: holds pickle weights only (pytorch_model.bin)" in r.output and not out.exists()
 
 
-def test_vllm_without_gpu_is_engine_error(catalog: Path, tmp_path: Path, tiny_model: Path) -> None:
-    r = enrich("run", catalog, "-o", tmp_path / "o.parquet", "--model", tiny_model, "--engine", "vllm")
-    assert r.exit_code == 5, r.output
-    assert "vllm" in r.output
-
-
 def test_vllm_arguments_follow_the_gpu_and_the_job(tiny_model: Path) -> None:
     """The scheduler sizes and CUDA-graph range measured on the H200 apply on 70 GiB GPUs unless the job sets its own."""
     from enrich.config import ModelConfig
@@ -408,7 +402,7 @@ def test_real_embedded_model(catalog: Path, tmp_path: Path) -> None:
         "--limit",
         "8",
         "--max-new-tokens",
-        "48",
+        "32",  # 13 words or more from each of these 8 rows
         "--seed",
         "1",
         "--log-format",
