@@ -5,7 +5,9 @@ the tiny model sampling at a fixed seed, stop them (SIGSTOP) at moments read fro
 signal them there, re-run them and compare the output with an uninterrupted run's, byte for byte in content.
 `bench/chaos.py` is the long version (20 random moments).
 
-Bad input, each case run through the real CLI (`test_bad_input`), with its exit code and message:
+Bad input, each case run through the CLI (`test_bad_input`), with its exit code and message; a refusal also
+leaves the folder as it was, logs each problem as a JSON error line with the exit code, and (exit 3) names the
+input. The one table of bad input: test_run.py's cases are here.
 
 | case                    | what                                              | exit | message contains                           |
 |-------------------------|---------------------------------------------------|------|--------------------------------------------|
