@@ -248,8 +248,9 @@ def freeze_when(
         time.sleep(0.001)
 
 
-def kill_9(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL, and check that it was the kill that ended the process (not the end of its run)."""
+def kill_9(proc: subprocess.Popen[str]) -> str:
+    """SIGKILL, and check that it was the kill that ended the process (not the end of its run); its stderr."""
     proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, f"the process ended by itself (exit {proc.returncode})"
+    return err or ""

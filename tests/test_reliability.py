@@ -136,35 +136,6 @@ def temps(folder: Path) -> list[Path]:
 # Each run is stopped (SIGSTOP) once its files show the moment, so the kill lands there and not later; what the
 # files held at the kill is asserted, so a kill that came too late fails the test instead of testing nothing.
 
-MOMENTS: dict[str, tuple[Callable[[Path], bool], Callable[[int], bool]]] = {
-    # the moment, read from the run's files; and the windows it must have saved when it is killed there
-    "before_any_part": (lambda out: state_file(out, "manifest.json").exists(), lambda n: n == 0),
-    "half_way": (lambda out: parts_done(out) >= WINDOWS // 2, lambda n: WINDOWS // 2 <= n < WINDOWS),
-    "last_window": (lambda out: parts_done(out) >= WINDOWS - 1, lambda n: n >= WINDOWS - 1),
-}
-
-
-@pytest.mark.parametrize("moment", list(MOMENTS))
-def test_kill_9_then_rerun_equals_an_uninterrupted_run(
-    moment: str, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
-) -> None:
-    """Killed holding the lock, with no output yet: the re-run takes the dead run's lock over, resumes from the
-    windows it saved and ends with an uninterrupted run's rows (sampled: each window is seeded by its index)."""
-    out = tmp_path / "out.parquet"
-    args = run_args(source, out, greedy_model)
-    proc = start(*args)
-    reached, saved_then = MOMENTS[moment]
-    freeze_when(proc, lambda: holds_lock(out, proc) and reached(out), moment)
-    saved = parts_done(out)
-    assert saved_then(saved) and not out.exists(), f"{moment}: stopped with {saved} windows saved"
-    kill_9(proc)
-    assert not out.exists() and parts_done(out) == saved
-    rerun = finish(args)
-    assert f"taking over the lock of a run that is gone (pid {proc.pid} on " in rerun.stderr
-    if saved:  # killed before its first window, a run leaves nothing to resume: the re-run starts afresh
-        assert f"resuming: {saved} of {WINDOWS} windows already done" in rerun.stderr
-    assert_same_as_reference(out, reference)
-
 
 def test_kill_9_during_an_incremental_run(
     source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
@@ -199,32 +170,51 @@ PHASES: dict[str, Callable[[Path, int], bool]] = {
 }
 
 
-def at_instant(out: Path, proc: subprocess.Popen[str], k: int, phase: str) -> Callable[[], bool]:
-    return lambda: holds_lock(out, proc) and PHASES[phase](out, k)
-
-
 @pytest.mark.parametrize("seed", [1])
-def test_kill_9_at_random_instants(
+def test_kill_9_at_moments_and_a_random_instant_then_rerun_equals_an_uninterrupted_run(
     seed: int, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
 ) -> None:
-    """Killed three times at seeded random instants of one run: the startup (k = 0), inside a window between its
-    files, or the assembly (k = all windows); each time resumed; then finished. `bench/chaos.py` runs 20."""
+    """One run killed three times, each re-run resuming what the last left: before its first window (the model
+    loading), at a seeded random instant inside a middle window (between its error file, part file and journal
+    line), and in its last window. Every kill holds the lock and leaves no output; each re-run takes the dead
+    run's lock over and resumes from the windows saved; the last ends with an uninterrupted run's rows (sampled:
+    each window is seeded by its index). `bench/chaos.py` kills at 20 random instants."""
     rng = random.Random(seed)
-    instants = [
-        (k, rng.choice(list(PHASES)) if k < WINDOWS else "saved")
-        for k in sorted(rng.sample(range(WINDOWS + 1), 3))
+    k, phase = rng.randint(1, WINDOWS - 3), rng.choice(list(PHASES))
+    kills: list[tuple[str, Callable[[Path], bool], Callable[[int], bool]]] = [
+        # the moment, read from the run's files; and the windows saved when it is killed there
+        ("before its first window", lambda out: state_file(out, "manifest.json").exists(), lambda n: n == 0),
+        (f"{phase} of window {k}", lambda out: PHASES[phase](out, k), lambda n: k <= n < WINDOWS - 1),
+        ("in its last window", lambda out: parts_done(out) >= WINDOWS - 1, lambda n: n == WINDOWS - 1),
     ]
     out = tmp_path / "out.parquet"
     args = run_args(source, out, greedy_model)
-    unfinished = []
-    for k, phase in instants:
+    dead: tuple[int, int] | None = None  # the last killed run's pid, and the windows it left saved
+    for moment, reached, saved_then in kills:
         proc = start(*args)
-        freeze_when(proc, at_instant(out, proc, k, phase), f"{phase} of window {k}")
-        unfinished.append(not out.exists() and parts_done(out) < WINDOWS)
-        kill_9(proc)
-    assert any(unfinished), f"every kill of {instants} came after the run had its output"
-    finish(args)
+        freeze_when(proc, at_moment(out, proc, reached), moment)
+        saved = parts_done(out)
+        assert saved_then(saved) and not out.exists(), f"{moment}: stopped with {saved} windows saved"
+        err = kill_9(proc)
+        assert not out.exists() and parts_done(out) == saved
+        assert_took_over(err, dead)
+        dead = (proc.pid, saved)
+    assert_took_over(finish(args).stderr, dead)
     assert_same_as_reference(out, reference)
+
+
+def at_moment(out: Path, proc: subprocess.Popen[str], reached: Callable[[Path], bool]) -> Callable[[], bool]:
+    return lambda: holds_lock(out, proc) and reached(out)
+
+
+def assert_took_over(stderr: str, dead: tuple[int, int] | None) -> None:
+    """A re-run's log names the killed run whose lock it took, and how many windows it resumes from."""
+    if dead is None:
+        return
+    pid, saved = dead
+    assert f"taking over the lock of a run that is gone (pid {pid} on " in stderr, stderr[-3000:]
+    if saved:  # killed before its first window, a run leaves nothing to resume: the next starts afresh
+        assert f"resuming: {saved} of {WINDOWS} windows already done" in stderr, stderr[-3000:]
 
 
 def test_kill_9_during_assembly_leaves_no_temporary_file_for_good(
@@ -255,27 +245,34 @@ def test_kill_9_during_assembly_leaves_no_temporary_file_for_good(
 # -- SIGTERM and Ctrl-C ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_state_and_exits_130(
-    sig: signal.Signals, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+def test_sigterm_then_ctrl_c_each_save_state_and_exit_130(
+    source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
 ) -> None:
-    """Stopped once 2 windows are saved, then signalled and continued: the signal lands mid-run, certainly."""
+    """cron's timeout (SIGTERM), then Ctrl-C (SIGINT) on the resumed run. Each signal goes to a run stopped once
+    it has saved 2 windows of its own, so it lands mid-run; each run keeps what it saved, releases its lock, exits
+    130 and leaves an interrupted report in the history; the last re-run ends with an uninterrupted run's rows."""
     out = tmp_path / "out.parquet"
     history = tmp_path / "history"
     args = run_args(source, out, greedy_model, "--history-dir", history)
-    proc = start(*args)
-    freeze_when(proc, lambda: parts_done(out) >= 2, "2 windows saved")
-    at_signal = parts_done(out)
-    proc.send_signal(sig)
-    proc.send_signal(signal.SIGCONT)
-    _, err = proc.communicate(timeout=GUARD_S)
-    assert proc.returncode == 130, err
-    assert "run the same command to resume" in err
-    assert not out.exists()
-    saved = parts_done(out)
-    assert 2 <= at_signal <= saved < WINDOWS
-    record = json.loads(next(history.glob("*-interrupted.json")).read_text())
-    assert record["exit_code"] == 130 and record["counts"]["rows"] == saved * 8
+    saved = 0
+    for n, sig in enumerate((signal.SIGTERM, signal.SIGINT), start=1):
+        proc = start(*args)
+        freeze_when(proc, lambda target=saved + 2: parts_done(out) >= target, f"{saved + 2} windows saved")
+        at_signal = parts_done(out)
+        proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=GUARD_S)
+        assert proc.returncode == 130, err
+        assert "run the same command to resume" in err and "taking over the lock" not in err
+        if saved:
+            assert f"resuming: {saved} of {WINDOWS} windows already done" in err
+        assert not out.exists()
+        saved = parts_done(out)
+        assert at_signal <= saved < WINDOWS
+        records = sorted(history.glob("*-interrupted.json"))
+        assert len(records) == n
+        record = json.loads(records[-1].read_text())
+        assert record["exit_code"] == 130 and record["counts"]["rows"] == saved * 8
     rerun = finish(args)
     assert f"resuming: {saved} of {WINDOWS} windows already done" in rerun.stderr
     assert "taking over the lock" not in rerun.stderr  # a clean stop releases its lock
