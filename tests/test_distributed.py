@@ -168,13 +168,13 @@ def test_a_pool_the_cluster_cannot_start_fails_with_exit_5(source: Path, tmp_pat
     out = tmp_path / "out.parquet"
     done = call(
         "run", source, "-o", out, "--engine", "ray", "--workers", "2", "--worker-engine", "echo",
-        "--gpus-per-worker", "64", "--ray-start-timeout", "3",
+        "--gpus-per-worker", "64", "--ray-start-timeout", "1",
     )  # fmt: skip
     assert done.returncode == 5, done.stderr
     last = json.loads(done.stderr.strip().splitlines()[-1])  # no terminal: the error is a JSON log line too
     assert last["level"] == "error" and last["exit_code"] == 5
     assert last["message"].startswith(
-        "ray: the 2 workers did not all start within 3 s (free in the cluster: "
+        "ray: the 2 workers did not all start within 1 s (free in the cluster: "
     )
     assert "lower --workers or --gpus-per-worker" in last["message"] and "Traceback" not in done.stderr
     assert not out.exists()

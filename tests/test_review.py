@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _support import CATALOG, call, enrich, greedy_run_args
+from _support import CATALOG, enrich, greedy_run_args
 
 from enrich.errors import InputError
 from enrich.review import read_decisions, write_eval_page, write_review
@@ -383,10 +383,10 @@ def test_review_page_in_chromium(greedy_model: Path, tmp_path: Path) -> None:
     catalog.with_columns(pl.Series("title", titles)).write_parquet(src)
     out = tmp_path / "out.parquet"
     # Truncation kept (status ok, flag kept): the tiny model never stops within 8 tokens.
-    run = call(
+    run = enrich(
         *greedy_run_args(src, out, greedy_model, 8, "--set", "policies.truncated=keep", max_new_tokens=8)
     )
-    assert run.returncode == 6, run.stderr[-2000:]  # one row in the error file
+    assert run.exit_code == 6, run.output[-2000:]  # one row in the error file
     output = pl.read_parquet(out)
     page = write_review(out)
 
