@@ -1,4 +1,5 @@
-"""Helpers shared by the job, schema and reliability tests: real `enrich` subprocesses and a greedy tiny model."""
+"""Helpers shared by the tests: the CLI in this process, real `enrich` subprocesses, waiting for a run's state on
+disk, and the tiny models."""
 
 from __future__ import annotations
 
@@ -6,11 +7,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+from click.testing import CliRunner, Result
+
+from enrich.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
+CATALOG = REPO / "examples" / "catalog.parquet"  # the bundled 200-row real catalog (read-only)
+DATA = Path(__file__).resolve().parent / "data"
+# The one thing outside the repository tests may read; tests that need it skip when it is absent.
+SHARED_DATA = REPO.parent / "shared" / "data"
+GUARD_S = 300  # only against a hung test: a state that never comes fails the test when this runs out
 RESULT_COLUMNS = [
     "generated_description",
     "enrich_status",
@@ -80,6 +91,11 @@ def cron_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def enrich(*args: str | Path | int) -> Result:
+    """`enrich ARGS` in this process (click's CliRunner): its exit code and output, stderr included."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
 def enrich_argv(*args: str | Path) -> list[str]:
     """The command line of a real `enrich` process (through this interpreter, so no PATH lookup)."""
     return [sys.executable, "-m", "enrich.cli", *(str(a) for a in args)]
@@ -124,6 +140,12 @@ def results(path: Path) -> pl.DataFrame:
     return frame.select("id", *RESULT_COLUMNS)
 
 
+def seeded_run_args(src: Path, out: Path, model: Path, *extra: str | Path) -> list[str | Path]:
+    """`enrich run` in windows of 8 rows, sampling at temperature 0.8 with a fixed seed (each window's seed is
+    the run's plus its index): a run killed, resumed or repeated must give exactly an uninterrupted run's rows."""
+    return greedy_run_args(src, out, model, 8, "--temperature", "0.8", *extra)
+
+
 def greedy_run_args(
     src: Path, out: Path, model: Path, window: int, *extra: str, max_new_tokens: int = 16
 ) -> list[str | Path]:
@@ -147,3 +169,89 @@ def greedy_run_args(
         "11",
         *extra,
     ]
+
+
+# -- a real run's state on disk ----------------------------------------------------------------------------------
+
+
+def journal(out: Path) -> Path:
+    """The run's journal: one line per saved window."""
+    return Path(f"{out}.enrich") / "parts.jsonl"
+
+
+def parts_done(out: Path) -> int:
+    """How many windows the run of `out` has saved (journaled) so far."""
+    try:
+        return journal(out).read_text().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
+def holds_lock(out: Path, proc: subprocess.Popen[str]) -> bool:
+    """Whether proc has taken the run lock of `out` (the lock file names its pid)."""
+    try:
+        return f'"pid": {proc.pid}' in (Path(f"{out}.enrich") / "lock").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def until(ready: Callable[[], bool], what: str, poll_s: float = 0.005) -> None:
+    """Poll until ready() holds; fail (never skip) when it does not within GUARD_S."""
+    deadline = time.monotonic() + GUARD_S
+    while not ready():
+        assert time.monotonic() < deadline, f"{what}: not reached in {GUARD_S} s"
+        time.sleep(poll_s)
+
+
+class RunEnded(AssertionError):
+    """The run ended before the state a test waited for: a failure, unless the test tries again."""
+
+
+def wait_for(
+    proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, poll_s: float = 0.005
+) -> None:
+    """Poll until ready() holds while proc is still running. Fails (never skips) when proc ends first or the
+    state does not come within GUARD_S; the sleep is the poll interval, no assumption about the run's speed."""
+    deadline = time.monotonic() + GUARD_S
+    while not ready():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise RunEnded(f"the run ended (exit {proc.returncode}) before {what}:\n{(err or '')[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError(f"{what}: not reached in {GUARD_S} s")
+        time.sleep(poll_s)
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, D, T stopped, Z ended...), None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def freeze_when(
+    proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, poll_s: float = 0.005
+) -> None:
+    """Wait until ready(), then stop proc with SIGSTOP and wait until it is stopped: while the test looks at its
+    state and signals it, the run cannot move on (or end). Fails when the run ends before it is stopped."""
+    wait_for(proc, ready, what, poll_s)
+    proc.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + GUARD_S
+    while (state := _process_state(proc.pid)) not in ("T", "t"):
+        if state in (None, "Z", "X") or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            raise RunEnded(f"the run ended before it could be stopped at {what}:\n{(err or '')[-3000:]}")
+        time.sleep(0.001)
+
+
+def kill_9(proc: subprocess.Popen[str]) -> str:
+    """SIGKILL, and check that it was the kill that ended the process (not the end of its run); its stderr."""
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"the process ended by itself (exit {proc.returncode})"
+    return err or ""

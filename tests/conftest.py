@@ -6,15 +6,20 @@ import os
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a stray download fails loudly instead of hanging
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-SHARED_DATA = REPO.parent / "shared" / "data" / "amazon_products.parquet"
+from _support import (  # after the offline switches: it imports enrich
+    CATALOG,
+    build_tiny_llama,
+    call,
+    make_greedy_model,
+    seeded_run_args,
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,8 +44,6 @@ def embedded_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
     """A 2-layer, width-32 Llama with random weights and the embedded model's tokenizer and chat template."""
-    from _support import build_tiny_llama
-
     return build_tiny_llama(embedded_dir, tmp_path_factory.mktemp("tiny-llama") / "model")
 
 
@@ -48,23 +51,29 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> 
 def catalog(tmp_path: Path) -> Path:
     """The bundled 200-row real catalog, copied so that tests may write beside it."""
     dst = tmp_path / "catalog.parquet"
-    shutil.copy(REPO / "examples" / "catalog.parquet", dst)
+    shutil.copy(CATALOG, dst)
     return dst
 
 
 @pytest.fixture(scope="session")
 def greedy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama with untied embeddings, whose greedy output is varied words (see tests/_support.py)."""
-    from _support import make_greedy_model
-
     return make_greedy_model(tiny_model, tmp_path_factory.mktemp("greedy") / "model")
 
 
 @pytest.fixture(scope="session")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 64 rows of the bundled catalog (read-only: tests write their outputs elsewhere)."""
-    import polars as pl
-
     src = tmp_path_factory.mktemp("src") / "catalog.parquet"
-    pl.read_parquet(REPO / "examples" / "catalog.parquet").head(64).write_parquet(src)
+    pl.read_parquet(CATALOG).head(64).write_parquet(src)
     return src
+
+
+@pytest.fixture(scope="session")
+def reference(source: Path, greedy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
+    """The output of an uninterrupted real `enrich` process over `source` with seeded_run_args: what every
+    killed, interrupted, damaged or refused-then-finished run of the reliability and file tests must end as."""
+    out = tmp_path_factory.mktemp("ref") / "ref.parquet"
+    done = call(*seeded_run_args(source, out, greedy_model))
+    assert done.returncode == 0, done.stderr
+    return pl.read_parquet(out)

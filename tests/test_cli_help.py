@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import pytest
+from _support import enrich
 
 from enrich import errors
 from enrich.cli import main
@@ -93,12 +94,17 @@ def test_every_command_lists_its_exit_codes(name: str) -> None:
         assert any(word in meaning for word in MEANING[code]), f"{name}: exit {code} described as {meaning!r}"
 
 
-def test_help_is_rendered_for_every_command() -> None:
-    from click.testing import CliRunner
+def test_every_command_and_group_has_help_with_examples() -> None:
+    def walk(group: click.Group, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
+        for name, command in group.commands.items():
+            yield [*path, name], command
+            if isinstance(command, click.Group):
+                yield from walk(command, [*path, name])
 
-    for name in COMMANDS:
-        r = CliRunner().invoke(main, [*name.split()[1:], "--help"])
-        assert r.exit_code == 0 and "Usage:" in r.output, (name, r.output)
+    for path, command in walk(main, []):
+        r = enrich(*path, "--help")
+        assert r.exit_code == 0 and "Usage:" in r.output, (path, r.output)
+        assert command.help and "Example" in command.help, f"{' '.join(path)} needs help with examples"
 
 
 # --option-name in text; `--set policies.x=...` yields --set.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import jsonschema
 import polars as pl
 import pytest
-from _support import REPO, call, greedy_run_args, start
+from _support import GUARD_S, REPO, call, freeze_when, greedy_run_args, parts_done, start
 
 from enrich.config import build_job
 from enrich.errors import ConfigError
@@ -28,7 +27,6 @@ ray = pytest.importorskip("ray")
 
 ROWS = 64
 WINDOW = 4
-GUARD_S = 300  # only against a hung test; no assertion depends on time
 
 
 def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:
@@ -41,7 +39,7 @@ def ray_args(src: Path, out: Path, model: Path) -> list[str | Path]:
 
 
 @pytest.fixture(scope="module")
-def reference(source: Path, greedy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def local_run(source: Path, greedy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A single-process run (a real `enrich` process, one torch thread, like each worker)."""
     out = tmp_path_factory.mktemp("ref") / "ref.parquet"
     done = call(*run_args(source, out, greedy_model))
@@ -67,13 +65,13 @@ def ray_job(src: Path, out: Path, model: Path) -> Any:
     return build_job(table, overrides_from(params))
 
 
-def assert_same_rows(out: Path, reference: Path) -> None:
+def assert_same_rows(out: Path, local_run: Path) -> None:
     """Every input row once, in input order, with the local run's generated columns; the same error file."""
-    got, want = pl.read_parquet(out), pl.read_parquet(reference)
+    got, want = pl.read_parquet(out), pl.read_parquet(local_run)
     assert got.height == want.height == ROWS
     assert got["id"].to_list() == want["id"].to_list()
     assert got.equals(want)
-    assert Path(f"{out}.errors.jsonl").read_text() == Path(f"{reference}.errors.jsonl").read_text()
+    assert Path(f"{out}.errors.jsonl").read_text() == Path(f"{local_run}.errors.jsonl").read_text()
 
 
 def test_ray_options_build_the_job_and_keep_the_local_fingerprint(
@@ -94,11 +92,11 @@ def test_ray_options_build_the_job_and_keep_the_local_fingerprint(
 
 @pytest.mark.slow
 def test_two_workers_give_the_rows_of_a_single_process_run(
-    ray_session: None, source: Path, greedy_model: Path, reference: Path, tmp_path: Path
+    ray_session: None, source: Path, greedy_model: Path, local_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.parquet"
     report = run(ray_job(source, out, greedy_model))
-    assert_same_rows(out, reference)
+    assert_same_rows(out, local_run)
     assert report.workers is not None and len(report.workers) == 2  # both workers took windows
     assert sum(w["windows"] for w in report.workers) == ROWS // WINDOW
     assert sum(w["rows"] for w in report.workers) == ROWS
@@ -111,7 +109,7 @@ def test_two_workers_give_the_rows_of_a_single_process_run(
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_doubled(
-    ray_session: None, source: Path, greedy_model: Path, reference: Path, tmp_path: Path
+    ray_session: None, source: Path, greedy_model: Path, local_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.parquet"
     frozen: dict[str, int] = {}  # the pid frozen, and how many windows had answered then
@@ -149,12 +147,12 @@ def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_doubled(
     assert pid in {w["pid"] for w in report.workers}  # it had answered before it died
     recorded = [json.loads(line)["index"] for line in journal.read_text().splitlines()]
     assert sorted(recorded) == list(range(ROWS // WINDOW))  # the journal holds each window once
-    assert_same_rows(out, reference)
+    assert_same_rows(out, local_run)
 
 
 @pytest.mark.slow
 def test_as_many_windows_as_workers_go_one_to_each(
-    ray_session: None, source: Path, greedy_model: Path, reference: Path, tmp_path: Path
+    ray_session: None, source: Path, greedy_model: Path, local_run: Path, tmp_path: Path
 ) -> None:
     """Every worker has started before the first window goes out; the first one ready does not take them all."""
     out = tmp_path / "out.parquet"
@@ -163,44 +161,41 @@ def test_as_many_windows_as_workers_go_one_to_each(
     report = run(job)
     assert report.workers is not None
     assert sorted(w["windows"] for w in report.workers) == [1, 1], report.workers
-    assert pl.read_parquet(out).equals(pl.read_parquet(reference).head(2 * WINDOW))
+    assert pl.read_parquet(out).equals(pl.read_parquet(local_run).head(2 * WINDOW))
 
 
 def test_a_pool_the_cluster_cannot_start_fails_with_exit_5(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     done = call(
         "run", source, "-o", out, "--engine", "ray", "--workers", "2", "--worker-engine", "echo",
-        "--gpus-per-worker", "64", "--ray-start-timeout", "3",
+        "--gpus-per-worker", "64", "--ray-start-timeout", "1",
     )  # fmt: skip
     assert done.returncode == 5, done.stderr
     last = json.loads(done.stderr.strip().splitlines()[-1])  # no terminal: the error is a JSON log line too
     assert last["level"] == "error" and last["exit_code"] == 5
     assert last["message"].startswith(
-        "ray: the 2 workers did not all start within 3 s (free in the cluster: "
+        "ray: the 2 workers did not all start within 1 s (free in the cluster: "
     )
     assert "lower --workers or --gpus-per-worker" in last["message"] and "Traceback" not in done.stderr
     assert not out.exists()
 
 
 def stop_mid_run(
-    args: list[str | Path], journal: Path, windows: int, sig: int
+    args: list[str | Path], out: Path, windows: int, sig: int
 ) -> tuple[int, str, list[Any], list[Any]]:
-    """Start `enrich ARGS`, send sig once `windows` windows are journaled.
+    """Start `enrich ARGS`; once `windows` windows are journaled, stop the driver (SIGSTOP: it is certainly
+    mid-run), send sig and let it go on (SIGCONT).
 
     Returns the exit code, stderr, the run's Ray processes and, among them, Ray's two agents.
     """
     proc = start(*args)
-    deadline = time.monotonic() + GUARD_S
-    while proc.poll() is None and time.monotonic() < deadline:
-        if journal.is_file() and journal.read_text().count("\n") >= windows:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, proc.communicate()  # still running: stopped mid-run, not after
+    freeze_when(proc, lambda: parts_done(out) >= windows, f"{windows} windows saved")
     import psutil
 
     ray_processes = psutil.Process(proc.pid).children(recursive=True)  # raylet, GCS, agents, workers
     agents = [p for p in ray_processes if "Agent" in " ".join(p.cmdline())]  # named while they all live
     proc.send_signal(sig)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate()
     return proc.returncode, err, ray_processes, agents
 
@@ -220,12 +215,12 @@ def reap(processes: list[Any], wait_for: list[Any]) -> None:
 
 @pytest.mark.slow
 def test_driver_killed_or_terminated_then_rerun_resumes(
-    source: Path, greedy_model: Path, reference: Path, tmp_path: Path
+    source: Path, greedy_model: Path, local_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.parquet"
     journal = Path(f"{out}.enrich") / "parts.jsonl"
     args = ray_args(source, out, greedy_model)
-    code, _, ray_processes, agents = stop_mid_run(args, journal, 2, signal.SIGKILL)
+    code, _, ray_processes, agents = stop_mid_run(args, out, 2, signal.SIGKILL)
     assert code == -signal.SIGKILL
     # raylet, GCS and the workers die with their driver; Ray's two agents notice a dead raylet only after a
     # minute or two (ray 2.60) and hold no CPU meanwhile, so they are not waited for.
@@ -234,7 +229,7 @@ def test_driver_killed_or_terminated_then_rerun_resumes(
     assert 2 <= killed_at < ROWS // WINDOW
 
     # SIGTERM (cron's timeout) on the resumed run: state saved, exit 130, and this time every Ray process stops.
-    code, err, ray_processes, _ = stop_mid_run(args, journal, killed_at + 1, signal.SIGTERM)
+    code, err, ray_processes, _ = stop_mid_run(args, out, killed_at + 1, signal.SIGTERM)
     assert code == 130, err
     assert f"resuming: {killed_at} of {ROWS // WINDOW} windows already done" in err
     assert "run the same command to resume" in err
@@ -245,7 +240,7 @@ def test_driver_killed_or_terminated_then_rerun_resumes(
     rerun = call(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming: {done_before} of {ROWS // WINDOW} windows already done" in rerun.stderr
-    assert_same_rows(out, reference)
+    assert_same_rows(out, local_run)
     report = json.loads(Path(f"{out}.report.json").read_text())
     assert report["resumed"] and sum(w["windows"] for w in report["workers"]) == ROWS // WINDOW - done_before
 

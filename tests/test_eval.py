@@ -10,9 +10,8 @@ from typing import Any, ClassVar
 
 import polars as pl
 import pytest
-from click.testing import CliRunner, Result
+from _support import CATALOG, enrich
 
-from enrich.cli import main
 from enrich.config import ModelConfig, SamplingConfig
 from enrich.evaluation.faithfulness import attribute_coverage, states
 from enrich.evaluation.metrics import rouge_l, score
@@ -24,7 +23,6 @@ from enrich.model.reference import ModelSpec
 from enrich.quality.claims import facts, faithful
 from enrich.quality.vocabulary import base_vocabulary
 
-CATALOG = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 CLAIMS_ROWS = Path(__file__).resolve().parent / "data" / "claims_rows.parquet"
 TRAINED_WITH = [
     {"column": "brand", "label": "Brand"},
@@ -32,10 +30,6 @@ TRAINED_WITH = [
     {"column": "neck", "label": "Neck"},
     {"column": "retail_price", "label": "Price"},
 ]
-
-
-def enrich(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def real_descriptions(n: int) -> list[str]:

@@ -8,27 +8,21 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from click.testing import CliRunner, Result
+from _support import CATALOG, enrich
 
-from enrich.cli import main
 from enrich.errors import ConfigError
 from enrich.model.engines import TOKENIZER_FILES, load_tokenizer
 from enrich.model.export import TOLERANCE, verify
 from enrich.model.reference import resolve_model
 
 
-def enrich(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
 def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter on the tiny Llama, trained hard enough (lr 0.05) that it moves the logits."""
     out = tmp_path_factory.mktemp("ft") / "adapter"
-    catalog = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
     r = enrich(
         "finetune",
-        catalog,
+        CATALOG,
         "-o",
         out,
         "--base",
@@ -41,6 +35,8 @@ def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "24",
         "--val-size",
         "4",
+        "--batch-size",
+        "2",
         "--lr",
         "0.05",
         "--log-format",

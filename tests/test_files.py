@@ -1,6 +1,7 @@
 """The files a run writes: only its own, atomically, on a full disk too; and what a resume compares.
 
-Real `enrich` processes on the 64-row catalog with the tiny greedy model. A full disk is stood in for by a
+Real `enrich` processes (and the CLI in this process where no process is needed) on the 64-row catalog with
+the tiny model; a kill -9 during the output's assembly is in test_reliability.py. A full disk is stood in for by a
 file-size limit (RLIMIT_FSIZE, which any user may lower and CI can run): writes past it fail with EFBIG, as
 they fail with ENOSPC on a full disk, and both take the same path in enrich.
 """
@@ -10,21 +11,28 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import polars as pl
-import pytest
-from _support import REPO, call, cron_env, default_sigint, enrich_argv, greedy_run_args, start
+from _support import (
+    REPO,
+    call,
+    cron_env,
+    default_sigint,
+    enrich,
+    enrich_argv,
+    freeze_when,
+    holds_lock,
+    kill_9,
+    parts_done,
+    seeded_run_args,
+    start,
+)
 
-WINDOW = 8
-
-
-def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:
-    return greedy_run_args(src, out, model, WINDOW, *extra)
+run_args = seeded_run_args  # windows of 8 rows; `reference` (conftest) is an uninterrupted run of these
 
 
 def call_limited(limit: int, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -42,14 +50,6 @@ def call_limited(limit: int, *args: str | Path) -> subprocess.CompletedProcess[s
 
 def temps(folder: Path) -> list[Path]:
     return sorted(folder.rglob(".*.tmp"))
-
-
-@pytest.fixture(scope="module")
-def reference(source: Path, greedy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
-    out = tmp_path_factory.mktemp("ref") / "ref.parquet"
-    done = call(*run_args(source, out, greedy_model))
-    assert done.returncode == 0, done.stderr
-    return pl.read_parquet(out)
 
 
 def test_full_disk_while_assembling_is_exit_7_and_a_rerun_resumes(
@@ -100,37 +100,13 @@ def test_temporary_files_of_a_dead_writer_are_removed_and_a_live_ones_kept(
     assert live.read_bytes() == b"someone is writing"
 
 
-def test_kill_9_during_assembly_leaves_no_temporary_file_for_good(
-    source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
-) -> None:
-    out = tmp_path / "out.parquet"
-    args = run_args(source, out, greedy_model)
-    for attempt in range(
-        5
-    ):  # the assembly of 64 rows takes milliseconds: a run may finish before the kill lands
-        proc = start(*args, *(["--restart"] if attempt else []))
-        temp = tmp_path / f".out.parquet.{proc.pid}.tmp"
-        while proc.poll() is None and not temp.exists():
-            pass
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        if temp.exists():
-            break
-    else:
-        pytest.fail("five runs ended before a kill landed during their assembly")
-    rerun = call(*args)
-    assert rerun.returncode == 0, rerun.stderr
-    assert not temp.exists() and temps(tmp_path) == []
-    assert pl.read_parquet(out).equals(reference)
-
-
 def test_a_rerun_keeps_the_outputs_file_mode(source: Path, greedy_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     args = run_args(source, out, greedy_model, "--limit", "8")
-    assert call(*args).returncode == 0
+    assert enrich(*args).exit_code == 0
     out.chmod(0o640)
-    again = call(*[*args[:-1], "16"], "--restart")  # another limit: the output is written again
-    assert again.returncode == 0, again.stderr
+    again = enrich(*[*args[:-1], "16"], "--restart")  # another limit: the output is written again
+    assert again.exit_code == 0, again.output
     assert pl.read_parquet(out).height == 16
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
 
@@ -142,13 +118,13 @@ def test_only_the_states_own_files_are_deleted(source: Path, greedy_model: Path,
     (state / "notes.txt").write_text("the user's")
     out = tmp_path / "out.parquet"
     args = run_args(source, out, greedy_model, "--limit", "16", "--state-dir", state)
-    assert call(*args).returncode == 0
+    assert enrich(*args).exit_code == 0
     assert (state / "notes.txt").read_text() == "the user's" and (state / ".enrich-state").is_file()
     assert not (state / "parts").exists()  # the parts are in the output now
     (state / "parts").mkdir()
     (state / "parts" / "mine.parquet").write_bytes(b"the user's too")
-    again = call(*args, "--restart", "--max-new-tokens", "4")
-    assert again.returncode == 0, again.stderr
+    again = enrich(*args, "--restart", "--max-new-tokens", "4")
+    assert again.exit_code == 0, again.output
     assert (state / "parts" / "mine.parquet").read_bytes() == b"the user's too"
     assert [p.name for p in (state / "parts").iterdir()] == ["mine.parquet"]
 
@@ -161,11 +137,8 @@ def test_an_edit_that_keeps_size_and_time_is_seen_by_resume(
     out = tmp_path / "out.parquet"
     args = run_args(src, out, greedy_model)
     proc = start(*args)
-    journal = Path(f"{out}.enrich") / "parts.jsonl"
-    while proc.poll() is None and not (journal.is_file() and journal.read_text().count("\n") >= 2):
-        pass
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    freeze_when(proc, lambda: parts_done(out) >= 2, "2 windows saved")
+    kill_9(proc)  # a run to resume, which compares its input with the one it started on
     before = src.stat()
     text = src.read_text()
     middle = text.index("\n", len(text) // 2) + 1  # a title in the middle of the file, one letter changed
@@ -174,9 +147,9 @@ def test_an_edit_that_keeps_size_and_time_is_seen_by_resume(
     src.write_text(text[:at] + ("x" if text[at] != "x" else "y") + text[at + 1 :])
     os.utime(src, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert src.stat().st_size == before.st_size and src.stat().st_mtime_ns == before.st_mtime_ns
-    refused = call(*args)
-    assert refused.returncode == 2, refused.stderr
-    assert "the input file's content" in refused.stderr
+    refused = enrich(*args)
+    assert refused.exit_code == 2, refused.output
+    assert "the input file's content" in refused.output
 
 
 def test_a_locked_run_exits_4_before_torch_or_polars_load(
@@ -185,10 +158,7 @@ def test_a_locked_run_exits_4_before_torch_or_polars_load(
     out = tmp_path / "out.parquet"
     args = run_args(source, out, greedy_model)
     first = start(*args)
-    lock = Path(f"{out}.enrich") / "lock"
-    while first.poll() is None and not (lock.is_file() and f'"pid": {first.pid}' in lock.read_text()):
-        pass
-    first.send_signal(signal.SIGSTOP)  # holds the lock, certainly
+    freeze_when(first, lambda: holds_lock(out, first), "the lock taken")  # holds the lock, certainly
     try:
         second = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "enrich.cli", *map(str, args)],
@@ -199,8 +169,7 @@ def test_a_locked_run_exits_4_before_torch_or_polars_load(
             timeout=600,
         )
     finally:
-        first.send_signal(signal.SIGCONT)
-    first.communicate()
+        kill_9(first)  # its run is not what this test is about
     assert second.returncode == 4, second.stderr
     imported = {
         line.split("|")[-1].strip() for line in second.stderr.splitlines() if line.startswith("import time:")
@@ -213,7 +182,7 @@ def test_a_model_folder_is_never_written(tiny_model: Path, source: Path, tmp_pat
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     before = sorted(p.name for p in model.iterdir())
-    done = call(*run_args(source, model / "out.parquet", model, "--overwrite"))
-    assert done.returncode == 2
-    assert "is a model folder; enrich never writes into one" in done.stderr
+    done = enrich(*run_args(source, model / "out.parquet", model, "--overwrite"))
+    assert done.exit_code == 2
+    assert "is a model folder; enrich never writes into one" in done.output
     assert sorted(p.name for p in model.iterdir()) == before

@@ -7,7 +7,7 @@ import re
 
 import polars as pl
 import pytest
-from _support import REPO
+from _support import CATALOG
 
 from enrich.quality.claims import facts
 from enrich.quality.flags import REPETITION_THRESHOLD, _repetitive, inspect, repetition_rate
@@ -101,7 +101,7 @@ def test_unsupported_numbers_compares_units(text: str, source: str, expected: li
 
 
 def test_repetition_shortcut_agrees_with_the_exact_rate() -> None:
-    texts = pl.read_parquet(REPO / "examples" / "catalog.parquet")["content"].drop_nulls().to_list()
+    texts = pl.read_parquet(CATALOG)["content"].drop_nulls().to_list()
     rng = random.Random(0)
     words = LOOP.split()
     for _ in range(500):  # loops of every length, cut anywhere, with noise words between them

@@ -7,19 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from _support import RESULT_COLUMNS, greedy_run_args, make_greedy_model
-from click.testing import CliRunner, Result
-
-from enrich.cli import main
-
-
-@pytest.fixture(scope="module")
-def greedy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_greedy_model(tiny_model, tmp_path_factory.mktemp("greedy") / "model")
-
-
-def enrich(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
+from _support import RESULT_COLUMNS, enrich, greedy_run_args
 
 
 def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:

@@ -9,18 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _support import REPO, call
-from click.testing import CliRunner, Result
+from _support import CATALOG, call, enrich
 
-from enrich.cli import main
 from enrich.errors import ConfigError
 from enrich.model.trainconfig import TRAIN_PRESETS, build_train_config
-
-CATALOG = REPO / "examples" / "catalog.parquet"
-
-
-def enrich(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def job_file(tmp_path: Path, extra: str = "", input_path: Path | str = CATALOG) -> Path:

@@ -10,10 +10,8 @@ from pathlib import Path
 import jsonschema
 import polars as pl
 import pytest
-from _support import REPO, make_greedy_model
-from click.testing import CliRunner, Result
+from _support import CATALOG, REPO, enrich
 
-from enrich.cli import main
 from enrich.config import JobConfig
 from enrich.contracts import RunReport
 from enrich.run import history
@@ -21,15 +19,6 @@ from enrich.run.jobs import load_job
 
 JOB_FILES = sorted((REPO / "jobs").glob("*.toml"))
 JOB_SCHEMA = json.loads((REPO / "schemas" / "job.schema.json").read_text(encoding="utf-8"))
-
-
-def enrich(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def greedy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_greedy_model(tiny_model, tmp_path_factory.mktemp("greedy") / "model")
 
 
 @pytest.fixture()
@@ -51,7 +40,7 @@ def test_job_file_loads_and_matches_the_schema(path: Path) -> None:
     jsonschema.validate(tomllib.loads(text), JOB_SCHEMA)
     job = load_job(path)
     assert isinstance(job, JobConfig)
-    assert Path(job.input.path) == REPO / "examples" / "catalog.parquet"  # relative to the file, not the cwd
+    assert Path(job.input.path) == CATALOG  # relative to the file, not the cwd
     r = enrich("jobs", "validate", path)
     assert r.exit_code == 0, r.output
     assert f"ok: {path}" in r.output
@@ -218,9 +207,7 @@ def test_validate_messages(tmp_path: Path, text: str, expected: str) -> None:
 def test_output_folder_that_is_a_file_is_a_validation_problem(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("a file where a folder should be")
     job = tmp_path / "job.toml"
-    job.write_text(
-        f'[input]\npath = "{REPO / "examples" / "catalog.parquet"}"\n[output]\npath = "blocker/out.parquet"\n'
-    )
+    job.write_text(f'[input]\npath = "{CATALOG}"\n[output]\npath = "blocker/out.parquet"\n')
     r = enrich("jobs", "validate", job)
     assert r.exit_code == 2
     assert (
@@ -242,7 +229,7 @@ def test_a_model_folder_in_a_job_file_is_relative_to_the_file(
     jobs = tmp_path / "jobs"
     (jobs / "models").mkdir(parents=True)
     (jobs / "models" / "shop").symlink_to(tiny_model)
-    shutil.copy(REPO / "examples" / "catalog.parquet", jobs / "catalog.parquet")
+    shutil.copy(CATALOG, jobs / "catalog.parquet")
     job = jobs / "a.toml"
     job.write_text(
         '[input]\npath = "catalog.parquet"\n[output]\npath = "out.parquet"\n[model]\nref = "./models/shop"\n'

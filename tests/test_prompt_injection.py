@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import polars as pl
 import pytest
-from _support import REPO
+from _support import CATALOG
 
 from enrich.config import ModelConfig, build_job
 from enrich.evaluation.evaluate import EvalConfig, generate_for
@@ -124,7 +124,7 @@ def test_a_title_never_becomes_control_tokens(name: str, which: str, request: py
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_normal_titles_are_prompted_byte_for_byte_as_before(name: str, tokenizer: Any) -> None:
-    titles = [t.strip() for t in pl.read_parquet(REPO / "examples" / "catalog.parquet")["title"].to_list()]
+    titles = [t.strip() for t in pl.read_parquet(CATALOG)["title"].to_list()]
     titles += [NORMAL, "Café <3 | 100% cotton", "<tag> [x] {y} |pipe| <|not a token|>"]
     template = get_template(name)
     render = tokenizer.apply_chat_template

@@ -1,10 +1,13 @@
 """Reliability: real `enrich` processes killed, interrupted, raced and fed bad input.
 
 Kill and signal tests start real subprocesses (no terminal, a cron-like environment) on a 64-row catalog with
-a tiny greedy model, stop them at moments read from their own journal, re-run them and compare the output with
-an uninterrupted run's, byte for byte in content. `bench/chaos.py` is the long version (20 random moments).
+the tiny model sampling at a fixed seed, stop them (SIGSTOP) at moments read from their own files, kill or
+signal them there, re-run them and compare the output with an uninterrupted run's, byte for byte in content.
+`bench/chaos.py` is the long version (20 random moments).
 
-Bad input, each case run through the real CLI (`test_bad_input`), with its exit code and message:
+Bad input, each case run through the CLI (`test_bad_input`), with its exit code and message; a refusal also
+leaves the folder as it was, logs each problem as a JSON error line with the exit code, and (exit 3) names the
+input. The one table of bad input: test_run.py's cases are here.
 
 | case                    | what                                              | exit | message contains                           |
 |-------------------------|---------------------------------------------------|------|--------------------------------------------|
@@ -17,6 +20,7 @@ Bad input, each case run through the real CLI (`test_bad_input`), with its exit 
 | bom_only_csv            | a .csv holding only a UTF-8 BOM                   | 3    | the file is empty                          |
 | empty_parquet           | a 0-byte .parquet                                 | 3    | cannot read it as parquet                  |
 | random_bytes_parquet    | noise named .parquet                              | 3    | truncated, damaged or not Parquet          |
+| bogus_footer_parquet    | 'PAR1' at both ends, no real footer               | 3    | cannot read it as parquet                  |
 | truncated_parquet       | the first half of a real Parquet file             | 3    | truncated, damaged or not Parquet          |
 | parquet_named_csv       | a Parquet file named .csv                         | 3    | is a Parquet file named like a CSV         |
 | latin1_csv              | a CSV in Latin-1                                  | 3    | not valid UTF-8                            |
@@ -76,62 +80,35 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pytest
-from _support import REPO, call, greedy_run_args, start
-from click.testing import CliRunner
-
-from enrich.cli import main
+from _support import (
+    CATALOG,
+    GUARD_S,
+    REPO,
+    RunEnded,
+    call,
+    enrich,
+    freeze_when,
+    holds_lock,
+    kill_9,
+    parts_done,
+    seeded_run_args,
+    start,
+)
 
 ROWS = 64
-WINDOW = 8
-GUARD_S = 300  # only against a hung test; no assertion depends on time
-
-
-def run_args(src: Path, out: Path, model: Path, *extra: str) -> list[str | Path]:
-    """Greedy decoding and a fixed seed, this module's window: runs compared here must match exactly."""
-    return greedy_run_args(src, out, model, WINDOW, *extra)
-
-
-@pytest.fixture(scope="module")
-def reference(source: Path, greedy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
-    out = tmp_path_factory.mktemp("ref") / "ref.parquet"
-    done = call(*run_args(source, out, greedy_model))
-    assert done.returncode == 0, done.stderr
-    return pl.read_parquet(out)
-
-
-def journal(out: Path) -> Path:
-    return Path(f"{out}.enrich") / "parts.jsonl"
-
-
-def parts_done(out: Path) -> int:
-    try:
-        return journal(out).read_text().count("\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_until(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> bool:
-    """Poll until ready() or the process ended; True when ready() held while it was still running."""
-    deadline = time.monotonic() + GUARD_S
-    while time.monotonic() < deadline:
-        if ready():
-            return proc.poll() is None
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    proc.kill()
-    raise AssertionError("the run neither got there nor ended")
+WINDOWS = ROWS // 8  # seeded_run_args: windows of 8 rows
+run_args = seeded_run_args
 
 
 def assert_same_as_reference(out: Path, reference: pl.DataFrame) -> None:
@@ -147,31 +124,17 @@ def finish(args: list[str | Path]) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def state_file(out: Path, name: str) -> Path:
+    return Path(f"{out}.enrich") / name
+
+
+def temps(folder: Path) -> list[Path]:
+    return sorted(folder.rglob(".*.tmp"))
+
+
 # -- kill -9 ---------------------------------------------------------------------------------------------------
-
-MOMENTS: dict[str, Callable[[Path], bool]] = {
-    "before_any_part": lambda out: (Path(f"{out}.enrich") / "manifest.json").exists(),
-    "half_way": lambda out: parts_done(out) >= ROWS // WINDOW // 2,
-    "last_window": lambda out: parts_done(out) >= ROWS // WINDOW - 1,
-}
-
-
-@pytest.mark.parametrize("moment", list(MOMENTS))
-def test_kill_9_then_rerun_equals_an_uninterrupted_run(
-    moment: str, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
-) -> None:
-    out = tmp_path / "out.parquet"
-    args = run_args(source, out, greedy_model)
-    proc = start(*args)
-    wait_until(proc, lambda: MOMENTS[moment](out))
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    lock = Path(f"{out}.enrich") / "lock"
-    died_holding_it = lock.exists() and f'"pid": {proc.pid}' in lock.read_text()
-    rerun = finish(args)
-    if died_holding_it:  # the kernel dropped the flock; the re-run says whose lock it took over
-        assert f"taking over the lock of a run that is gone (pid {proc.pid} on " in rerun.stderr
-    assert_same_as_reference(out, reference)
+# Each run is stopped (SIGSTOP) once its files show the moment, so the kill lands there and not later; what the
+# files held at the kill is asserted, so a kill that came too late fails the test instead of testing nothing.
 
 
 def test_kill_9_during_an_incremental_run(
@@ -183,15 +146,14 @@ def test_kill_9_during_an_incremental_run(
     full.head(ROWS // 2).write_parquet(src)  # yesterday: half the catalog
     out = tmp_path / "out.parquet"
     finish(run_args(src, out, greedy_model, "--incremental"))
+    yesterday = out.read_bytes()
     full.write_parquet(src)  # today: the whole catalog, the first half unchanged
     args = run_args(src, out, greedy_model, "--incremental")
     proc = start(*args)
-    parts = Path(f"{out}.enrich") / "parts"  # the finished run's journal is still there: count fresh parts
-    assert wait_until(proc, lambda: len(list(parts.glob("part-*"))) >= 2), (
-        "the run ended before it was killed"
-    )
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    parts = state_file(out, "parts")  # the finished run's parts went into its output: these are fresh
+    freeze_when(proc, lambda: len(list(parts.glob("part-*"))) >= 2, "2 fresh parts saved")
+    assert out.read_bytes() == yesterday  # stopped before today's output replaced yesterday's
+    kill_9(proc)
     rerun = finish(args)
     assert "resuming:" in rerun.stderr
     report = json.loads(Path(f"{out}.report.json").read_text())
@@ -199,52 +161,120 @@ def test_kill_9_during_an_incremental_run(
     assert_same_as_reference(out, reference)
 
 
+# Where in window k a run is stopped: once the k windows before it are saved, once its error file is written, or
+# once its part file is written (its journal line, the commit point, comes after both).
+PHASES: dict[str, Callable[[Path, int], bool]] = {
+    "saved": lambda out, k: parts_done(out) >= k,
+    "errors_file": lambda out, k: state_file(out, f"parts/errors-{k:06d}.jsonl").exists(),
+    "part_file": lambda out, k: state_file(out, f"parts/part-{k:06d}.parquet").exists(),
+}
+
+
 @pytest.mark.parametrize("seed", [1])
-def test_kill_9_at_random_instants(
+def test_kill_9_at_moments_and_a_random_instant_then_rerun_equals_an_uninterrupted_run(
     seed: int, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
 ) -> None:
-    """Killed three times at seeded random instants (startup, generation or assembly alike), then finished."""
-    import random
-
+    """One run killed three times, each re-run resuming what the last left: before its first window (the model
+    loading), at a seeded random instant inside a middle window (between its error file, part file and journal
+    line), and in its last window. Every kill holds the lock and leaves no output; each re-run takes the dead
+    run's lock over and resumes from the windows saved; the last ends with an uninterrupted run's rows (sampled:
+    each window is seeded by its index). `bench/chaos.py` kills at 20 random instants."""
     rng = random.Random(seed)
+    k, phase = rng.randint(1, WINDOWS - 3), rng.choice(list(PHASES))
+    kills: list[tuple[str, Callable[[Path], bool], Callable[[int], bool]]] = [
+        # the moment, read from the run's files; and the windows saved when it is killed there
+        ("before its first window", lambda out: state_file(out, "manifest.json").exists(), lambda n: n == 0),
+        (f"{phase} of window {k}", lambda out: PHASES[phase](out, k), lambda n: k <= n < WINDOWS - 1),
+        ("in its last window", lambda out: parts_done(out) >= WINDOWS - 1, lambda n: n == WINDOWS - 1),
+    ]
     out = tmp_path / "out.parquet"
     args = run_args(source, out, greedy_model)
-    for _ in range(3):
+    dead: tuple[int, int] | None = None  # the last killed run's pid, and the windows it left saved
+    for moment, reached, saved_then in kills:
         proc = start(*args)
+        freeze_when(proc, at_moment(out, proc, reached), moment)
+        saved = parts_done(out)
+        assert saved_then(saved) and not out.exists(), f"{moment}: stopped with {saved} windows saved"
+        err = kill_9(proc)
+        assert not out.exists() and parts_done(out) == saved
+        assert_took_over(err, dead)
+        dead = (proc.pid, saved)
+    assert_took_over(finish(args).stderr, dead)
+    assert_same_as_reference(out, reference)
+
+
+def at_moment(out: Path, proc: subprocess.Popen[str], reached: Callable[[Path], bool]) -> Callable[[], bool]:
+    return lambda: holds_lock(out, proc) and reached(out)
+
+
+def assert_took_over(stderr: str, dead: tuple[int, int] | None) -> None:
+    """A re-run's log names the killed run whose lock it took, and how many windows it resumes from."""
+    if dead is None:
+        return
+    pid, saved = dead
+    assert f"taking over the lock of a run that is gone (pid {pid} on " in stderr, stderr[-3000:]
+    if saved:  # killed before its first window, a run leaves nothing to resume: the next starts afresh
+        assert f"resuming: {saved} of {WINDOWS} windows already done" in stderr, stderr[-3000:]
+
+
+def test_kill_9_during_assembly_leaves_no_temporary_file_for_good(
+    source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+) -> None:
+    """Killed while the output's temporary file is written: the re-run removes it and writes the output."""
+    out = tmp_path / "out.parquet"
+    args = run_args(source, out, greedy_model)
+    for attempt in range(
+        5
+    ):  # the assembly of 64 rows takes milliseconds: a run may rename it before the stop
+        proc = start(*args, *(["--restart"] if attempt else []))
+        temp = tmp_path / f".out.parquet.{proc.pid}.tmp"
         try:
-            proc.communicate(timeout=rng.uniform(0.5, 12.0))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate()
+            freeze_when(proc, temp.exists, "the output's temporary file written", poll_s=0)
+        except RunEnded:
+            continue  # renamed and finished before the stop: again
+        kill_9(proc)
+        if temp.exists():
+            break
+    else:
+        pytest.fail("five runs renamed their output before they could be stopped during its assembly")
     finish(args)
+    assert not temp.exists() and temps(tmp_path) == []
     assert_same_as_reference(out, reference)
 
 
 # -- SIGTERM and Ctrl-C ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_state_and_exits_130(
-    sig: signal.Signals, source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
+def test_sigterm_then_ctrl_c_each_save_state_and_exit_130(
+    source: Path, greedy_model: Path, reference: pl.DataFrame, tmp_path: Path
 ) -> None:
+    """cron's timeout (SIGTERM), then Ctrl-C (SIGINT) on the resumed run. Each signal goes to a run stopped once
+    it has saved 2 windows of its own, so it lands mid-run; each run keeps what it saved, releases its lock, exits
+    130 and leaves an interrupted report in the history; the last re-run ends with an uninterrupted run's rows."""
     out = tmp_path / "out.parquet"
     history = tmp_path / "history"
     args = run_args(source, out, greedy_model, "--history-dir", history)
-    proc = start(*args)
-    stopped_mid_run = wait_until(proc, lambda: parts_done(out) >= 2)
-    proc.send_signal(sig)
-    _, err = proc.communicate()
-    if not stopped_mid_run:
-        pytest.skip("the run ended before the signal could land")  # a loaded machine; nothing to check
-    assert proc.returncode == 130, err
-    assert "run the same command to resume" in err
-    assert not out.exists()
-    saved = parts_done(out)
-    assert saved >= 2
-    record = json.loads(next(history.glob("*-interrupted.json")).read_text())
-    assert record["exit_code"] == 130 and record["counts"]["rows"] == saved * WINDOW
+    saved = 0
+    for n, sig in enumerate((signal.SIGTERM, signal.SIGINT), start=1):
+        proc = start(*args)
+        freeze_when(proc, lambda target=saved + 2: parts_done(out) >= target, f"{saved + 2} windows saved")
+        at_signal = parts_done(out)
+        proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=GUARD_S)
+        assert proc.returncode == 130, err
+        assert "run the same command to resume" in err and "taking over the lock" not in err
+        if saved:
+            assert f"resuming: {saved} of {WINDOWS} windows already done" in err
+        assert not out.exists()
+        saved = parts_done(out)
+        assert at_signal <= saved < WINDOWS
+        records = sorted(history.glob("*-interrupted.json"))
+        assert len(records) == n
+        record = json.loads(records[-1].read_text())
+        assert record["exit_code"] == 130 and record["counts"]["rows"] == saved * 8
     rerun = finish(args)
-    assert f"resuming: {saved} of {ROWS // WINDOW} windows already done" in rerun.stderr
+    assert f"resuming: {saved} of {WINDOWS} windows already done" in rerun.stderr
     assert "taking over the lock" not in rerun.stderr  # a clean stop releases its lock
     assert_same_as_reference(out, reference)
 
@@ -254,12 +284,12 @@ def test_signal_saves_state_and_exits_130(
 
 @pytest.fixture(scope="module")
 def partial_state(source: Path, greedy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The state of a run killed after at least 6 of its 8 windows (kept for copying)."""
+    """The state of a run killed after at least 6 of its 8 windows, before its output (kept for copying)."""
     out = tmp_path_factory.mktemp("partial") / "out.parquet"
     proc = start(*run_args(source, out, greedy_model))
-    assert wait_until(proc, lambda: parts_done(out) >= 6), "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    freeze_when(proc, lambda: parts_done(out) >= 6, "6 windows saved")
+    assert not out.exists()  # the parts are still in the state folder
+    kill_9(proc)
     return Path(f"{out}.enrich")
 
 
@@ -339,13 +369,13 @@ def test_edited_manifest_is_refused_until_restart(
     original = manifest.read_text()
     args = run_args(source, out, greedy_model)
     manifest.write_text(original[:40])
-    refused = call(*args)
-    assert refused.returncode == 2
-    assert "the resume manifest is damaged; re-run with --restart" in refused.stderr
+    refused = enrich(*args)  # refusals need no process of their own
+    assert refused.exit_code == 2
+    assert "the resume manifest is damaged; re-run with --restart" in refused.output
     manifest.write_text(original.replace('"fingerprint": "', '"fingerprint": "0'))
-    refused = call(*args)
-    assert refused.returncode == 2
-    assert "other settings (changed since: unknown: the manifest was edited)" in refused.stderr
+    refused = enrich(*args)
+    assert refused.exit_code == 2
+    assert "other settings (changed since: unknown: the manifest was edited)" in refused.output
     assert parts_done(out) >= 6  # refusing touched nothing
     finish([*args, "--restart"])
     assert_same_as_reference(out, reference)
@@ -357,16 +387,17 @@ def test_input_changed_between_runs_is_refused(source: Path, greedy_model: Path,
     out = tmp_path / "out.parquet"
     args = run_args(src, out, greedy_model)
     proc = start(*args)
-    assert wait_until(proc, lambda: parts_done(out) >= 2), "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    freeze_when(proc, lambda: parts_done(out) >= 2, "2 windows saved")
+    assert not out.exists()
+    kill_9(proc)
     frame = pl.read_parquet(src)
     frame.with_columns(pl.col("title").str.replace("^", "New: ")).write_parquet(src)
-    refused = call(*args)
-    assert refused.returncode == 2
-    assert "changed since: the input file's content" in refused.stderr
-    assert "re-run with --restart to discard them" in refused.stderr
-    finish([*args, "--restart"])
+    refused = enrich(*args)
+    assert refused.exit_code == 2
+    assert "changed since: the input file's content" in refused.output
+    assert "re-run with --restart to discard them" in refused.output
+    restarted = enrich(*args, "--restart")  # compared with no other run: this process will do
+    assert restarted.exit_code == 0, restarted.output
     got = pl.read_parquet(out)
     assert got.height == ROWS and got["title"].str.starts_with("New: ").all()
 
@@ -383,26 +414,24 @@ def test_two_runs_of_one_job_at_once(
         f"#:schema {REPO / 'schemas' / 'job.schema.json'}\n"
         f'[input]\npath = "{source}"\n[output]\npath = "out.parquet"\n'
         f'[model]\nref = "{greedy_model}"\n'
-        f"[sampling]\ntemperature = 0\nmax_new_tokens = 16\nseed = 11\n"
-        f'[batch]\nwindow_rows = {WINDOW}\nbatch_size = 2\n[run]\nhistory_dir = "history"\n'
+        f"[sampling]\ntemperature = 0.8\nmax_new_tokens = 16\nseed = 11\n"  # as seeded_run_args
+        f'[batch]\nwindow_rows = 8\nbatch_size = 2\n[run]\nhistory_dir = "history"\n'
     )
     first = start("jobs", "run", job)
-    lock = Path(f"{out}.enrich") / "lock"
-    wait_until(first, lambda: lock.exists() and f'"pid": {first.pid}' in lock.read_text())
-    first.send_signal(signal.SIGSTOP)  # frozen while holding the lock: the overlap is certain, not a race
-    try:
-        second = call("jobs", "run", job)
-        other_output = call(*run_args(source, out, greedy_model, "--max-new-tokens", "3"))
-        other_state = call(*run_args(source, out, greedy_model, "--state-dir", tmp_path / "elsewhere"))
+    freeze_when(first, lambda: holds_lock(out, first), "the lock taken")  # the overlap is certain, not a race
+    try:  # the other runs in this process: the lock is the frozen process's, not this one's
+        second = enrich("jobs", "run", job)
+        other_output = enrich(*run_args(source, out, greedy_model, "--max-new-tokens", "3"))
+        other_state = enrich(*run_args(source, out, greedy_model, "--state-dir", tmp_path / "elsewhere"))
     finally:
         first.send_signal(signal.SIGCONT)
-    assert second.returncode == 4, second.stderr
+    assert second.exit_code == 4, second.output
     assert re.search(
         rf"locked by another run \(pid {first.pid} on {re.escape(socket.gethostname())}, started 20",
-        second.stderr,
+        second.output,
     )
-    assert other_output.returncode == 4  # another command writing the same output is refused as well,
-    assert other_state.returncode == 4, other_state.stderr  # even with a state folder of its own
+    assert other_output.exit_code == 4  # another command writing the same output is refused as well,
+    assert other_state.exit_code == 4, other_state.output  # even with a state folder of its own
     _, err = first.communicate(timeout=GUARD_S)
     assert first.returncode == 0, err
     assert_same_as_reference(out, reference)
@@ -430,7 +459,7 @@ Maker = Callable[[Path], list[str]]
 
 
 def _base() -> pl.DataFrame:
-    return pl.read_parquet(REPO / "examples" / "catalog.parquet").head(6)
+    return pl.read_parquet(CATALOG).head(6)
 
 
 def _pq(frame: pl.DataFrame) -> Maker:
@@ -514,7 +543,6 @@ def _folder(d: Path) -> list[str]:
     return [str(d / "dir.parquet")]
 
 
-CATALOG = REPO / "examples" / "catalog.parquet"
 B = _base
 BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
     "missing_file": (lambda d: [str(d / "nope.parquet")], 3, "no such file"),
@@ -537,6 +565,11 @@ BAD_INPUTS: dict[str, tuple[Maker, int, str]] = {
         _raw("r.parquet", bytes(range(256)) * 40),
         3,
         "truncated, damaged or not Parquet",
+    ),
+    "bogus_footer_parquet": (
+        _raw("f.parquet", b"PAR1 this is not parquet PAR1"),
+        3,
+        "cannot read it as parquet",
     ),
     "truncated_parquet": (
         _raw("t.parquet", CATALOG.read_bytes()[: CATALOG.stat().st_size // 2]),
@@ -699,6 +732,9 @@ def test_the_docstring_table_lists_every_case() -> None:
     assert len(table) >= 30
 
 
+USAGE_ERRORS = {"unknown_template", "input_is_a_folder"}
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input(case: str, tiny_model: Path, tmp_path: Path) -> None:
     make, code, message = BAD_INPUTS[case]
@@ -719,12 +755,23 @@ def test_bad_input(case: str, tiny_model: Path, tmp_path: Path) -> None:
         "json",
         *given[1:],
     ]
-    result = CliRunner().invoke(main, args)
+    result = enrich(*args)
     assert result.exit_code == code, result.output
     assert message in result.output
-    if code not in (0, 6):
-        assert "Traceback" not in result.output
-        assert _tree(tmp_path) == before  # a refused run leaves nothing behind and changes nothing
+    if code in (0, 6):
+        return
+    assert "Traceback" not in result.output
+    assert _tree(tmp_path) == before  # a refused run leaves nothing behind and changes nothing
+    if case in USAGE_ERRORS:  # click refuses these while parsing, before enrich's JSON logging starts
+        assert result.output.startswith("Usage: ")
+        return
+    # --log-format json: every line is JSON; each problem is an error line (all at once) with the exit code
+    records = [json.loads(line) for line in result.output.splitlines()]
+    errors = [r["message"] for r in records if r["level"] == "error" and r["exit_code"] == code]
+    assert len(errors) == sum(r["level"] == "error" for r in records) >= 1, records
+    assert any(message in e for e in errors)
+    if code == 3 or case == "unknown_input_suffix":  # a problem with the input names the input
+        assert any(given[0] in e for e in errors)
 
 
 def _tree(root: Path) -> dict[str, str]:

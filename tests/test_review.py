@@ -13,10 +13,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _support import call, greedy_run_args
-from click.testing import CliRunner
+from _support import CATALOG, enrich, greedy_run_args
 
-from enrich.cli import main
 from enrich.errors import InputError
 from enrich.review import read_decisions, write_eval_page, write_review
 from enrich.review.source import reason_group
@@ -288,18 +286,15 @@ def test_read_decisions(tmp_path: Path) -> None:
 
 def test_review_command(tmp_path: Path) -> None:
     out = write_output(tmp_path / "out.parquet", [output_row(0), output_row(1, "flagged", ["truncated"])])
-    runner = CliRunner()
-    r = runner.invoke(main, ["review", str(out)])
+    r = enrich("review", out)
     assert r.exit_code == 0, r.output
     assert r.output.strip() == f"{out}.review.html" and Path(f"{out}.review.html").is_file()
-    r = runner.invoke(
-        main, ["review", str(out), "-o", str(tmp_path / "p.html"), "--sample", "0", "--seed", "3"]
-    )
+    r = enrich("review", out, "-o", tmp_path / "p.html", "--sample", "0", "--seed", "3")
     assert r.exit_code == 0 and len(embedded((tmp_path / "p.html").read_text())["rows"]) == 1
-    assert "Examples:" in runner.invoke(main, ["review", "--help"]).output
-    assert runner.invoke(main, ["review", str(out), "--sample", "-1"]).exit_code == 2
+    assert "Examples:" in enrich("review", "--help").output
+    assert enrich("review", out, "--sample", "-1").exit_code == 2
     plain = write_output(tmp_path / "plain.parquet", [{"title": "Lamp"}])
-    r = runner.invoke(main, ["review", str(plain), "--log-format", "text"])
+    r = enrich("review", plain, "--log-format", "text")
     assert r.exit_code == 3 and "error: " in r.output and "enrich_status" in r.output
 
 
@@ -382,7 +377,7 @@ def _require_chromium() -> Any:
 def test_review_page_in_chromium(greedy_model: Path, tmp_path: Path) -> None:
     sync_playwright = _require_chromium()
     src = tmp_path / "catalog.parquet"
-    catalog = pl.read_parquet(Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet").head(24)
+    catalog = pl.read_parquet(CATALOG).head(24)
     titles = catalog["title"].to_list()
     titles[1], titles[2] = EVIL, ""  # markup as text; an empty title goes to the error file
     catalog.with_columns(pl.Series("title", titles)).write_parquet(src)
@@ -391,8 +386,8 @@ def test_review_page_in_chromium(greedy_model: Path, tmp_path: Path) -> None:
     args = greedy_run_args(
         src, out, greedy_model, 8, "--incremental", "--set", "policies.truncated=keep", max_new_tokens=8
     )
-    run = call(*args)
-    assert run.returncode == 6, run.stderr[-2000:]  # one row in the error file
+    run = enrich(*args)
+    assert run.exit_code == 6, run.output[-2000:]  # one row in the error file
     output = pl.read_parquet(out)
     page = Path(f"{out}.review.html")  # the run wrote it
     assert page.is_file() and write_review(out) == page  # and enrich review writes it again
@@ -464,8 +459,8 @@ def test_review_page_in_chromium(greedy_model: Path, tmp_path: Path) -> None:
     assert [d.row for d in read_decisions(saved)] == [2, 3, 4]
 
     # The decisions go back to the run: the rejected row is written again, the approved one kept.
-    again = call(*args, "--decisions", saved)
-    assert again.returncode == 6, again.stderr[-2000:]
+    again = enrich(*args, "--decisions", saved)
+    assert again.exit_code == 6, again.output[-2000:]
     report = json.loads(Path(f"{out}.report.json").read_text())
     assert (
         report["decisions"]["approved"],

@@ -9,9 +9,8 @@ from pathlib import Path
 import jsonschema
 import polars as pl
 import pytest
-from click.testing import CliRunner
+from _support import enrich
 
-from enrich.cli import main
 from enrich.schema import SCHEMAS, render
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -68,9 +67,7 @@ def test_real_report_errors_and_history_validate(
         encoding="utf-8",
     )
     (tmp_path / "out").mkdir()
-    r = CliRunner().invoke(
-        main, ["jobs", "run", str(job), "--model", str(tiny_model), "--log-format", "json"]
-    )
+    r = enrich("jobs", "run", job, "--model", tiny_model, "--log-format", "json")
     assert r.exit_code == 6, r.output
     assert src.exists()
     report = json.loads((tmp_path / "out" / "enriched.parquet.report.json").read_text(encoding="utf-8"))
@@ -102,7 +99,7 @@ def test_a_run_that_fails_before_it_starts_is_in_the_history_and_logs_json(tmp_p
         '[model]\nengine = "echo"\n[run]\nhistory_dir = "history"\n',
         encoding="utf-8",
     )
-    r = CliRunner().invoke(main, ["jobs", "run", str(job), "--log-format", "json"])
+    r = enrich("jobs", "run", job, "--log-format", "json")
     assert r.exit_code == 3, r.output
     last = json.loads(r.output.strip().splitlines()[-1])
     assert last["level"] == "error" and last["exit_code"] == 3 and "missing.parquet" in last["message"]

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import polars as pl
-from click.testing import CliRunner, Result
+from _support import enrich
 
 from enrich.catalog.source import Source
-from enrich.cli import main
 from enrich.config import InputConfig
 from enrich.model.traindata import read_titles_and_descriptions
 
@@ -21,10 +20,6 @@ ROWS = {
     "title": ["Stapler; black", 'Ruler, 12" steel', "Desk lamp", "Mug | 350 ml", "0042 zip-coded shelf"],
     "content": ["Staples; 20 sheets", "", "LED, dimmable", "Stoneware", "Pine"],
 }
-
-
-def enrich(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def write(path: Path, separator: str) -> Path:

@@ -8,20 +8,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from _support import call, start
-from click.testing import CliRunner, Result
+from _support import CATALOG, DATA, SHARED_DATA, enrich, start
+from click.testing import Result
 
 from enrich.catalog.source import Source
-from enrich.cli import main
 from enrich.model.prompts import get_template
 from enrich.model.traindata import Example, clean, longer_half, read_titles_and_descriptions, tokenize
-
-DATA = Path(__file__).parent / "data"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_products.parquet"
-
-
-def enrich(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def tiny_finetune(model: Path, data: Path, out: Path, *extra: str) -> Result:
@@ -40,6 +32,8 @@ def tiny_finetune(model: Path, data: Path, out: Path, *extra: str) -> Result:
         "24",
         "--val-size",
         "4",
+        "--batch-size",  # steps of 2 sequences: the tiny model's 49k-word logits make a step of 8 take seconds
+        "2",
         "--logging-steps",
         "1",
         "--log-format",
@@ -264,9 +258,10 @@ def test_bad_data_exit_3(tiny_model: Path, catalog: Path, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_real_model_validation_loss_falls(embedded_dir: Path, tmp_path: Path) -> None:
-    data = (
-        SHARED if SHARED.is_file() else Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
-    )
+    shared = (
+        SHARED_DATA / "amazon_products.parquet"
+    )  # more rows where ../shared/data is; else the bundled 200
+    data = shared if shared.is_file() else CATALOG
     out = tmp_path / "adapter"
     r = enrich(
         "finetune",
@@ -308,7 +303,7 @@ def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
     out = tmp_path / "adapter"
     args = [
         "finetune", DATA / "shop_messy.csv", "-o", out, "--title-col", "name", "--content-col", "body",
-        "--base", tiny_model, "--template", "chat", "--max-rows", "24", "--val-size", "4", "--logging-steps", "1",
+        "--base", tiny_model, "--template", "chat", "--max-rows", "24", "--val-size", "4", "--batch-size", "2", "--logging-steps", "1",
         "--save-steps", "1000", "--eval-steps", "1000", "--log-format", "json",
     ]  # fmt: skip
     proc = start(*args, "--max-steps", "400")
@@ -316,9 +311,11 @@ def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
     lines = []
     for line in proc.stderr:  # the JSON log lines
         lines.append(line)
-        if '"step": 3,' in line:
+        if '"step": 3,' in line:  # a state in its log: step 3 done, 397 to go
             proc.send_signal(signal.SIGINT)
             break
+    else:
+        raise AssertionError("the run ended before its step 3:\n" + "".join(lines)[-3000:])
     rest, rest_err = proc.communicate(timeout=300)
     log = "".join(lines) + rest_err + rest
     assert proc.returncode == 130, log
@@ -329,10 +326,10 @@ def test_ctrl_c_saves_the_step_under_way_and_resume_continues_from_it(
     assert f"stopped at step {step}; checkpoint-{step} is saved: re-run with --resume" in log
     assert f"stopping: saving checkpoint-{step}" in log
     assert not (out / "adapter_model.safetensors").exists()  # no adapter from half a run
-    done = call(*args, "--max-steps", str(step + 2), "--resume")
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = enrich(*args, "--max-steps", step + 2, "--resume")  # in this process: no signal to send it
+    assert done.exit_code == 0, done.output
     report = json.loads((out / "training_report.json").read_text())
     assert report["steps"] == step + 2
     assert [p[0] for p in report["train_loss"]] == list(range(1, step + 3))  # one history across both runs
-    resumed = [int(m) for m in re.findall(r'"step": (\d+),', done.stdout + done.stderr)]
+    resumed = [int(m) for m in re.findall(r'"step": (\d+),', done.output)]
     assert resumed and min(resumed) == step + 1  # continued from the saved step, not started over
