@@ -405,3 +405,28 @@ def test_learned_vocabulary_of_the_flipkart_catalog() -> None:
     for title, attributes, _ in rows.values():
         text = ". ".join(value for _, value in attributes)
         assert check(text, facts(title, attributes), vocabulary) == [], title
+
+
+def test_claims_learn_writes_a_vocabulary_show_lists_and_only_its_own_file_is_replaced(tmp_path: Path) -> None:
+    """`enrich claims learn` over the real rows writes what `enrich claims show` reads back; a file at -o that
+    is not a vocabulary enrich wrote is left as it was (exit 2) unless --overwrite."""
+    from _support import enrich
+
+    catalog = REPO / "tests" / "data" / "claims_rows.parquet"
+    out = tmp_path / "claims.json"
+    learned = enrich("claims", "learn", catalog, "-o", out, "--attr", "fabric", "--attr", "color=Colour")
+    assert learned.exit_code == 0, learned.output
+    vocabulary = Vocabulary.from_json(out.read_text())
+    assert vocabulary.types  # head nouns of the titles
+    shown = enrich("claims", "show", out)
+    assert shown.exit_code == 0 and "learned terms" in shown.output, shown.output
+    again = enrich("claims", "learn", catalog, "-o", out)  # its own file: replaced
+    assert again.exit_code == 0, again.output
+
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}\n')
+    refused = enrich("claims", "learn", catalog, "-o", notes)
+    assert refused.exit_code == 2 and "--overwrite" in refused.output, refused.output
+    assert notes.read_text() == '{"mine": true}\n'
+    forced = enrich("claims", "learn", catalog, "-o", notes, "--overwrite")
+    assert forced.exit_code == 0 and Vocabulary.from_json(notes.read_text()).types, forced.output

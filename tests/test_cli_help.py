@@ -108,7 +108,8 @@ def test_every_command_and_group_has_help_with_examples() -> None:
 
 
 # --option-name in text; `--set policies.x=...` yields --set.
-OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+# An option as a message names it: "--no-" alone is the prefix of switches (code testing a flag), not an option.
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?![\w-])")
 PACKAGE = Path(__file__).resolve().parent.parent / "enrich"
 # Options of other programs that enrich names: pip's in an install hint, llama.cpp's converter's in its argv.
 FOREIGN = {"--no-deps", "--outfile", "--outtype"}

@@ -14,6 +14,7 @@
 # A CPU check of this script: GROUNDED_CPU=1 (tiny steps, 4 rows, the transformers engine, peft, no vLLM stages).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+HERE=$PWD
 : "${SITE:?}" "${WORK:?}" "${RUN:?}"
 G=$RUN/grounded; D=$WORK/grounded; S=$WORK/splits
 mkdir -p "$G" "$D"
@@ -48,9 +49,11 @@ train_and_eval() {  # catalog config: fine-tune, then eval against the base (onc
   [ "$cfg" = faithful ] && targets=faithful && baseline=(--no-baseline)
   if [ ! -f "$dir/adapter/enrich.json" ]; then
     step "finetune $c $cfg"
-    PYTHONPATH=$TRAIN_PATH python3 -m enrich.cli finetune "$S/${c}_train.parquet" -o "$dir/adapter" "${FT[@]}" \
+    # Each in a folder of its own: unsloth compiles its patches into ./unsloth_compiled_cache.
+    mkdir -p "$dir" && cd "$dir" && PYTHONPATH=$TRAIN_PATH python3 -m enrich.cli finetune "$S/${c}_train.parquet" -o "$dir/adapter" "${FT[@]}" \
       --max-steps "${!steps_var}" --targets "$targets" "${attrs[@]}" > "$G/finetune-$c-$cfg.log" 2>&1
     step "finetune $c $cfg: rc=$?"
+    cd "$HERE"
   fi
   mkdir -p "$G/$c-$cfg"
   cp "$dir"/adapter/{training_report.json,enrich.json,claims.json,loss.png} "$G/$c-$cfg/" 2>/dev/null
@@ -90,6 +93,9 @@ cost() {  # the regenerate policies' cost on vLLM: the whole Amazon file, flag a
 }
 
 step "start"
+# The embedded GGUF is converted once here rather than by six processes at once.
+PYTHONPATH=$TRAIN_PATH python3 -c "from enrich.model.reference import resolve_model; resolve_model('smollm2-135m')" \
+  >> "$G/steps.log" 2>&1
 for c in amazon flipkart; do
   for cfg in title attrs faithful; do train_and_eval "$c" "$cfg" & done
 done

@@ -48,6 +48,9 @@ def claims() -> None:
 )
 @click.option("--separator", default=",", show_default=True, help=SEPARATOR_HELP)
 @click.option("--top", type=int, default=20, show_default=True, help="Terms shown.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing -o file that is not a vocabulary enrich wrote."
+)
 @log_options
 def claims_learn(
     catalog: str,
@@ -58,12 +61,19 @@ def claims_learn(
     fmt: str,
     separator: str,
     top: int,
+    overwrite: bool,
     log_format: str,
     quiet: bool,
     verbose: int,
 ) -> None:
     """Learn the claim vocabulary of CATALOG (titles, attributes and descriptions) into a JSON file, for a
     model used without fine-tuning: put it beside the model as claims.json, or pass its terms with --set.
+    An existing vocabulary at -o is replaced; any other file only with --overwrite.
+
+    \b
+    Examples:
+      enrich claims learn shop.parquet -o claims.json --attr brand --attr color=Colour
+      enrich claims learn shop.csv -o adapters/base/claims.json --attr brand
 
     Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option; 3 unreadable input (the catalog); 7 no room to
     write (disk full); 130 interrupted.
@@ -76,6 +86,7 @@ def claims_learn(
     from enrich.quality.vocabulary import base_vocabulary
 
     given = [Attribute.model_validate(a) for a in attributes]
+    _refuse_foreign(Path(output), overwrite)
     columns = Columns(title=title_col, content=content_col, id=None)
     source = Source.of(catalog, fmt, separator, columns, format_option="--format")
     source = source.with_attributes(tuple((a.column, a.text_label()) for a in given))
@@ -97,6 +108,11 @@ def claims_learn(
 def claims_show(ref: str, top: int, log_format: str, quiet: bool, verbose: int) -> None:
     """List the claim vocabulary that REF carries: a model (its claims.json) or a vocabulary file.
 
+    \b
+    Examples:
+      enrich claims show adapters/shop
+      enrich claims show claims.json --top 100
+
     Exit codes: 0 ok; 1 a bug (traceback kept); 2 a bad option or model reference, or no vocabulary; 3 unreadable input
     (a damaged vocabulary file); 130 interrupted.
     """
@@ -116,6 +132,21 @@ def claims_show(ref: str, top: int, log_format: str, quiet: bool, verbose: int) 
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(f"{ref}: not a claim vocabulary ({err})") from None
     _show(vocabulary, top, str(ref))
+
+
+def _refuse_foreign(path: Path, overwrite: bool) -> None:
+    """enrich replaces only what it wrote: an existing -o that does not read as a vocabulary needs --overwrite."""
+    from enrich.errors import ConfigError
+    from enrich.quality.vocabulary import Vocabulary
+
+    if overwrite or not path.exists():
+        return
+    try:
+        Vocabulary.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"{path}: exists and is not a claim vocabulary enrich wrote; choose another -o or pass --overwrite"
+        ) from None
 
 
 def _show(vocabulary: Any, top: int, title: str) -> None:
