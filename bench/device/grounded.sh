@@ -92,15 +92,18 @@ cost() {  # the regenerate policies' cost on vLLM: the whole Amazon file, flag a
   done
 }
 
+# Six at once on the GPU; one at a time in the CPU check (each takes 4-5 GB of RAM there).
+spawn() { if [ -n "${GROUNDED_CPU:-}" ]; then "$@"; else "$@" & fi; }
+
 step "start"
 # The embedded GGUF is converted once here rather than by six processes at once.
 PYTHONPATH=$TRAIN_PATH python3 -c "from enrich.model.reference import resolve_model; resolve_model('smollm2-135m')" \
   >> "$G/steps.log" 2>&1
 for c in amazon flipkart; do
-  for cfg in title attrs faithful; do train_and_eval "$c" "$cfg" & done
+  for cfg in title attrs faithful; do spawn train_and_eval "$c" "$cfg"; done
 done
 wait
-for c in amazon flipkart; do regenerate "$c" & done
+for c in amazon flipkart; do spawn regenerate "$c"; done
 wait
 if [ -z "${GROUNDED_CPU:-}" ]; then
   cost

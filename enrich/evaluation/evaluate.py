@@ -80,47 +80,16 @@ def _resolve(role: str, ref: str) -> ModelSpec:
         raise ConfigError(f"baseline: {err} (pass --baseline REF, or --no-baseline)") from None
 
 
-def model_attributes(
-    given: list[Attribute], spec: ModelSpec, source: Source, names: list[str], on_event: Event = no_events
-) -> tuple[tuple[str, str], ...]:
-    """The (column, label) pairs both models are prompted with: those the model was trained with (its
-    enrich.json), each from its column or from the column --attr COLUMN=Label maps to its label; else those
-    given. The rule and messages of `run` (run.plan.attributes_for), which evaluation may not import."""
-    trained = [(str(a["column"]), str(a["label"])) for a in spec.info.get("attributes") or []]
-    chosen = [(a.column, a.text_label()) for a in given]
-    if trained:
-        labels = [label for _, label in trained]
-        other = [label for _, label in chosen if label not in labels]
-        if other:
-            raise ConfigError(
-                f"--attr: model {spec.ref!r} was trained with the attributes {', '.join(labels)}, not {other[0]!r}; "
-                "map your columns to those labels (--attr COLUMN=Label)"
-            )
-        by_label = {label: column for column, label in chosen}
-        chosen = [(by_label.get(label, column), label) for column, label in trained]
-    elif chosen and "attributes" in spec.info:
-        on_event(
-            "warning", {"message": f"model {spec.ref!r} was trained without attributes; --attr adds them"}
-        )
-    for column, label in chosen:
-        if column not in names:
-            how = "that the model was trained with" if trained else "given"
-            raise ConfigError(
-                f"{source.path}: no column {column!r} for the attribute {label!r} {how}; map one with "
-                f"--attr COLUMN={label}"
-            )
-    return tuple(chosen)
-
-
 def _rows(
     config: EvalConfig, spec: ModelSpec, on_event: Event
 ) -> tuple[dict[str, list[Any]], tuple[tuple[str, str], ...]]:
     """The sampled rows' ids, titles, descriptions and stated attributes ([(label, value)] per row), and the
     (column, label) pairs of the attributes."""
+    from enrich.model.attributes import prompted_attributes
     from enrich.model.traindata import read_titles_and_descriptions
 
     source = Source.of(config.data, config.format, config.separator, config.columns, format_option="--format")
-    attributes = model_attributes(config.attributes, spec, source, source.names(), on_event)
+    attributes = prompted_attributes(config.attributes, spec, source, source.names(), on_event)
     data = read_titles_and_descriptions(source.with_attributes(attributes), with_id=True)
     keep = [
         i

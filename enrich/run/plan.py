@@ -11,10 +11,11 @@ from typing import Any
 
 from enrich.catalog.source import Source, format_of, nested_columns
 from enrich.catalog.windows import Windows
-from enrich.config import Attribute, ClaimsConfig, JobConfig, OutputColumns
+from enrich.config import ClaimsConfig, JobConfig, OutputColumns
 from enrich.contracts import OUTPUT_COLUMNS
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
+from enrich.model.attributes import prompted_attributes
 from enrich.model.engines import pick_engine, resolve_sampling
 from enrich.model.generation import Sampling
 from enrich.model.prompts import Template, get_template
@@ -94,7 +95,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     sampling = resolve_sampling(job.sampling, spec)
-    source = source.with_attributes(attributes_for(job.input.attributes, spec, source, names, on_event))
+    source = source.with_attributes(prompted_attributes(job.input.attributes, spec, source, names, on_event))
     if job.output.only_missing and not source.columns.content:
         raise ConfigError(
             f"{source.path}: --only-missing keeps existing descriptions, and the input has no description column; "
@@ -172,37 +173,6 @@ def _details(
     if (source.separator, job.output_separator()) != (",", ","):
         details["separators"] = [source.separator, job.output_separator()]
     return details
-
-
-def attributes_for(
-    given: list[Attribute], spec: ModelSpec, source: Source, names: list[str], on_event: Event = no_events
-) -> tuple[tuple[str, str], ...]:
-    """The (column, label) pairs a run prompts with: those the model was trained with (its enrich.json), each
-    from its column or from the column --attr COLUMN=Label maps to its label; else those the job gives."""
-    trained = [(str(a["column"]), str(a["label"])) for a in spec.info.get("attributes") or []]
-    chosen = [(a.column, a.text_label()) for a in given]
-    if trained:
-        labels = [label for _, label in trained]
-        other = [label for _, label in chosen if label not in labels]
-        if other:
-            raise ConfigError(
-                f"--attr: model {spec.ref!r} was trained with the attributes {', '.join(labels)}, not {other[0]!r}; "
-                "map your columns to those labels (--attr COLUMN=Label)"
-            )
-        by_label = {label: column for column, label in chosen}
-        chosen = [(by_label.get(label, column), label) for column, label in trained]
-    elif chosen and "attributes" in spec.info:
-        on_event(
-            "warning", {"message": f"model {spec.ref!r} was trained without attributes; --attr adds them"}
-        )
-    for column, label in chosen:
-        if column not in names:
-            how = "that the model was trained with" if trained else "given"
-            raise ConfigError(
-                f"{source.path}: no column {column!r} for the attribute {label!r} {how}; map one with "
-                f"--attr COLUMN={label}"
-            )
-    return tuple(chosen)
 
 
 def _decisions(job: JobConfig) -> Decisions | None:
