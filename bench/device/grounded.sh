@@ -38,7 +38,7 @@ EVAL=(--engine transformers --references both --log-format json "${DECODE[@]}")
 CHECKS=(--set policies.unsupported_claims=regenerate --set policies.wrong_type=regenerate
   --set policies.off_topic=regenerate --candidates 4)
 if [ -n "${GROUNDED_CPU:-}" ]; then
-  STEPS_amazon=2; STEPS_flipkart=2; FT+=(--max-rows 48 --eval-steps 1 --save-steps 2); EVAL+=(--sample 4)
+  STEPS_amazon=2; STEPS_flipkart=2; FT+=(--max-rows 48 --eval-steps 1 --save-steps 2 --batch-size 2); EVAL+=(--sample 4)
   LIMIT=(--limit 4)
 else LIMIT=(); fi
 
