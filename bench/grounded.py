@@ -9,6 +9,9 @@ of regeneration, per catalog, from enrich's own eval reports and run outputs.
         of the attribute lines
     python bench/grounded.py sample DIR CONFIG [--rows 30]
         passing rows of one configuration (seeded), as markdown, to read by hand
+    python bench/grounded.py ship ADAPTER OUT.tgz
+        the adapter as the package ships it: its weights in bf16 (half the bytes of the float32 that training
+        keeps), enrich.json, claims.json and the training report; the tokenizer is the base's
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def score(output: Path, held_out: Path, model: str) -> dict[str, Any]:
     attributes = tuple((str(a["column"]), str(a["label"])) for a in spec.info.get("attributes") or [])
     held = pl.read_parquet(held_out)
     out = pl.read_parquet(output)
+    held = held.head(out.height)  # a run with --limit N covers the first N rows
     if out["id"].cast(pl.String).to_list() != held["id"].cast(pl.String).to_list():
         raise SystemExit(f"{output}: its ids are not those of {held_out}, in order")
     titles = [t.strip() for t in held["title"]]
@@ -78,7 +82,15 @@ def score(output: Path, held_out: Path, model: str) -> dict[str, Any]:
             "model": {"text": text, "flags": fl, "unsupported": [c.surface for c in cl], "status": status},
         }
         for i, title, a, ref, text, fl, cl, status in zip(
-            held["id"], titles, stated, refs, texts, gen["flags"], gen["claims"], out["enrich_status"], strict=True
+            held["id"],
+            titles,
+            stated,
+            refs,
+            texts,
+            gen["flags"],
+            gen["claims"],
+            out["enrich_status"],
+            strict=True,
         )
     ]
     scores["pass_rate"] = round(sum(passes(fl) for fl in gen["flags"]) / max(len(texts), 1), 4)
@@ -213,8 +225,35 @@ def sample(root: Path, config: str, n: int, seed: int = 0) -> str:
     for k, i in enumerate(chosen, 1):
         line = passing[i]
         facts = "; ".join(f"{label}: {value}" for label, value in line["attributes"])
-        out += [f"{k}. **{line['title']}**" + (f" ({facts})" if facts else ""), f"   > {line['model']['text']}", ""]
+        out += [
+            f"{k}. **{line['title']}**" + (f" ({facts})" if facts else ""),
+            f"   > {line['model']['text']}",
+            "",
+        ]
     return "\n".join(out)
+
+
+SHIPPED = ("adapter_config.json", "enrich.json", "claims.json", "training_report.json")
+
+
+def ship(adapter: Path, out: Path) -> None:
+    import io
+    import tarfile
+
+    import torch
+    from safetensors.torch import load_file, save
+
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    data = save(
+        {k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()}, metadata={"format": "pt"}
+    )
+    with tarfile.open(out, "w:gz") as tar:
+        for name in SHIPPED:
+            tar.add(adapter / name, arcname=name)
+        info = tarfile.TarInfo("adapter_model.safetensors")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    print(f"{out}: {out.stat().st_size:,} bytes")
 
 
 def main() -> None:
@@ -232,6 +271,9 @@ def main() -> None:
     m.add_argument("root", type=Path)
     m.add_argument("config")
     m.add_argument("--rows", type=int, default=30)
+    h = sub.add_parser("ship")
+    h.add_argument("adapter", type=Path)
+    h.add_argument("out", type=Path)
     a = ap.parse_args()
     if a.cmd == "score":
         result = score(a.output, a.held_out, a.model)
@@ -245,6 +287,8 @@ def main() -> None:
         print(json.dumps(extra, indent=1))
         if a.json:
             a.json.write_text(json.dumps({"configurations": found, "costs": extra}, indent=1) + "\n")
+    elif a.cmd == "ship":
+        ship(a.adapter, a.out)
     else:
         print(sample(a.root, a.config, a.rows))
 

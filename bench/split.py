@@ -25,7 +25,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CATALOGS = {"amazon": ("amazon_products.parquet", 200), "flipkart": ("flipkart_products.parquet", 100)}
 
 
-def split(source: Path, n_test: int, seed: int = 0, exclude: frozenset[str] = frozenset()) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split(
+    source: Path, n_test: int, seed: int = 0, exclude: frozenset[str] = frozenset()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     df = pl.read_parquet(source)
     df = df.drop([c for c in ("description_raw",) if c in df.columns])
     clean = [
@@ -57,7 +59,9 @@ def main() -> None:
         # too, and eval never shows a model the description it is scored against.
         test.drop("content").write_parquet(args.out / f"{name}_prompts.parquet")
         if name == "amazon":
-            pl.read_parquet(DATA / file).drop("content", "description_raw").write_parquet(args.out / "amazon_all.parquet")
+            pl.read_parquet(DATA / file).drop("content", "description_raw").write_parquet(
+                args.out / "amazon_all.parquet"
+            )
         print(f"{name}: train {train.height} rows, test {test.height} rows -> {args.out}")
 
 

@@ -105,6 +105,10 @@ done
 wait
 for c in amazon flipkart; do spawn regenerate "$c"; done
 wait
+# The Amazon adapter with attributes and faithful targets goes into the package as the CPU default; run.sh's
+# grounded stage brings /tmp/ship back beside run.tgz.
+mkdir -p /tmp/ship && PYTHONPATH=$INFER_PATH python3 bench/grounded.py ship "$D/amazon-faithful/adapter" \
+  /tmp/ship/adapter.tgz >> "$G/steps.log" 2>&1
 if [ -z "${GROUNDED_CPU:-}" ]; then
   cost
   model8b=$WORK/llama-8b-arch

@@ -152,6 +152,7 @@ grounded() {  # issues 15 and 18 (bench/device/grounded.sh), in the background l
   local until=${GROUNDED_UNTIL:-570}
   while [ ! -f $RUN/grounded/done ] && [ $SECONDS -lt "$until" ]; do sleep 10; done
   cat $RUN/grounded/steps.log 2>/dev/null | tail -40
+  cp /tmp/ship/*.tgz "$OUT/" 2>/dev/null
   [ -f $RUN/grounded/done ] || echo "grounded: still running at ${SECONDS} s; call again with the stage 'grounded'"
 }
 
