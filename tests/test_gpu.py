@@ -5,6 +5,7 @@ Skipped without CUDA (conftest). On the device: bench/device/run.sh tests (bench
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -71,6 +72,21 @@ def test_transformers_continuous_batching_on_gpu(embedded_dir: Path) -> None:
     finally:
         engine.close()
     assert all(len(g.text.split()) >= 3 and 0 < g.output_tokens <= 32 for g in out), out
+
+
+def test_a_repetition_penalty_is_honoured_on_gpu(embedded_dir: Path) -> None:
+    """transformers' continuous batching drops a repetition penalty (a log line, no error): with one, the GPU
+    takes padded batches, so the penalty changes what greedy decoding writes, as it does on the CPU."""
+    engine = TransformersEngine(resolve_model("smollm2-135m"), ModelConfig(device="cuda"), 4)
+    try:
+        plain = [g.text for g in engine.generate(_prompts(engine), GREEDY)]
+        penalised = [
+            g.text
+            for g in engine.generate(_prompts(engine), dataclasses.replace(GREEDY, repetition_penalty=1.5))
+        ]
+    finally:
+        engine.close()
+    assert plain != penalised, plain
 
 
 def _enrich(args: list[str], **kw: object) -> subprocess.Popen[str]:

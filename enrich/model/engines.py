@@ -162,6 +162,13 @@ def load_hf(
     return tokenizer, model
 
 
+def continuous_ok(sampling: Sampling) -> bool:
+    """Whether transformers' continuous batching decodes as asked: transformers 5.17's generate_batch drops a
+    repetition penalty (with a log line, not an error), so a run or an eval that asks for one would get texts
+    decoded without it, looping where the penalty would have stopped them. Such sampling takes padded batches."""
+    return sampling.repetition_penalty == 1.0
+
+
 class TransformersEngine:
     """CPU reference engine: batched generate with left padding, prompts sorted by length."""
 
@@ -195,7 +202,7 @@ class TransformersEngine:
         import torch
 
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        if self.device.type == "cuda" and hasattr(self.model, "generate_batch"):
+        if self.device.type == "cuda" and hasattr(self.model, "generate_batch") and continuous_ok(sampling):
             return self._generate_continuous(encoded, sampling)
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(prompts)
@@ -230,7 +237,8 @@ class TransformersEngine:
         return [r for r in results if r is not None]
 
     def _generate_continuous(self, encoded: list[list[int]], sampling: Sampling) -> list[Generation]:
-        """On a GPU: transformers' continuous batching (paged KV cache, no padding), all prompts in one call."""
+        """On a GPU: transformers' continuous batching (paged KV cache, no padding), all prompts in one call.
+        Only for sampling it honours in full (continuous_ok)."""
         import torch
         from transformers import GenerationConfig
 
