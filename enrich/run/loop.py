@@ -109,12 +109,18 @@ def _run(plan: Plan, started: str, t0: float, on_event: Event, engine: Engine | 
     scratch = plan.state_dir / "scratch"
     keys = scratch / "keys.parquet" if plan.job.run.incremental else None
     # Before any state is touched: a CSV whose bytes are bad fails the run here without discarding a saved one.
-    first = prepass(plan.source, scratch, _key_function(plan) if keys else None, keys)
-    restart = (
-        plan.job.run.restart or bool(manifest.get("complete")) or discard_other_run(plan, manifest, on_event)
-    )
-    note = manifest_note(previous) if plan.job.run.incremental else None
-    state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart, note)
+    fresh = not scratch.exists()
+    try:
+        first = prepass(plan.source, scratch, _key_function(plan) if keys else None, keys)
+        restart = (
+            plan.job.run.restart or bool(manifest.get("complete")) or discard_other_run(plan, manifest, on_event)
+        )
+        note = manifest_note(previous) if plan.job.run.incremental else None
+        state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart, note)
+    except BaseException:
+        if fresh:  # a run refused here (a damaged or another run's state) leaves nothing of its own behind
+            clear(scratch)
+        raise
     for warning in state.warnings:
         on_event("warning", {"message": warning})
     n_windows = plan.windows.count(first.rows)
