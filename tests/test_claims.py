@@ -407,7 +407,9 @@ def test_learned_vocabulary_of_the_flipkart_catalog() -> None:
         assert check(text, facts(title, attributes), vocabulary) == [], title
 
 
-def test_claims_learn_writes_a_vocabulary_show_lists_and_only_its_own_file_is_replaced(tmp_path: Path) -> None:
+def test_claims_learn_writes_a_vocabulary_show_lists_and_only_its_own_file_is_replaced(
+    tmp_path: Path,
+) -> None:
     """`enrich claims learn` over the real rows writes what `enrich claims show` reads back; a file at -o that
     is not a vocabulary enrich wrote is left as it was (exit 2) unless --overwrite."""
     from _support import enrich

@@ -112,7 +112,7 @@ def test_command_line_overrides_the_file() -> None:
         "--limit",
         "5",
         "--temperature",
-        "0",
+        "0.5",
         "--incremental",
         "--set",
         "policies.empty=flag",
@@ -124,14 +124,12 @@ def test_command_line_overrides_the_file() -> None:
     assert r.exit_code == 0, r.output
     shown = json.loads(r.output)
     assert shown["run"]["limit"] == 5 and shown["run"]["incremental"] is True
-    assert (
-        shown["sampling"]["temperature"] == 0 and shown["sampling"]["top_p"] == 0.9
-    )  # the file's, untouched
+    assert shown["sampling"]["temperature"] == 0.5 and shown["sampling"]["seed"] == 0  # the file's, untouched
     assert shown["policies"]["empty"] == "flag" and shown["batch"]["window_rows"] == 8
     assert shown["output"]["path"] == "/tmp/x.csv"
     assert shown["output"]["errors"] == str(REPO / "out" / "nightly" / "catalog.errors.jsonl")
     plain = json.loads(enrich("jobs", "show", job, "--format", "json").output)
-    assert plain["run"]["limit"] is None and plain["sampling"]["temperature"] == 0.7
+    assert plain["run"]["limit"] is None and plain["sampling"]["temperature"] is None  # the model's own
 
 
 def test_show_prints_toml_that_loads_back(tmp_path: Path) -> None:

@@ -422,8 +422,21 @@ def test_real_embedded_model(catalog: Path, tmp_path: Path) -> None:
     # (random weights share a word with their title by chance in about none of 8)
     assert sum(overlap(t, g) for t, g in zip(got["title"], texts, strict=True)) >= 4
     report = json.loads(Path(f"{out}.report.json").read_text())
-    assert report["model"]["name"] == "smollm2-135m" and report["model"]["template"] == "chat"
+    # The default on a CPU: the embedded model with the adapter the package ships, prompted as it was trained.
+    assert report["model"]["name"] == "smollm2-135m-catalog" and report["model"]["template"] == "alpaca"
+    assert [a["label"] for a in report["attributes"]] == ["Brand", "Category"]
     assert report["tokens"]["output"] == got["enrich_output_tokens"].sum()
+
+
+def test_the_default_model_names_its_attributes_and_the_base_for_a_catalog_without_them(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "titles.parquet"
+    pl.DataFrame({"id": ["a"], "title": ["Cotton T-Shirt, Blue"]}).write_parquet(src)
+    r = enrich("run", src, "-o", tmp_path / "out.parquet", "--dry-run", "--sample", "1")
+    assert r.exit_code == 2, r.output
+    assert "no column 'brand' for the attribute 'Brand'" in r.output and "--attr COLUMN=Brand" in r.output
+    assert "--model smollm2-135m " in r.output, r.output
 
 
 def test_empty_input_gives_every_output_column(tmp_path: Path) -> None:

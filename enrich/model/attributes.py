@@ -6,7 +6,7 @@ from enrich.catalog.source import Source
 from enrich.config import Attribute
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
-from enrich.model.reference import ModelSpec
+from enrich.model.reference import MODEL_PRESETS, ModelSpec
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -39,6 +39,14 @@ def prompted_attributes(
             how = "that the model was trained with" if trained else "given"
             raise ConfigError(
                 f"{source.path}: no column {column!r} for the attribute {label!r} {how}; map one with "
-                f"--attr COLUMN={label}"
+                f"--attr COLUMN={label}{_or_base(spec)}"
             )
     return tuple(chosen)
+
+
+def _or_base(spec: ModelSpec) -> str:
+    """For a preset that is a base with a shipped adapter (the CPU default): the base, which needs no attribute."""
+    preset = MODEL_PRESETS.get(spec.ref)
+    if preset is None or preset.adapter is None:
+        return ""
+    return f", or use --model {spec.info.get('base')} (the base model, prompted with the title alone)"

@@ -10,7 +10,7 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from enrich.events import Event, no_events
 ENRICH_JSON = "enrich.json"
 CLAIMS_JSON = "claims.json"  # the claim vocabulary a model learned from its catalog, beside enrich.json
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ADAPTERS = Path(__file__).resolve().parent / "adapters"  # LoRA adapters shipped in the package
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Preset:
     memory: str
     description: str
     sampling: dict[str, float | int] = field(default_factory=dict)
+    adapter: str | None = None  # a folder of ADAPTERS served on top of the base (its enrich.json names it)
 
 
 MODEL_PRESETS: dict[str, Preset] = {
@@ -52,6 +54,20 @@ MODEL_PRESETS: dict[str, Preset] = {
             sampling={"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128, "repetition_penalty": 1.1},
         ),
         Preset(
+            name="smollm2-135m-catalog",
+            source="embedded",
+            template="alpaca",
+            eos="<|im_end|>",
+            stop=("<|im_end|>", "<|endoftext|>"),
+            needs_gpu=False,
+            memory="1 GB RAM",
+            description="The default on a CPU: SmolLM2-135M with the LoRA adapter enrich ships, fine-tuned by "
+            "`enrich finetune` on public Amazon products with Brand and Category (bench/RESULTS.md).",
+            # Greedy with a repetition penalty: how the adapter was measured against its base.
+            sampling={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 256, "repetition_penalty": 1.15},
+            adapter="smollm2-135m-catalog",
+        ),
+        Preset(
             name="llama-3.1-8b-4bit",
             source="unsloth/llama-3.1-8b-bnb-4bit",
             template="alpaca",
@@ -65,6 +81,8 @@ MODEL_PRESETS: dict[str, Preset] = {
     )
 }
 DEFAULT_SAMPLING: dict[str, float | int] = MODEL_PRESETS["llama-3.1-8b-4bit"].sampling
+DEFAULT_CPU_MODEL = "smollm2-135m-catalog"
+DEFAULT_GPU_MODEL = "llama-3.1-8b-4bit"
 
 
 @dataclass(frozen=True)
@@ -227,9 +245,13 @@ def _spec_from_preset(preset: Preset, ref: str, on_event: Event) -> ModelSpec:
 def resolve_model(ref: str | None, gpu: bool = False, on_event: Event = no_events) -> ModelSpec:
     """Turn a model reference (preset, HF dir, GGUF file, adapter or export dir) into a ModelSpec."""
     if ref is None:
-        ref = "llama-3.1-8b-4bit" if gpu else "smollm2-135m"
+        ref = DEFAULT_GPU_MODEL if gpu else DEFAULT_CPU_MODEL
     if ref in MODEL_PRESETS:
-        return _spec_from_preset(MODEL_PRESETS[ref], ref, on_event)
+        preset = MODEL_PRESETS[ref]
+        if preset.adapter is None:
+            return _spec_from_preset(preset, ref, on_event)
+        spec = _spec_from_dir(ADAPTERS / preset.adapter, ref, default_template=None, on_event=on_event)
+        return replace(spec, name=preset.name, sampling={**spec.sampling, **preset.sampling})
     path = Path(ref).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
         info = read_enrich_json(path)

@@ -113,7 +113,9 @@ def _run(plan: Plan, started: str, t0: float, on_event: Event, engine: Engine | 
     try:
         first = prepass(plan.source, scratch, _key_function(plan) if keys else None, keys)
         restart = (
-            plan.job.run.restart or bool(manifest.get("complete")) or discard_other_run(plan, manifest, on_event)
+            plan.job.run.restart
+            or bool(manifest.get("complete"))
+            or discard_other_run(plan, manifest, on_event)
         )
         note = manifest_note(previous) if plan.job.run.incremental else None
         state = open_state(plan.state_dir, plan.fingerprint, plan.details, restart, note)
