@@ -28,6 +28,16 @@ CONFIGS = ("title", "attrs", "faithful", "regen")
 CLAIM_FLAGS = ("unsupported_claims", "wrong_type", "off_topic")
 
 
+def _text(path: Path) -> str | None:
+    """A result file's text, or that of its .xz (bench/results keeps the large ones compressed); None if neither."""
+    import lzma
+
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    packed = path.with_name(path.name + ".xz")
+    return lzma.decompress(packed.read_bytes()).decode("utf-8") if packed.is_file() else None
+
+
 def passes(flags: list[str]) -> bool:
     return not any(f in CLAIM_FLAGS for f in flags)
 
@@ -94,6 +104,7 @@ def score(output: Path, held_out: Path, model: str) -> dict[str, Any]:
         )
     ]
     scores["pass_rate"] = round(sum(passes(fl) for fl in gen["flags"]) / max(len(texts), 1), 4)
+    scores["clean_rate"] = round(sum(not fl for fl in gen["flags"]) / max(len(texts), 1), 4)
     scores["statuses"] = out["enrich_status"].value_counts().sort("enrich_status").rows()
     return {"scores": scores, "lines": lines}
 
@@ -106,8 +117,9 @@ def _eval_model(folder: Path, role: str) -> dict[str, Any] | None:
     scores = json.loads(report.read_text())["models"].get(role)
     if scores is None:
         return None
-    lines = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines() if line]
+    lines = [json.loads(line) for line in (_text(folder / "generations.jsonl") or "").splitlines() if line]
     scores["pass_rate"] = round(sum(passes(line[role]["flags"]) for line in lines) / max(len(lines), 1), 4)
+    scores["clean_rate"] = round(sum(not line[role]["flags"] for line in lines) / max(len(lines), 1), 4)
     return scores
 
 
@@ -120,8 +132,12 @@ def gather(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
         for cfg in CONFIGS:
             folder = root / f"{c}-{cfg}"
             if cfg == "regen":
-                path = folder / "score.json"
-                scores = json.loads(path.read_text())["scores"] if path.is_file() else None
+                text = _text(folder / "score.json")
+                scores = None
+                if text:
+                    scored = json.loads(text)
+                    scores, lines = scored["scores"], [line["model"]["flags"] for line in scored["lines"]]
+                    scores["clean_rate"] = round(sum(not f for f in lines) / max(len(lines), 1), 4)
             else:
                 scores = _eval_model(folder, "model")
             if scores is None:
@@ -138,7 +154,10 @@ def gather(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 METRICS = (
-    ("rows passing", "pass_rate", "{:.1%}"),
+    ("rows passing the claim checks", "pass_rate", "{:.1%}"),
+    ("rows with no flag at all", "clean_rate", "{:.1%}"),
+    ("  repetition", "flag_rates.repetition", "{:.1%}"),
+    ("  truncated", "flag_rates.truncated", "{:.1%}"),
     ("unsupported claim", "unsupported_claim_rate", "{:.1%}"),
     ("  number", "claim_rates.number", "{:.1%}"),
     ("  colour", "claim_rates.colour", "{:.1%}"),
@@ -186,6 +205,7 @@ def costs(root: Path) -> dict[str, Any]:
     vLLM on the 8B architecture, title prompts against attribute prompts)."""
     result: dict[str, Any] = {}
     runs = {m: root / f"cost-{m}.report.json" for m in ("flag", "regenerate")}
+    parts_dir = root / "parts" if (root / "parts").is_dir() else root
     if all(p.is_file() for p in runs.values()):
         reports = {m: json.loads(p.read_text()) for m, p in runs.items()}
         for m, r in reports.items():
@@ -201,7 +221,7 @@ def costs(root: Path) -> dict[str, Any]:
             }
         flag, regen = result["run_flag"], result["run_regenerate"]
         result["regeneration_time_ratio"] = round(regen["seconds_total"] / flag["seconds_total"], 3)
-    parts = {p.stem: json.loads(p.read_text()) for p in (root / "parts").glob("d_vllm_*.json")}
+    parts = {p.stem: json.loads(p.read_text()) for p in parts_dir.glob("d_vllm_*.json")}
     if {"d_vllm_title", "d_vllm_attrs"} <= parts.keys():
         t, a = parts["d_vllm_title"], parts["d_vllm_attrs"]
         result["attribute_lines_8b"] = {
@@ -215,10 +235,11 @@ def costs(root: Path) -> dict[str, Any]:
 def sample(root: Path, config: str, n: int, seed: int = 0) -> str:
     """n passing rows of one configuration (catalog-config, e.g. flipkart-regen), seeded, as markdown."""
     folder = root / config
-    if (folder / "score.json").is_file():
-        lines = json.loads((folder / "score.json").read_text())["lines"]
+    scored = _text(folder / "score.json")
+    if scored:
+        lines = json.loads(scored)["lines"]
     else:
-        lines = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines() if x]
+        lines = [json.loads(x) for x in (_text(folder / "generations.jsonl") or "").splitlines() if x]
     passing = [line for line in lines if passes(line["model"]["flags"])]
     chosen = sorted(random.Random(seed).sample(range(len(passing)), min(n, len(passing))))
     out = [f"{len(passing)} of {len(lines)} rows of {config} pass; {len(chosen)} drawn (seed {seed})", ""]
@@ -244,9 +265,7 @@ def ship(adapter: Path, out: Path) -> None:
     from safetensors.torch import load_file, save
 
     weights = load_file(str(adapter / "adapter_model.safetensors"))
-    data = save(
-        {k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()}, metadata={"format": "pt"}
-    )
+    data = save({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()}, metadata={"format": "pt"})
     with tarfile.open(out, "w:gz") as tar:
         for name in SHIPPED:
             tar.add(adapter / name, arcname=name)
