@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from enrich.errors import DiskFull, is_no_room
+from enrich.errors import DiskFull, EnrichError, is_no_room
 
 
 def input_files(path: str) -> Iterator[Path]:
@@ -140,6 +140,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # another user's live process
     return True
+
+
+def read_json_object(path: Path, what: str, error: type[EnrichError], remedy: str = "") -> dict[str, Any]:
+    """A JSON file that must hold an object (a report, enrich.json): its dict, or error naming the file as not
+    being what, then the remedy (FileNotFoundError is the caller's: some files may be absent, others not)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path}: not {what} ({err}){remedy}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: not {what} (not a JSON object){remedy}")
+    return data
 
 
 def is_enrich_page(path: Path) -> bool:

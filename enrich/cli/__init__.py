@@ -9,8 +9,9 @@ import click
 
 from enrich.cli.claims import claims
 from enrich.cli.common import EnrichGroup, overrides_from
+from enrich.cli.evaluate import eval_cmd
 from enrich.cli.jobs import jobs
-from enrich.cli.model import eval_cmd, export_cmd, finetune
+from enrich.cli.model import export_cmd, finetune
 from enrich.cli.review import review
 from enrich.cli.run import models, run
 

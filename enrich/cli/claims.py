@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from enrich.cli.common import SEPARATOR_HELP, EnrichGroup, log_options
+from enrich.cli.common import SEPARATOR_HELP, EnrichGroup, catalog_format, log_options
 
 
 @click.group(cls=EnrichGroup)
@@ -38,14 +38,7 @@ def claims() -> None:
 )
 @click.option("--title-col", default="title", show_default=True, help="Title column.")
 @click.option("--content-col", default="content", show_default=True, help="Description column.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["auto", "parquet", "csv", "jsonl"]),
-    default="auto",
-    show_default=True,
-    help="File format.",
-)
+@catalog_format("File format; auto goes by suffix.")
 @click.option("--separator", default=",", show_default=True, help=SEPARATOR_HELP)
 @click.option("--top", type=int, default=20, show_default=True, help="Terms shown.")
 @click.option(

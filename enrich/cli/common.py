@@ -174,6 +174,18 @@ def _remember_log_format(ctx: click.Context, param: click.Parameter, value: str)
     return value
 
 
+def catalog_format(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--format of a command that reads a catalog to learn from or score against (eval, claims learn)."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["auto", "parquet", "csv", "jsonl"]),
+        default="auto",
+        show_default=True,
+        help=help_text,
+    )
+
+
 def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--log-format, -q and -v, on every command."""
     fn = click.option("-v", "--verbose", count=True, show_default=True, help="More log lines (-vv: more).")(

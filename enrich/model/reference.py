@@ -16,6 +16,7 @@ from typing import Any
 
 from enrich.errors import ConfigError, EngineError
 from enrich.events import Event, no_events
+from enrich.files import read_json_object
 
 ENRICH_JSON = "enrich.json"
 CLAIMS_JSON = "claims.json"  # the claim vocabulary a model learned from its catalog, beside enrich.json
@@ -137,13 +138,7 @@ def read_enrich_json(directory: Path) -> dict[str, Any]:
     path = directory / ENRICH_JSON
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err}); restore it or remove the file") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, "a valid enrich.json", ConfigError, "; restore it or remove the file")
 
 
 def write_enrich_json(directory: Path, info: dict[str, Any]) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from enrich.errors import InputError
+from enrich.files import read_json_object
 from enrich.review.page import KNOWN_FLAGS
 from enrich.review.render import cut, write_page
 
@@ -196,11 +197,6 @@ def _attributes(value: Any) -> list[list[str]]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return read_json_object(path, "an eval report", InputError)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file: give the folder that enrich eval wrote") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not an eval report ({err})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: not an eval report")
-    return data

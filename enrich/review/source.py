@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from enrich.catalog.source import Source, format_of
 from enrich.contracts import is_parquet
 from enrich.errors import InputError
+from enrich.files import read_json_object
 
 # About 10 MB of a catalog's texts per window. Larger windows cost memory, not time: on 1M rows of 1 kB, peak
 # RSS was 264 MB with 8,192 rows, 338 with 16,384, 570 with 65,536, in 2.6-2.9 s (bench/review.py).
@@ -51,14 +52,9 @@ def read_report(output: Path) -> dict[str, Any]:
     fields over time and a page must open on old and new runs alike."""
     path = Path(f"{output}.report.json")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return read_json_object(path, "a run report", InputError)
     except FileNotFoundError:
         return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a run report ({err})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: not a run report (not a JSON object)")
-    return data
 
 
 def layout(output: Path, report: dict[str, Any]) -> Layout:

@@ -299,9 +299,9 @@ _REMEDIES = {
     "empty": "came out empty: check that --template is the one the model was trained with",
     "repetition": "repeat themselves: raise --repetition-penalty (1.1 to 1.3)",
     "template_leak": "repeat the prompt's markers: the template is likely not the one the model was trained with",
-    "unsupported_claims": "state facts that the product's data does not hold (enrich_unsupported lists them): give the "
-    "model the product's attributes (--attr), fine-tune it on your catalog, or send them to the error file with "
-    "--set policies.unsupported_claims=error",
+    "unsupported_claims": "state facts that the product's data does not hold (enrich_unsupported lists them): have "
+    "them written again (--set policies.unsupported_claims=regenerate), give the model the product's attributes "
+    "(--attr), fine-tune it on your catalog with them, and review the rest on the review page",
     "wrong_type": "name another product type than the title's: fine-tune the model on your catalog",
     "off_topic": "name nothing of the product: check --template, or fine-tune the model on your catalog",
 }
