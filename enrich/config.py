@@ -184,7 +184,7 @@ class ModelConfig(FrozenModel):
     ref: str | None = Field(
         None,
         description="Preset name, HF directory, GGUF file, adapter or export directory; "
-        "default: smollm2-135m without a GPU, llama-3.1-8b-4bit with one.",
+        "default: smollm2-135m-catalog (the embedded model with the adapter enrich ships) without a GPU, llama-3.1-8b-4bit with one.",
     )
     engine: Literal["auto", "transformers", "vllm", "echo", "ray"] = Field(
         "auto",
