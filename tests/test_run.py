@@ -428,15 +428,25 @@ def test_real_embedded_model(catalog: Path, tmp_path: Path) -> None:
     assert report["tokens"]["output"] == got["enrich_output_tokens"].sum()
 
 
-def test_the_default_model_names_its_attributes_and_the_base_for_a_catalog_without_them(
-    tmp_path: Path,
-) -> None:
+def test_the_default_model_takes_its_base_for_a_catalog_without_its_attributes(tmp_path: Path) -> None:
+    """The default model on a CPU was trained with Brand and Category; a catalog without them gets the base
+    model, said in a warning, while a model the user names is refused (exit 2, naming the column to map)."""
     src = tmp_path / "titles.parquet"
     pl.DataFrame({"id": ["a"], "title": ["Cotton T-Shirt, Blue"]}).write_parquet(src)
-    r = enrich("run", src, "-o", tmp_path / "out.parquet", "--dry-run", "--sample", "1")
-    assert r.exit_code == 2, r.output
-    assert "no column 'brand' for the attribute 'Brand'" in r.output and "--attr COLUMN=Brand" in r.output
-    assert "--model smollm2-135m " in r.output, r.output
+    out = tmp_path / "out.parquet"
+    r = enrich("run", src, "-o", out, "--engine", "echo", "--template", "alpaca", "--log-format", "json")
+    assert r.exit_code == 0, r.output
+    assert "using smollm2-135m, the base model" in r.output and "--attr COLUMN=Label" in r.output
+    assert json.loads(Path(f"{out}.report.json").read_text())["model"]["name"] == "smollm2-135m"
+    named = enrich(
+        "run", src, "-o", tmp_path / "o2.parquet", "--model", "smollm2-135m-catalog", "--engine", "echo"
+    )
+    assert named.exit_code == 2, named.output
+    assert (
+        "no column 'brand' for the attribute 'Brand'" in named.output
+        and "--attr COLUMN=Brand" in named.output
+    )
+    assert "--model smollm2-135m " in named.output
 
 
 def test_empty_input_gives_every_output_column(tmp_path: Path) -> None:

@@ -145,12 +145,8 @@ def load_hf(
             f"model {spec.ref!r}: cannot load weights from {spec.path}: {err}".splitlines()[0]
         ) from None
     if spec.adapter:
-        try:
-            from peft import PeftModel
-        except ImportError:
-            raise EngineError(
-                "serving an adapter with transformers needs peft: pip install 'enrich[train]'"
-            ) from None
+        from peft import PeftModel
+
         model = PeftModel.from_pretrained(model, spec.adapter)  # type: ignore[assignment]
         # Never into quantized (4-bit) weights: that merge rounds the adapter away.
         if merge_adapter and getattr(model.config, "quantization_config", None) is None:

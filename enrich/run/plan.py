@@ -15,7 +15,7 @@ from enrich.config import ClaimsConfig, JobConfig, OutputColumns
 from enrich.contracts import OUTPUT_COLUMNS
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
-from enrich.model.attributes import prompted_attributes
+from enrich.model.attributes import default_for, prompted_attributes
 from enrich.model.engines import pick_engine, resolve_sampling
 from enrich.model.generation import Sampling
 from enrich.model.prompts import Template, get_template
@@ -85,6 +85,10 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     )
     gpu = cuda_available()
     spec = resolve_model(job.model.ref, gpu=gpu, on_event=on_event)
+    if job.model.ref is None and (
+        base := default_for(spec, job.input.attributes, names, source.path, on_event)
+    ):
+        spec = resolve_model(base, on_event=on_event)
     engine_name = pick_engine(
         job.ray.engine if job.model.engine == "ray" else job.model.engine
     )  # ray: the workers'
