@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from enrich.quality.claims import Attributes, facts, is_brand_label, supported
 from enrich.quality.normalize import BREAK, NUMBER_WORDS, PHRASE_SYNONYMS, UNITS, phrase, tokens, words
@@ -108,16 +109,21 @@ def head_noun(title: str, vocabulary: Vocabulary, brand: str = "") -> str | None
     return None
 
 
-def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Vocabulary:
-    """base plus the claim terms, brands and product types of a catalog's (title, attributes, description) rows."""
-    stated: Counter[str] = Counter()
-    unsupported: Counter[str] = Counter()
-    as_fact: Counter[str] = Counter()
-    heads: Counter[str] = Counter()
-    in_titles: Counter[str] = Counter()
-    brand_rows: Counter[str] = Counter()
-    spelling: dict[str, str] = {}
-    for n, (title, attributes, description) in enumerate(rows, 1):
+@dataclass
+class _Tally:
+    """What learning counts over a catalog's rows: terms stated by descriptions (and without support), terms
+    of the facts, the titles' head nouns and words, brands' rows and their spelling."""
+
+    stated: Counter[str] = field(default_factory=Counter)
+    unsupported: Counter[str] = field(default_factory=Counter)
+    as_fact: Counter[str] = field(default_factory=Counter)
+    heads: Counter[str] = field(default_factory=Counter)
+    in_titles: Counter[str] = field(default_factory=Counter)
+    brand_rows: Counter[str] = field(default_factory=Counter)
+    spelling: dict[str, str] = field(default_factory=dict)
+
+    def add(self, row: Row, base: Vocabulary) -> None:
+        title, attributes, description = row
         row_facts = facts(title, attributes)
         fact_grams = _grams(title)
         brand = ""
@@ -125,50 +131,86 @@ def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAUL
             fact_grams |= _grams(value)
             if is_brand_label(label) and value.strip():
                 brand = value.strip()
-                brand_rows[phrase(brand)] += 1
-                spelling.setdefault(phrase(brand), brand)
-        as_fact.update(fact_grams)
-        in_titles.update(set(words(title)))
+                self.brand_rows[phrase(brand)] += 1
+                self.spelling.setdefault(phrase(brand), brand)
+        self.as_fact.update(fact_grams)
+        self.in_titles.update(set(words(title)))
         head = head_noun(title, base, brand)
         if head is not None:
-            heads[head] += 1
+            self.heads[head] += 1
         if description:
             grams = _grams(description)
-            stated.update(grams)
-            unsupported.update(g for g in grams if not supported(g, row_facts, base.terms))
+            self.stated.update(grams)
+            self.unsupported.update(g for g in grams if not supported(g, row_facts, base.terms))
+
+    def prune(self) -> None:
+        """Forget the terms stated once and never a fact: a catalog of millions keeps its counters bounded."""
+        for gram in [g for g, c in self.stated.items() if c == 1 and g not in self.as_fact]:
+            del self.stated[gram]
+            self.unsupported.pop(gram, None)
+
+
+def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Vocabulary:
+    """base plus the claim terms, brands and product types of a catalog's (title, attributes, description) rows."""
+    tally = _Tally()
+    for n, row in enumerate(rows, 1):
+        tally.add(row, base)
         if n % _PRUNE_EVERY == 0:
-            for gram in [g for g, c in stated.items() if c == 1 and g not in as_fact]:
-                del stated[gram]
-                unsupported.pop(gram, None)
+            tally.prune()
+    brands = _brands(tally, base, thresholds)
+    learned = _terms(tally, base, thresholds, brands)
+    # New counts replace a term's old ones; the order of to_json, so that a round trip compares equal.
+    merged = {t.term: t for t in (*base.learned, *learned)}
+    return Vocabulary(
+        learned=tuple(sorted(merged.values(), key=lambda t: (t.kind, t.term))),
+        brands={**base.brands, **brands},
+        types={**base.types, **_types(tally, thresholds)},
+        added=base.added,
+        added_types=base.added_types,
+        removed=base.removed,
+        thresholds=thresholds,
+    )
+
+
+def _brands(tally: _Tally, base: Vocabulary, thresholds: Thresholds) -> dict[str, str]:
     # A brand whose name the descriptions use in more than twice as many rows as the brand has is a word
     # first ("Need", "Ideal", "Universal"): checking it would flag the word in every other product's text.
     # (Only brands of one or two words are counted in descriptions; longer names are no everyday words.)
-    brands = {
-        b: spelling[b]
-        for b, c in brand_rows.items()
+    return {
+        b: tally.spelling[b]
+        for b, c in tally.brand_rows.items()
         if c >= thresholds.min_brand_rows
         and _usable_brand(b)
         and b not in base.terms
-        and b not in heads
-        and stated[b] <= 2 * c
+        and b not in tally.heads
+        and tally.stated[b] <= 2 * c
     }
+
+
+def _types(tally: _Tally, thresholds: Thresholds) -> dict[str, int]:
     # A word that heads few of the titles it is in mostly qualifies other products ("Ink Cartridge", "Paper
     # Clips", "Clear Tape"): naming it says little about what a text describes.
-    types = {
+    return {
         t: c
-        for t, c in heads.items()
-        if c >= thresholds.min_type_titles and c >= thresholds.min_type_share * in_titles[t]
+        for t, c in tally.heads.items()
+        if c >= thresholds.min_type_titles and c >= thresholds.min_type_share * tally.in_titles[t]
     }
+
+
+def _terms(
+    tally: _Tally, base: Vocabulary, thresholds: Thresholds, brands: dict[str, str]
+) -> list[LearnedTerm]:
     # A learned term with a brand's first word is the brand, written in part ("ACCO", "Texas" of Texas Instruments).
     brand_heads = {b.split()[0] for b in (*brands, *base.brands)}
     learned = []
-    for term, count in stated.items():
+    for term, count in tally.stated.items():
+        as_fact, unsupported = tally.as_fact[term], tally.unsupported[term]
         if (
             count < thresholds.min_stated
-            or as_fact[term] < thresholds.min_as_fact
-            or unsupported[term] < thresholds.min_unsupported_share * count
-            or as_fact[term] < thresholds.min_fact_share * (as_fact[term] + unsupported[term])
-            or heads[term] >= thresholds.min_type_titles  # a product noun: type_check's concern
+            or as_fact < thresholds.min_as_fact
+            or unsupported < thresholds.min_unsupported_share * count
+            or as_fact < thresholds.min_fact_share * (as_fact + unsupported)
+            or tally.heads[term] >= thresholds.min_type_titles  # a product noun: type_check's concern
             or term in brands
             or not _claim_like(term)
             or (term not in base.terms and not brand_heads.isdisjoint(term.split()))
@@ -179,18 +221,8 @@ def learn(rows: Iterable[Row], base: Vocabulary, thresholds: Thresholds = DEFAUL
         if len(parts) > 1 and len(kinds) == len(parts):
             continue  # "cotton lycra", "navy red": each word is checked on its own already
         kind: Kind = base.terms.get(term) or (kinds[0] if kinds else "detail")
-        learned.append(LearnedTerm(term, kind, count, unsupported[term], as_fact[term]))
-    # New counts replace a term's old ones; the order of to_json, so that a round trip compares equal.
-    merged = {t.term: t for t in (*base.learned, *learned)}
-    return Vocabulary(
-        learned=tuple(sorted(merged.values(), key=lambda t: (t.kind, t.term))),
-        brands={**base.brands, **brands},
-        types={**base.types, **types},
-        added=base.added,
-        added_types=base.added_types,
-        removed=base.removed,
-        thresholds=thresholds,
-    )
+        learned.append(LearnedTerm(term, kind, count, unsupported, as_fact))
+    return learned
 
 
 def _usable_brand(brand: str) -> bool:

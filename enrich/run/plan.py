@@ -84,11 +84,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         job.output.names(),
     )
     gpu = cuda_available()
-    spec = resolve_model(job.model.ref, gpu=gpu, on_event=on_event)
-    if job.model.ref is None and (
-        base := default_for(spec, job.input.attributes, names, source.path, on_event)
-    ):
-        spec = resolve_model(base, on_event=on_event)
+    spec = _model(job, source, names, gpu, on_event)
     engine_name = pick_engine(
         job.ray.engine if job.model.engine == "ray" else job.model.engine
     )  # ray: the workers'
@@ -144,6 +140,16 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
         details=details,
         context_key=_digest(context),
     )
+
+
+def _model(job: JobConfig, source: Source, names: list[str], gpu: bool, on_event: Event) -> ModelSpec:
+    """The job's model; the default one gives way to its base for an input without its attribute columns."""
+    spec = resolve_model(job.model.ref, gpu=gpu, on_event=on_event)
+    if job.model.ref is None and (
+        base := default_for(spec, job.input.attributes, names, source.path, on_event)
+    ):
+        return resolve_model(base, on_event=on_event)
+    return spec
 
 
 def _digest(data: dict[str, Any]) -> str:
