@@ -5,8 +5,10 @@ descriptions of real products, generated texts of 300-600 characters cut from re
 rows flagged (with unsupported words that occur in their text), 0.2% in the error file, and writes its page
 with the default caps (5,000 rows with a flag or an error, a sample of 1,000 others). Each size runs in its own
 process, so that its peak RSS is its own. Target: seconds for 1M rows, memory flat in the number of rows.
+Then each page is opened in headless Chromium (Debian's /usr/bin/chromium, through playwright, as the browser
+test does) and timed as a reviewer meets it: loaded with its rows drawn, a flag filter, a search.
 
-    python bench/review.py [--sizes 100000,1000000,3000000] [--work /tmp/enrich-bench-review]
+    python bench/review.py [--sizes 100000,1000000,3000000] [--work /tmp/enrich-bench-review] [--no-browser]
 """
 
 from __future__ import annotations
@@ -127,10 +129,58 @@ def child(output: str) -> None:
     )
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+]
+
+
+def open_in_browser(page: Path) -> dict[str, float | int | str]:
+    """Seconds until the page is loaded with its rows drawn, and until a flag filter and a search have redrawn
+    them (the count line above the rows changes when they are)."""
+    from playwright.sync_api import sync_playwright
+
+    count = "document.getElementById('count').textContent"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1366, "height": 900})
+        t0 = time.perf_counter()
+        tab.goto(page.as_uri(), wait_until="load", timeout=300_000)
+        tab.wait_for_function("document.querySelectorAll('#rows tbody tr').length > 0", timeout=300_000)
+        loaded = time.perf_counter() - t0
+        everything = tab.evaluate(count)
+        t0 = time.perf_counter()
+        tab.select_option("#f-flag", "unsupported_claims")
+        tab.wait_for_function(f"{count} !== {json.dumps(everything)}", timeout=300_000)
+        filtered = time.perf_counter() - t0
+        flagged = tab.evaluate(count)
+        tab.select_option("#f-flag", "")
+        tab.wait_for_function(f"{count} === {json.dumps(everything)}", timeout=300_000)
+        t0 = time.perf_counter()
+        tab.fill("#search", "stainless")
+        tab.wait_for_function(f"{count} !== {json.dumps(everything)}", timeout=300_000)
+        searched = time.perf_counter() - t0
+        found = tab.evaluate(count)
+        browser.close()
+    return {
+        "browser_load_s": round(loaded, 2),
+        "browser_rows": everything,
+        "browser_filter_s": round(filtered, 2),
+        "browser_filter_rows": flagged,
+        "browser_search_s": round(searched, 2),
+        "browser_search_rows": found,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000,3000000")
     parser.add_argument("--work", default="/tmp/enrich-bench-review")
+    parser.add_argument("--no-browser", action="store_true", help="skip opening the pages in Chromium")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--make", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -164,6 +214,8 @@ def main() -> None:
             "output_mb": round(output.stat().st_size / 2**20, 1),
             **json.loads(done.stdout),
         }
+        if not args.no_browser:
+            result |= open_in_browser(Path(f"{output}.review.html"))
         results.append(result)
         print(json.dumps(result))
     out = HERE / "results" / "review.json"
