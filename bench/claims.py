@@ -1,4 +1,5 @@
-"""Claim checks per row: facts + check + type_check beside today's unsupported_numbers, and flagged shares.
+"""Claim checks per row: facts, check and type_check, and every flag of a row as a run computes it
+(quality.flags.inspect: repetition, template leak, claims, type), and the shares of real descriptions flagged.
 
 Real descriptions stand for generated texts (Amazon 6,680 rows, Flipkart 599); the facts are the title and the
 attributes (Amazon: brand; Flipkart: brand, prices and the spec columns), the vocabulary is the one learned
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from enrich.quality.claims import check, facts, type_check
-from enrich.quality.flags import _has_digit, unsupported_numbers
+from enrich.quality.flags import inspect
 from enrich.quality.learn import Row, learn
 from enrich.quality.vocabulary import Vocabulary, base_vocabulary
 
@@ -31,6 +32,11 @@ FLIPKART_ATTRIBUTES = (
     "brand_color", "sleeve", "neck", "fit", "length", "number_of_contents_in_sales_package", "outer_material",
     "sole_material", "heel_height", "base_material", "material", "dial_color", "strap_color",
 )  # fmt: skip
+MARKERS = (
+    "### Instruction:",
+    "### Response:",
+    "<|im_start|>",
+)  # a template's own lines, as a run checks them
 KINDS = ("number", "colour", "material", "group", "brand", "detail")
 # The README's measurement: colours, fabrics, necklines and sleeves stated without support.
 README_DETAILS = (
@@ -74,12 +80,6 @@ def per_row_us(rows: list[Row], work: Callable[[Row], Any], repeat: int) -> floa
     return best
 
 
-def today(row: Row) -> bool:
-    """Today's number flag as quality_flags runs it (the title as source, the digit shortcut first)."""
-    title, _, text = row
-    return text is not None and _has_digit(text) and unsupported_numbers(text, title)
-
-
 def timings(rows: list[Row], vocabulary: Vocabulary, repeat: int) -> dict[str, float]:
     built = {id(row): facts(row[0], row[1]) for row in rows}
 
@@ -89,19 +89,23 @@ def timings(rows: list[Row], vocabulary: Vocabulary, repeat: int) -> dict[str, f
         type_check(row[2] or "", f, vocabulary)
 
     return {
-        "unsupported_numbers (today)": per_row_us(rows, today, repeat),
         "facts": per_row_us(rows, lambda row: facts(row[0], row[1]), repeat),
         "check": per_row_us(rows, lambda row: check(row[2] or "", built[id(row)], vocabulary), repeat),
         "type_check": per_row_us(
             rows, lambda row: type_check(row[2] or "", built[id(row)], vocabulary), repeat
         ),
         "facts + check + type_check": per_row_us(rows, everything, repeat),
+        "facts + every flag (inspect)": per_row_us(
+            rows,
+            lambda row: inspect(row[2] or "", "stop", facts(row[0], row[1]), MARKERS, vocabulary),
+            repeat,
+        ),
     }
 
 
 def shares(rows: list[Row], vocabulary: Vocabulary) -> dict[str, float]:
     """Share of descriptions flagged, by kind of claim and by type flag."""
-    counts = dict.fromkeys((*KINDS, "wrong_type", "off_topic", "any", "today: unsupported_numbers"), 0)
+    counts = dict.fromkeys((*KINDS, "wrong_type", "off_topic", "any"), 0)
     for row in rows:
         f = facts(row[0], row[1])
         text = row[2] or ""
@@ -112,7 +116,6 @@ def shares(rows: list[Row], vocabulary: Vocabulary) -> dict[str, float]:
         if flag:
             counts[flag] += 1
         counts["any"] += bool(kinds or flag)
-        counts["today: unsupported_numbers"] += today(row)
     return {k: v / len(rows) for k, v in counts.items()}
 
 

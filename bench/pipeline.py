@@ -73,9 +73,10 @@ class CatalogEngine:
         pass
 
 
-def trace_passes(passes: list[dict[str, object]]) -> None:
-    """Wrap the input's readers so that each pass over the input is recorded: who read it (the first caller
-    outside the reader), which columns, and for how long (its consumer's work between batches included)."""
+def trace_passes(passes: list[dict[str, object]], catalog: str) -> None:
+    """Wrap the file readers so that each pass is recorded: whether it read the input (the review page reads
+    the output through the same reader), who read it (the first caller outside the reader), which columns, and
+    for how long (its consumer's work between batches included)."""
     from enrich.catalog.source import Source
 
     here = inspect.getsourcefile(Source)
@@ -91,7 +92,12 @@ def trace_passes(passes: list[dict[str, object]]) -> None:
                 if self.path.endswith("reuse.parquet"):
                     yield from _fn(self, *a, **k)  # the state's own file, not the input
                     return
-                entry = {"reader": _name, "by": caller(), "columns": len(a[0]) if a else 0}
+                entry = {
+                    "reader": _name,
+                    "input": os.path.abspath(self.path) == os.path.abspath(catalog),
+                    "by": caller(),
+                    "columns": len(a[0]) if a else 0,
+                }
                 t = time.perf_counter()
                 yield from _fn(self, *a, **k)
                 passes.append({**entry, "seconds": round(time.perf_counter() - t, 3)})
@@ -105,6 +111,7 @@ def trace_passes(passes: list[dict[str, object]]) -> None:
                 passes.append(
                     {
                         "reader": _name,
+                        "input": os.path.abspath(self.path) == os.path.abspath(catalog),
                         "by": caller(),
                         "columns": 0,
                         "seconds": round(time.perf_counter() - t, 3),
@@ -124,7 +131,7 @@ def child(catalog: str, out: str, window_rows: int) -> None:
 
     texts = pl.read_parquet(next(p for p in SOURCES if p.exists()), columns=["content"])["content"].to_list()
     passes: list[dict[str, object]] = []
-    trace_passes(passes)
+    trace_passes(passes, catalog)
     job = build_job(
         {"input": {"path": catalog}, "output": {"path": out, "overwrite": True}},
         {
@@ -214,11 +221,13 @@ def report(results: list[dict[str, Any]], window_rows: int) -> None:
             f"{flagged:>13}"
         )
     for r in results:
-        print(
-            f"\npasses over the input, {r['rows']} rows: {sum(p['reader'] == 'windows' for p in r['passes'])} reads"
-        )
+        reads = sum(p["reader"] == "windows" and p["input"] for p in r["passes"])
+        print(f"\npasses over the input, {r['rows']} rows: {reads} reads of its data (and the others listed)")
         for p in r["passes"]:
-            print(f"  {p['reader']:<9} by {p['by']:<22} {p['columns']:>3} columns {p['seconds']:>8.2f} s")
+            what = "input " if p["input"] else "output"
+            print(
+                f"  {what} {p['reader']:<9} by {p['by']:<22} {p['columns']:>3} columns {p['seconds']:>8.2f} s"
+            )
     lo, hi = min(r["rss_mb"] for r in results), max(r["rss_mb"] for r in results)
     print(f"peak RSS spread: {100 * (hi - lo) / lo:.1f}% (target ≤ 10%)")
     import platform
