@@ -147,7 +147,11 @@ def test_finetune_outputs_and_resume(tiny_model: Path, tmp_path: Path) -> None:
     pl.read_csv(DATA / "shop_messy.csv", infer_schema=False).write_parquet(moved)
     r = tiny_finetune(tiny_model, moved, out, *cols, "--resume", "--max-steps", "3", "--save-steps", "1")
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "training_report.json").read_text())["steps"] == 3
+    resumed = json.loads((out / "training_report.json").read_text())
+    assert resumed["steps"] == 3 and resumed["tokens_seen"] > report["tokens_seen"]
+    # Throughput is this process's: the tokens of step 3 over its seconds, not every step's since the start.
+    step_3 = resumed["tokens_seen"] - report["tokens_seen"]
+    assert resumed["tokens_per_s"] * resumed["train_seconds"] < (step_3 + report["tokens_seen"]) * 0.8
     # A checkpoint cut off while it was saved (weights unreadable) is passed over for the one before it.
     from enrich.model.train import _last_checkpoint
 

@@ -34,6 +34,10 @@ def build(
     """The training report: data counts, steps, losses, throughput, memory, time and the config."""
     state = trainer.state
     history = state.log_history
+    # A resumed run's time is this process's; the tokens it trained are those seen since the checkpoint.
+    resumed = next(
+        (c.start_tokens for c in trainer.callback_handler.callbacks if hasattr(c, "start_tokens")), 0
+    )
     train_loss = [[h["step"], h["loss"]] for h in history if "loss" in h]
     # One point per step: the evaluation after training repeats the last scheduled one.
     # trainer.train() starts a fresh log history, so the evaluation before training is added here.
@@ -60,7 +64,7 @@ def build(
         "final_val_loss": final,
         "final_train_loss": train_loss[-1][1] if train_loss else None,
         "tokens_seen": state.num_input_tokens_seen,
-        "tokens_per_s": round(state.num_input_tokens_seen / max(train_s, 1e-9), 1),
+        "tokens_per_s": round((state.num_input_tokens_seen - resumed) / max(train_s, 1e-9), 1),
         "train_seconds": round(train_s, 1),
         "wall_seconds": round(wall, 1),
         "peak_memory_mb": _peak_memory_mb(gpu),
