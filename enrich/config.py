@@ -251,6 +251,13 @@ class SamplingConfig(FrozenModel):
         description="1 is none; default: the model's enrich.json, else the preset's "
         "(1.1 for smollm2-135m, 1.0 for llama-3.1-8b-4bit and other models).",
     )
+    penalty_scope: Literal["all", "output"] | None = Field(
+        None,
+        description="The tokens a repetition penalty counts: all (the prompt's too, as transformers and vLLM "
+        "do) or output (the generated ones only, so a brand or a size stated in the prompt can still be copied; "
+        "transformers engine only); default: the model's enrich.json, else the preset's (output for "
+        "smollm2-135m-catalog, all otherwise).",
+    )
     seed: int = Field(0, ge=0, description="Seed; with the same seed a run is reproducible.")
 
 

@@ -139,7 +139,7 @@ class RunReport(FrozenModel):
         description="Each generated column's standard name and the name it was written under.",
     )
     versions: dict[str, str]
-    sampling: dict[str, float | int]
+    sampling: dict[str, float | int | str]
     counts: Counts
     tokens: Tokens
     seconds: Seconds

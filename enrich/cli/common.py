@@ -45,6 +45,7 @@ RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--top-p", "sampling.top_p", {"type": float}),
     ("--max-new-tokens", "sampling.max_new_tokens", {"type": int}),
     ("--repetition-penalty", "sampling.repetition_penalty", {"type": float}),
+    ("--penalty-scope", "sampling.penalty_scope", {"type": click.Choice(["all", "output"])}),
     ("--seed", "sampling.seed", {"type": int}),
     ("--window-rows", "batch.window_rows", {"type": int}),
     ("--batch-size", "batch.batch_size", {"type": int}),

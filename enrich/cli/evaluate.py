@@ -34,6 +34,7 @@ EVAL_FIELDS = {
     "top_p": "sampling.top_p",
     "max_new_tokens": "sampling.max_new_tokens",
     "repetition_penalty": "sampling.repetition_penalty",
+    "penalty_scope": "sampling.penalty_scope",
 }
 BOTH_MODELS = (
     "For both models (default: MODEL's own, from its enrich.json or preset; the baseline decodes alike)."
@@ -80,6 +81,11 @@ BOTH_MODELS = (
 @click.option("--top-p", type=float, help=f"Nucleus sampling. {BOTH_MODELS}")
 @click.option("--max-new-tokens", type=int, help=f"Tokens generated at most. {BOTH_MODELS}")
 @click.option("--repetition-penalty", type=float, help=f"1 is none. {BOTH_MODELS}")
+@click.option(
+    "--penalty-scope",
+    type=click.Choice(["all", "output"]),
+    help=f"The tokens the repetition penalty counts: all (the prompt's too) or output. {BOTH_MODELS}",
+)
 @click.option("--batch-size", type=int, help="Prompts per generate call (transformers; default: 16).")
 @click.option(
     "--references",

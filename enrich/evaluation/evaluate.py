@@ -117,7 +117,13 @@ def generate_for(
     titles, each prompted with its row's (label, value) attributes where given, as runs prompt
     (model.prompts.product_block). The checks take the title and attributes as the facts, never the real
     description: that is what the model is asked to predict."""
-    from enrich.model.engines import make_engine, pick_engine, resolve_sampling, special_tokens
+    from enrich.model.engines import (
+        check_sampling,
+        make_engine,
+        pick_engine,
+        resolve_sampling,
+        special_tokens,
+    )
     from enrich.model.prompts import build_prompts, clean_output, get_template, product_block
     from enrich.model.reference import resolve_model
 
@@ -128,7 +134,9 @@ def generate_for(
         raise ConfigError(str(err)) from None
     sampling = resolve_sampling(config.sampling, spec)
     blocks = [product_block(t, a) for t, a in zip(titles, attributes, strict=True)] if attributes else titles
-    engine = make_engine(pick_engine(config.model.engine), spec, config.model, config.batch_size or 16)
+    engine_name = pick_engine(config.model.engine)
+    check_sampling(engine_name, sampling)
+    engine = make_engine(engine_name, spec, config.model, config.batch_size or 16)
     try:
         tok = engine.tokenizer
         if template.prompt is None and not getattr(tok, "chat_template", None):
@@ -153,7 +161,7 @@ def generate_for(
         "ref": ref,
         "name": spec.name,
         "template": template.name,
-        "sampling": {k: v for k, v in sampling.__dict__.items() if k != "ignore_eos"},
+        "sampling": sampling.reported(),
         "engine": engine.name,
         "texts": texts,
         "finish": [g.finish_reason for g in gens],
@@ -234,7 +242,7 @@ def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> 
     s = resolve_sampling(config.sampling, specs["model"])
     alike = SamplingConfig(
         temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-        repetition_penalty=s.repetition_penalty, seed=s.seed,
+        repetition_penalty=s.repetition_penalty, penalty_scope=s.penalty_scope, seed=s.seed,
     )  # fmt: skip
     results: dict[str, dict[str, Any]] = {}
     for role, ref in refs_by_role.items():

@@ -63,7 +63,8 @@ def _cell(fmt: str, value: float | None) -> str:
 
 def _decoding(s: dict[str, Any]) -> str:
     kind = "greedy" if s["temperature"] == 0 else f"T={s['temperature']}, top_p={s['top_p']}"
-    return f"{kind}, max {s['max_new_tokens']} tokens, rep. penalty {s['repetition_penalty']}"
+    scope = " (output)" if s.get("penalty_scope") == "output" else ""
+    return f"{kind}, max {s['max_new_tokens']} tokens, rep. penalty {s['repetition_penalty']}{scope}"
 
 
 def write_outputs(

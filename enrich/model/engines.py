@@ -26,8 +26,8 @@ def resolve_sampling(config: SamplingConfig, spec: ModelSpec) -> Sampling:
     its preset's)."""
     own = spec.sampling
 
-    def pick(name: str) -> float | int:
-        value: float | int | None = getattr(config, name)
+    def pick(name: str) -> float | int | str:
+        value: float | int | str | None = getattr(config, name)
         return value if value is not None else own[name]
 
     return Sampling(
@@ -36,6 +36,7 @@ def resolve_sampling(config: SamplingConfig, spec: ModelSpec) -> Sampling:
         max_new_tokens=int(pick("max_new_tokens")),
         repetition_penalty=float(pick("repetition_penalty")),
         seed=config.seed,
+        penalty_scope=str(config.penalty_scope or own.get("penalty_scope", "all")),
     )
 
 
@@ -165,6 +166,39 @@ def continuous_ok(sampling: Sampling) -> bool:
     return sampling.repetition_penalty == 1.0
 
 
+def repetition_kwargs(sampling: Sampling, prompt_length: int) -> dict[str, Any]:
+    """generate()'s arguments for the repetition penalty. transformers' own counts every token of the sequence,
+    the prompt's too; with penalty_scope "output" a logits processor counts only the tokens after the (left-
+    padded, so common) prompt length: the product's brand or size, stated in the prompt, can still be copied."""
+    if sampling.penalty_scope != "output" or sampling.repetition_penalty == 1.0:
+        return {"repetition_penalty": sampling.repetition_penalty}
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    penalty = sampling.repetition_penalty
+
+    class OutputRepetitionPenalty(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            generated = input_ids[:, prompt_length:]
+            if generated.shape[1] == 0:
+                return scores
+            # As transformers' penalty does: a positive logit divided, a negative one multiplied.
+            seen = torch.gather(scores, 1, generated)
+            seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+            return scores.scatter(1, generated, seen)
+
+    return {"repetition_penalty": 1.0, "logits_processor": LogitsProcessorList([OutputRepetitionPenalty()])}
+
+
+def check_sampling(engine_name: str, sampling: Sampling) -> None:
+    """Refuse sampling an engine cannot honour, before any model loads."""
+    if engine_name == "vllm" and sampling.penalty_scope == "output" and sampling.repetition_penalty != 1.0:
+        raise ConfigError(
+            "vLLM's repetition penalty counts the prompt's tokens too: set sampling.penalty_scope = \"all\" "
+            "(--penalty-scope all) or use --engine transformers"
+        )
+
+
 class TransformersEngine:
     """CPU reference engine: batched generate with left padding, prompts sorted by length."""
 
@@ -209,7 +243,7 @@ class TransformersEngine:
             torch.manual_seed(sampling.seed * 1_000_003 + b)
             kwargs: dict[str, Any] = {
                 "max_new_tokens": sampling.max_new_tokens,
-                "repetition_penalty": sampling.repetition_penalty,
+                **repetition_kwargs(sampling, batch["input_ids"].shape[1]),
                 "pad_token_id": self.tokenizer.pad_token_id,
                 "eos_token_id": self.stop_ids or None,
             }

@@ -4,7 +4,7 @@ engines (engines.py, vllm.py) and everything that drives them share these."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 
@@ -18,6 +18,19 @@ class Sampling:
     repetition_penalty: float = 1.0
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: every prompt generates exactly max_new_tokens
+    penalty_scope: str = "all"  # "output": the repetition penalty counts the generated tokens only
+
+    def identity(self) -> dict[str, Any]:
+        """Every field, the penalty's scope only where it is not "all": runs started before the scope existed
+        keep their fingerprints."""
+        fields = asdict(self)
+        if self.penalty_scope == "all":
+            del fields["penalty_scope"]
+        return fields
+
+    def reported(self) -> dict[str, Any]:
+        """The fields a report states (ignore_eos is a benchmark's, never a run's)."""
+        return {k: v for k, v in self.identity().items() if k != "ignore_eos"}
 
 
 @dataclass(slots=True)

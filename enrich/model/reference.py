@@ -36,7 +36,7 @@ class Preset:
     needs_gpu: bool
     memory: str
     description: str
-    sampling: dict[str, float | int] = field(default_factory=dict)
+    sampling: dict[str, float | int | str] = field(default_factory=dict)
     adapter: str | None = None  # a folder of ADAPTERS served on top of the base (its enrich.json names it)
 
 
@@ -64,8 +64,15 @@ MODEL_PRESETS: dict[str, Preset] = {
             memory="1 GB RAM",
             description="The default on a CPU: SmolLM2-135M with the LoRA adapter enrich ships, fine-tuned by "
             "`enrich finetune` on public Amazon products with Brand and Category (bench/RESULTS.md).",
-            # Greedy with a repetition penalty: how the adapter was measured against its base.
-            sampling={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 256, "repetition_penalty": 1.15},
+            # Greedy, with a repetition penalty on the generated tokens only: counted over the prompt too, it kept
+            # the model from copying the brand it was given (bench/RESULTS.md, "the shipped default").
+            sampling={
+                "temperature": 0.0,
+                "top_p": 1.0,
+                "max_new_tokens": 256,
+                "repetition_penalty": 1.15,
+                "penalty_scope": "output",
+            },
             adapter="smollm2-135m-catalog",
         ),
         Preset(
@@ -81,7 +88,7 @@ MODEL_PRESETS: dict[str, Preset] = {
         ),
     )
 }
-DEFAULT_SAMPLING: dict[str, float | int] = MODEL_PRESETS["llama-3.1-8b-4bit"].sampling
+DEFAULT_SAMPLING: dict[str, float | int | str] = MODEL_PRESETS["llama-3.1-8b-4bit"].sampling
 DEFAULT_CPU_MODEL = "smollm2-135m-catalog"
 DEFAULT_GPU_MODEL = "llama-3.1-8b-4bit"
 
@@ -98,7 +105,7 @@ class ModelSpec:
     eos: str | None
     stop: tuple[str, ...]
     identity: str  # stable hash of what the weights and prompt contract are
-    sampling: dict[str, float | int]
+    sampling: dict[str, float | int | str]
     needs_gpu: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # the enrich.json read, if any
 

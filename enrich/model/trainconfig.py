@@ -123,7 +123,7 @@ class TrainConfig(BaseModel):
     )
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
     resume: Switch = Field(False, description="Continue from the last checkpoint in OUT/checkpoints.")
-    sampling: dict[str, float | int] = Field(
+    sampling: dict[str, float | int | str] = Field(
         default_factory=dict, description="Recommended decoding written to enrich.json (run and eval use it)."
     )
 

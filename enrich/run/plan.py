@@ -16,7 +16,7 @@ from enrich.contracts import OUTPUT_COLUMNS
 from enrich.errors import ConfigError
 from enrich.events import Event, no_events
 from enrich.model.attributes import default_for, prompted_attributes
-from enrich.model.engines import pick_engine, resolve_sampling
+from enrich.model.engines import check_sampling, pick_engine, resolve_sampling
 from enrich.model.generation import Sampling
 from enrich.model.prompts import Template, get_template
 from enrich.model.reference import ModelSpec, resolve_model, versions
@@ -67,7 +67,7 @@ class Plan:
             "attributes": [{"column": column, "label": label} for column, label in self.source.attributes],
             "output_columns": dict(self.out.names),
             "versions": versions(),
-            "sampling": {k: v for k, v in self.sampling.__dict__.items() if k != "ignore_eos"},
+            "sampling": self.sampling.reported(),
         }
 
 
@@ -95,6 +95,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     sampling = resolve_sampling(job.sampling, spec)
+    check_sampling(engine_name, sampling)
     source = source.with_attributes(prompted_attributes(job.input.attributes, spec, source, names, on_event))
     if job.output.only_missing and not source.columns.content:
         raise ConfigError(
@@ -112,7 +113,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
     context = {
         "model": spec.identity,
         "template": template.name,
-        "sampling": sampling.__dict__,
+        "sampling": sampling.identity(),
         "engine": engine_name,
     }
     details = _details(job, source, context, window_rows, first, batch_size)
