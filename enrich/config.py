@@ -292,6 +292,10 @@ class PolicyConfig(FrozenModel):
         "flag",
         description="The text names neither the product's type, nor its brand, nor a word of its title.",
     )
+    title_only: ClaimPolicy = Field(
+        "flag",
+        description="The text says nothing but the title and brand again (fewer than 3 other content words).",
+    )
     candidates: int = Field(
         4,
         ge=1,

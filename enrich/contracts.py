@@ -10,7 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Stage = Literal["read", "validate", "prompt", "generate", "postprocess"]
 Flag = Literal[
-    "truncated", "empty", "repetition", "template_leak", "unsupported_claims", "wrong_type", "off_topic"
+    "truncated",
+    "empty",
+    "repetition",
+    "template_leak",
+    "unsupported_claims",
+    "wrong_type",
+    "off_topic",
+    "title_only",
 ]
 # The kinds of claim the checker finds unsupported (enrich.quality.claims), as the report counts them.
 ClaimKind = Literal["number", "colour", "material", "group", "brand", "detail"]

@@ -98,6 +98,7 @@ def test_eval_writes_report_plot_and_summary(tiny_model: Path, tmp_path: Path) -
         "unsupported_claims",
         "wrong_type",
         "off_topic",
+        "title_only",
     }
     assert m["sampling"]["temperature"] == 0.0 and m["sampling"]["max_new_tokens"] == 6
     # Faithfulness without attributes: claims against the title alone, nothing to cover.

@@ -25,10 +25,11 @@ LOOP = "this drill is great for wood and metal " * 6
         ("A plain, sturdy hammer", "length", "Hammer", ["truncated"]),
         ("   ", "stop", "Hammer", ["empty"]),
         ("", "length", "Hammer", ["truncated", "empty"]),
-        (LOOP, "stop", "Drill for wood and metal", ["repetition"]),
+        (LOOP, "stop", "Drill for wood and metal", ["repetition", "title_only"]),
+        ("Drill for wood and metal, in its case.", "stop", "Drill for wood and metal", ["title_only"]),
         ("Great hammer. ### Response: more", "stop", "Hammer", ["template_leak"]),
         ("Pack of 12 hooks, 3.50 inches long.", "stop", "Hooks 12-pack", ["unsupported_claims"]),
-        ("Pack of 1,000 screws, 2.50 in.", "stop", "Screws 1000 count 2.5 in", []),
+        ("Pack of 1,000 screws, 2.50 in.", "stop", "Screws 1000 count 2.5 in", ["title_only"]),
         ("Clamp model 007 fits 7 sizes.", "stop", "Clamp 7", []),
     ],
 )
@@ -97,7 +98,8 @@ def test_quantities_pair_numbers_with_canonical_units(text: str, expected: set[t
     ],
 )
 def test_unsupported_numbers_compares_units(text: str, source: str, expected: list[str]) -> None:
-    assert flags_of(text, "stop", source) == expected
+    # Short texts about their title's numbers: that most also say nothing more (title_only) is beside the point.
+    assert [f for f in flags_of(text, "stop", source) if f != "title_only"] == expected
 
 
 def test_repetition_shortcut_agrees_with_the_exact_rate() -> None:

@@ -10,7 +10,11 @@ from enrich.evaluation.faithfulness import KINDS
 from enrich.quality.flags import FLAGS
 
 # Flags that the faithfulness rows report as rates of their own (unsupported_claim_rate, wrong_type_rate...).
-FAITHFULNESS_FLAGS = ("unsupported_claims", "wrong_type", "off_topic")
+FAITHFULNESS_FLAGS = (
+    "unsupported_claims",
+    "wrong_type",
+    "off_topic",
+)  # title_only is a flag rate, not a fact
 
 ROWS = (
     ("rouge_l", "ROUGE-L F1", "{:.4f}"),

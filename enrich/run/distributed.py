@@ -37,6 +37,7 @@ Results equal a local run's where the arithmetic is the same (same hardware and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -239,8 +240,9 @@ def run_windows(
     on_event(
         "info", {"message": f"ray: {len(pending)} windows over {job.ray.workers} {plan.engine_name} workers"}
     )
+    answers = iter(_dataset(plan, tally.total, pending, duplicates).iter_rows())
     try:
-        for answer in _dataset(plan, tally.total, pending, duplicates).iter_rows():
+        for answer in answers:
             if answer["failure"]:
                 failure = json.loads(answer["failure"])
                 raise _ERRORS.get(failure["kind"], EnrichError)(failure["message"])
@@ -267,6 +269,13 @@ def run_windows(
             "or raise --ray-start-timeout where engines load slowly"
         ) from None
     finally:
+        # Closing the iterator shuts Ray Data's executor down at once. Left to the garbage collector (an
+        # exception, SIGTERM's included, keeps it alive in its traceback), its threads outlived ray.shutdown()
+        # and touched a core worker already gone, which ends the process with exit 1 instead of 130.
+        close = getattr(answers, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):  # the error under way, if any, is the one to report
+                close()
         if started_here:
             ray.shutdown()
     missing = [k for k in pending if k not in state.parts]

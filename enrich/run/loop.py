@@ -304,6 +304,8 @@ _REMEDIES = {
     "(--attr), fine-tune it on your catalog with them, and review the rest on the review page",
     "wrong_type": "name another product type than the title's: fine-tune the model on your catalog",
     "off_topic": "name nothing of the product: check --template, or fine-tune the model on your catalog",
+    "title_only": "say nothing but the title: have them written again (--set policies.title_only=regenerate), or "
+    "give the model the product's attributes (--attr)",
 }
 
 

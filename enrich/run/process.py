@@ -26,7 +26,12 @@ VALUE_CHARS = 200  # an error record's offending value is cut to this
 # the recipe's sampling.
 REVIEW_TEMPERATURE, REVIEW_TOP_P = 0.7, 0.9
 REGENERATION_SEED = 7919  # candidates' seeds differ from the first generation's of the same window
-REGENERABLE = ("unsupported_claims", "wrong_type", "off_topic")  # the checks whose policy may be regenerate
+REGENERABLE = (
+    "unsupported_claims",
+    "wrong_type",
+    "off_topic",
+    "title_only",
+)  # the checks whose policy may be regenerate
 
 
 @dataclass
