@@ -9,9 +9,10 @@ of regeneration, per catalog, from enrich's own eval reports and run outputs.
         of the attribute lines
     python bench/grounded.py sample DIR CONFIG [--rows 30]
         passing rows of one configuration (seeded), as markdown, to read by hand
-    python bench/grounded.py ship ADAPTER OUT.tgz
-        the adapter as the package ships it: its weights in bf16 (half the bytes of the float32 that training
-        keeps), enrich.json, claims.json and the training report; the tokenizer is the base's
+    python bench/grounded.py ship ADAPTER OUT.tgz [--rank 6]
+        the adapter as the package ships it: each module's update B @ A cut by SVD to its top --rank directions
+        (a standard PEFT adapter of that rank), in bf16, with enrich.json, claims.json and the training report;
+        the tokenizer is the base's
 """
 
 from __future__ import annotations
@@ -254,10 +255,32 @@ def sample(root: Path, config: str, n: int, seed: int = 0) -> str:
     return "\n".join(out)
 
 
-SHIPPED = ("adapter_config.json", "enrich.json", "claims.json", "training_report.json")
+SHIPPED = ("enrich.json", "claims.json", "training_report.json")  # as trained; the weights and config as cut
 
 
-def ship(adapter: Path, out: Path) -> None:
+# The rank the package ships. The r=16 adapter's updates keep 97% of their energy (mean over modules) in their top
+# 6 directions, and on 50 held-out rows the rank-6 cut scored as the full adapter (ROUGE-L 0.1605 against 0.158,
+# the same unsupported-claim rate, brand coverage and EOS rate) at 3.7 MB instead of 9.8 (bench/RESULTS.md).
+SHIPPED_RANK = 6
+
+
+def low_rank(weights: dict[str, Any], scale: float, rank: int) -> dict[str, Any]:
+    """Each module's update (B @ A times the LoRA scale) as the B and A of its best rank-`rank` approximation
+    (SVD), the singular values split evenly between them; the scale of the result is 1 (alpha = rank)."""
+    import torch
+
+    out = {}
+    for a_key in (k for k in weights if ".lora_A." in k):
+        b_key = a_key.replace(".lora_A.", ".lora_B.")
+        update = (weights[b_key].float() @ weights[a_key].float()) * scale
+        u, s, vh = torch.linalg.svd(update, full_matrices=False)
+        root = s[:rank].sqrt()
+        out[b_key] = u[:, :rank] * root
+        out[a_key] = root[:, None] * vh[:rank]
+    return out
+
+
+def ship(adapter: Path, out: Path, rank: int) -> None:
     import io
     import tarfile
 
@@ -265,13 +288,21 @@ def ship(adapter: Path, out: Path) -> None:
     from safetensors.torch import load_file, save
 
     weights = load_file(str(adapter / "adapter_model.safetensors"))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    if rank < config["r"]:
+        weights = low_rank(weights, config["lora_alpha"] / config["r"], rank)
+        config.update(r=rank, lora_alpha=rank)
     data = save({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()}, metadata={"format": "pt"})
+    files = {
+        "adapter_model.safetensors": data,
+        "adapter_config.json": (json.dumps(config, indent=2) + "\n").encode(),
+        **{name: (adapter / name).read_bytes() for name in SHIPPED},
+    }
     with tarfile.open(out, "w:gz") as tar:
-        for name in SHIPPED:
-            tar.add(adapter / name, arcname=name)
-        info = tarfile.TarInfo("adapter_model.safetensors")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+        for name, blob in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
     print(f"{out}: {out.stat().st_size:,} bytes")
 
 
@@ -293,6 +324,7 @@ def main() -> None:
     h = sub.add_parser("ship")
     h.add_argument("adapter", type=Path)
     h.add_argument("out", type=Path)
+    h.add_argument("--rank", type=int, default=SHIPPED_RANK)
     a = ap.parse_args()
     if a.cmd == "score":
         result = score(a.output, a.held_out, a.model)
@@ -307,7 +339,7 @@ def main() -> None:
         if a.json:
             a.json.write_text(json.dumps({"configurations": found, "costs": extra}, indent=1) + "\n")
     elif a.cmd == "ship":
-        ship(a.adapter, a.out)
+        ship(a.adapter, a.out, a.rank)
     else:
         print(sample(a.root, a.config, a.rows))
 
