@@ -307,12 +307,7 @@ def _require_own_architecture(path: Path) -> None:
     enrich never passes trust_remote_code: a model that ships its own Python (auto_map) is refused here, with
     the reason, rather than by transformers after minutes of loading, or run.
     """
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err}); restore the model's config.json") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a JSON object; restore the model's config.json")
+    config = read_json_object(path, "valid JSON", ConfigError, "; restore the model's config.json")
     if "auto_map" in config:
         raise ConfigError(
             f"{path}: the model asks to run its own code (auto_map); enrich never runs a model's own code: "
