@@ -287,6 +287,8 @@ def ship(adapter: Path, out: Path, rank: int) -> None:
     import torch
     from safetensors.torch import load_file, save
 
+    if out.exists():
+        raise SystemExit(f"{out} exists: remove it or choose another path")
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     config = json.loads((adapter / "adapter_config.json").read_text())
     if rank < config["r"]:

@@ -154,6 +154,15 @@ def read_json_object(path: Path, what: str, error: type[EnrichError], remedy: st
     return data
 
 
+def is_eval_report(path: Path) -> bool:
+    """Whether a file is an eval report that enrich wrote (an object with its data, rows and models)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("models"), dict) and {"data", "rows"} <= data.keys()
+
+
 def is_enrich_page(path: Path) -> bool:
     """Whether a file is a page that enrich wrote (its generator mark, in its first lines)."""
     try:

@@ -380,3 +380,40 @@ def test_eval_on_real_rows_writes_its_review_page(
     assert (tmp_path / "quiet" / "eval_report.json").is_file() and not (
         tmp_path / "quiet" / "eval.html"
     ).exists()
+
+
+def test_eval_replaces_only_the_files_of_an_earlier_eval(tiny_model: Path, tmp_path: Path) -> None:
+    """-o may name a folder with an earlier eval's files (replaced); a file of the same name that enrich did not
+    write is refused before any model loads (exit 2, nothing written), unless --overwrite."""
+    holdout = tmp_path / "holdout.parquet"
+    pl.read_parquet(CATALOG).head(6).write_parquet(holdout)
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "summary.md").write_text("my notes\n")
+    args = (
+        "eval",
+        tiny_model,
+        holdout,
+        "-o",
+        out,
+        "--sample",
+        "3",
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+    )
+    refused = enrich(*args)
+    assert refused.exit_code == 2, refused.output
+    assert f"{out / 'summary.md'}: exists and enrich did not write it" in refused.output
+    assert "--overwrite" in refused.output and "Traceback" not in refused.output
+    assert sorted(p.name for p in out.iterdir()) == ["summary.md"]
+    assert (out / "summary.md").read_text() == "my notes\n"
+    assert enrich(*args, "--overwrite").exit_code == 0
+    assert (out / "summary.md").read_text() != "my notes\n" and (out / "eval_report.json").is_file()
+    again = enrich(*args)  # the folder is an earlier eval's now: its files are replaced without --overwrite
+    assert again.exit_code == 0, again.output
+    (out / "eval.html").write_text("<p>my page</p>")
+    page = enrich(*args)
+    assert page.exit_code == 2 and f"{out / 'eval.html'}: exists and enrich did not write it" in page.output
+    assert (out / "eval.html").read_text() == "<p>my page</p>"

@@ -30,6 +30,7 @@ EVAL_FIELDS = {
     "seed": "seed",
     "batch_size": "batch_size",
     "references": "references",
+    "overwrite": "overwrite",
     "temperature": "sampling.temperature",
     "top_p": "sampling.top_p",
     "max_new_tokens": "sampling.max_new_tokens",
@@ -51,6 +52,11 @@ BOTH_MODELS = (
 )
 @click.option("--no-baseline", is_flag=True, help="Score MODEL alone.")
 @click.option("--no-review", is_flag=True, help="Do not write OUT/eval.html, the page of every row.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace files in OUT that an earlier eval did not write (default: refuse, exit 2, before any model loads).",
+)
 @click.option(
     "--sample", type=int, default=200, show_default=True, help="Rows scored (seeded random sample)."
 )
@@ -152,7 +158,7 @@ def eval_cmd(
     if not no_review:
         from enrich.review import write_eval_page
 
-        click.echo(f"review page: {write_eval_page(Path(output))}")
+        click.echo(f"review page: {write_eval_page(Path(output), config.overwrite)}")
 
 
 def _print_scores(report: dict[str, Any], output: str) -> None:

@@ -65,7 +65,7 @@ def review(
 
     path = Path(output)
     if path.is_dir():
-        page = write_eval_page(path)
+        page = write_eval_page(path, overwrite)
     else:
         page = write_review(
             path,

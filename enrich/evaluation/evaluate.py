@@ -61,6 +61,9 @@ class EvalConfig(BaseModel):
     sample: int = Field(200, ge=1, description="Rows scored (a seeded random sample; all rows when fewer).")
     seed: int = Field(0, ge=0, description="Seed of the sample.")
     batch_size: int | None = Field(None, ge=1, description="Prompts per generate call (transformers engine).")
+    overwrite: bool = Field(
+        False, description="Replace files in the report directory that an earlier eval did not write."
+    )
     references: Literal["as-is", "faithful", "both"] = Field(
         "as-is",
         description="What ROUGE-L, chrF and BLEU score against: the real descriptions as they are, the same cut to "
@@ -224,8 +227,10 @@ def _faithful_references(
 
 def evaluate(config: EvalConfig, out_dir: Path, on_event: Event = no_events) -> dict[str, Any]:
     """Generate for held-out rows with the model (and baseline), score both, write report, plot and summary."""
-    from enrich.evaluation.report import write_outputs
+    from enrich.evaluation.report import check_out_dir, write_outputs
     from enrich.model.engines import resolve_sampling
+
+    check_out_dir(Path(out_dir), config.overwrite)
 
     refs_by_role = {"model": config.model.ref, "baseline": config.baseline}
     specs = {role: _resolve(role, ref) for role, ref in refs_by_role.items() if ref is not None}

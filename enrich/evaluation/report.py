@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from enrich.errors import ConfigError
 from enrich.evaluation.faithfulness import KINDS
+from enrich.files import is_enrich_page, is_eval_report
 from enrich.quality.flags import FLAGS
 
 # Flags that the faithfulness rows report as rates of their own (unsupported_claim_rate, wrong_type_rate...).
@@ -69,6 +71,25 @@ def _decoding(s: dict[str, Any]) -> str:
     kind = "greedy" if s["temperature"] == 0 else f"T={s['temperature']}, top_p={s['top_p']}"
     scope = " (output)" if s.get("penalty_scope") == "output" else ""
     return f"{kind}, max {s['max_new_tokens']} tokens, rep. penalty {s['repetition_penalty']}{scope}"
+
+
+EVAL_FILES = ("eval_report.json", "generations.jsonl", "eval.png", "summary.md", "eval.html")
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Before any model loads: out_dir may receive an eval's files only where those already there are an earlier
+    eval's (its report enrich's, its page enrich's), or with overwrite. enrich replaces only what it wrote."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: not a directory; choose another -o")
+    if overwrite or not out_dir.exists():
+        return
+    ours = is_eval_report(out_dir / "eval_report.json")
+    for name in EVAL_FILES:
+        path = out_dir / name
+        if path.exists() and not (is_enrich_page(path) if name == "eval.html" else ours):
+            raise ConfigError(
+                f"{path}: exists and enrich did not write it; pass --overwrite to replace it, or choose another -o"
+            )
 
 
 def write_outputs(

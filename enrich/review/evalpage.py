@@ -38,8 +38,9 @@ _SKIP = {"rows", "seconds", "seed"}  # numbers of a model that are not metrics o
 _WORD = re.compile(r"\w+")
 
 
-def write_eval_page(eval_dir: Path) -> Path:
-    """Write eval_dir/eval.html from eval_report.json and generations.jsonl; return its path."""
+def write_eval_page(eval_dir: Path, overwrite: bool = False) -> Path:
+    """Write eval_dir/eval.html from eval_report.json and generations.jsonl; return its path. An eval.html that
+    enrich did not write is replaced only with overwrite."""
     report = _read_json(eval_dir / "eval_report.json")
     models = report.get("models")
     if not isinstance(models, dict) or not models:
@@ -59,6 +60,7 @@ def write_eval_page(eval_dir: Path) -> Path:
         "eval.html.j2",
         eval_dir / "eval.html",
         data,
+        overwrite,
         eval_dir=str(eval_dir),
         report=report,
         roles=[(role, models[role]) for role in roles],
