@@ -44,31 +44,26 @@ def prompted_attributes(
     return tuple(chosen)
 
 
-def fits(spec: ModelSpec, given: list[Attribute], names: list[str]) -> bool:
-    """Whether an input can be prompted as the model was trained: each attribute it was trained with has its
-    column (or one --attr maps to its label), and no --attr names a label it was not trained with."""
-    trained = {str(a["label"]): str(a["column"]) for a in spec.info.get("attributes") or []}
-    mapped = {a.text_label(): a.column for a in given}
-    if any(label not in trained for label in mapped):
-        return not trained
-    return all(mapped.get(label, column) in names for label, column in trained.items())
-
-
 def default_for(
-    spec: ModelSpec, given: list[Attribute], names: list[str], where: str, on_event: Event
+    spec: ModelSpec, given: list[Attribute], source: Source, names: list[str], on_event: Event
 ) -> str | None:
     """Where the default model (a base with the adapter enrich ships, trained with attributes) cannot be prompted
-    as it was trained, the base it was trained on, said in a warning: a catalog without those columns still
-    gets descriptions; a model the user names is refused instead (prompted_attributes)."""
+    as it was trained (prompted_attributes refuses the input), the base it was trained on, said in a warning: a
+    catalog without those columns still gets descriptions; a model the user names is refused instead."""
     preset = MODEL_PRESETS.get(spec.ref)
-    if preset is None or preset.adapter is None or fits(spec, given, names):
+    if preset is None or preset.adapter is None:
         return None
+    try:
+        prompted_attributes(given, spec, source, names)
+        return None
+    except ConfigError:
+        pass
     base = str(spec.info.get("base"))
     labels = ", ".join(str(a["label"]) for a in spec.info.get("attributes") or [])
     on_event(
         "warning",
         {
-            "message": f"{where}: the default model {spec.ref} states {labels} under each title, and the input has "
+            "message": f"{source.path}: the default model {spec.ref} states {labels} under each title, and the input has "
             f"no column for them: using {base}, the base model, prompted with the title alone (map columns with "
             f"--attr COLUMN=Label, or choose a model with --model)"
         },

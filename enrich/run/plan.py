@@ -146,9 +146,7 @@ def plan_run(job: JobConfig, on_event: Event = no_events) -> Plan:
 def _model(job: JobConfig, source: Source, names: list[str], gpu: bool, on_event: Event) -> ModelSpec:
     """The job's model; the default one gives way to its base for an input without its attribute columns."""
     spec = resolve_model(job.model.ref, gpu=gpu, on_event=on_event)
-    if job.model.ref is None and (
-        base := default_for(spec, job.input.attributes, names, source.path, on_event)
-    ):
+    if job.model.ref is None and (base := default_for(spec, job.input.attributes, source, names, on_event)):
         return resolve_model(base, on_event=on_event)
     return spec
 
